@@ -1,0 +1,73 @@
+"""The exception tree of rsembed_store.
+
+Every error the package raises on purpose derives from :class:`RsEmbedStoreError`
+and also from the builtin it resembles, so callers may catch either
+(``except SpecError`` or ``except ValueError``). Messages name the bad value,
+what is accepted, and where possible the fix.
+"""
+
+from __future__ import annotations
+
+
+class RsEmbedStoreError(Exception):
+    """Root of every error raised on purpose by rsembed_store."""
+
+
+class SpecError(RsEmbedStoreError, ValueError):
+    """A request spec (spatial, temporal, sensor, output, input prep) is invalid."""
+
+
+class UnknownModelError(SpecError, LookupError):
+    """A model id that is not in the registry."""
+
+
+class UnknownProviderError(SpecError, LookupError):
+    """A provider name that is not in the registry."""
+
+
+class VectorError(RsEmbedStoreError, ValueError):
+    """A vector or grid of the wrong shape, dimension or with non-finite values."""
+
+
+class UnknownSpaceError(RsEmbedStoreError, LookupError):
+    """An embedding space (model + revision) the store does not hold."""
+
+
+class StoreError(RsEmbedStoreError, OSError):
+    """The store could not be opened, read or written."""
+
+
+class ProviderError(RsEmbedStoreError, RuntimeError):
+    """A provider could not deliver pixels for a request."""
+
+
+class NoImageryError(ProviderError):
+    """No scene passes the filters for the requested place and window."""
+
+
+class ComputeError(RsEmbedStoreError, RuntimeError):
+    """A model failed on an input."""
+
+
+class SqlError(RsEmbedStoreError, ValueError):
+    """A SQL statement was refused (not read-only) or failed."""
+
+
+class MissingExtraError(RsEmbedStoreError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import an optional dependency or raise :class:`MissingExtraError` naming the extra.
+
+    >>> np = require("numpy", "core", "arrays")  # doctest: +SKIP
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised via monkeypatch in tests
+        raise MissingExtraError(
+            f"{feature} needs the optional package {module!r}, which is not installed. "
+            f"Install it with: pip install 'rsembed-store[{extra}]'"
+        ) from exc

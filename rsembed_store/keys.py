@@ -1,0 +1,244 @@
+"""Content keys: what is computed -> a stable SHA-256 name.
+
+A :class:`Request` is what a caller asks. :func:`resolve` turns it into a
+:class:`ResolvedRequest` (the model's own resolver fills defaults and interprets
+the window), whose canonical JSON is hashed:
+
+1. the resolved request as a dict, with the schema tag :data:`SCHEMA`;
+2. floats rounded (degrees to 1e-7, metres to 1e-3, everything else to 1e-6),
+   ``-0.0`` folded into ``0.0``, NaN and infinities refused;
+3. serialised with sorted keys and no spaces (``json.dumps(..., sort_keys=True,
+   separators=(",", ":"))``);
+4. SHA-256 of the UTF-8 bytes, as 64 hex digits.
+
+The key includes the model's id AND revision and the provider, and nothing
+machine-specific (paths, devices, worker counts, credentials). Changing this
+recipe means bumping :data:`SCHEMA`; golden tests pin a dozen keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from .errors import SpecError
+from .specs import (
+    BBox,
+    H3Cell,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    SensorSpec,
+    SpatialSpec,
+    TemporalSpec,
+    coerce_spec,
+)
+
+SCHEMA = "rsembed-key/1"
+
+# decimals kept per field name; any other float keeps 6
+_DEGREE_FIELDS = {"lon", "lat", "minlon", "minlat", "maxlon", "maxlat"}
+_METRE_FIELDS = {"buffer_m", "scale_m"}
+
+
+def _round(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise SpecError(f"{name}={value!r} is not a finite number and cannot be part of a key")
+    digits = 7 if name in _DEGREE_FIELDS else 3 if name in _METRE_FIELDS else 6
+    out = round(value, digits)
+    return 0.0 if out == 0 else out
+
+
+def canonicalize(value: Any, name: str = "") -> Any:
+    """Return ``value`` as JSON-ready data with every float rounded by its field name."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _round(name, value)
+    if isinstance(value, Mapping):
+        return {str(k): canonicalize(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonicalize(v, name) for v in value]
+    if hasattr(value, "to_dict"):
+        return canonicalize(value.to_dict(), name)
+    try:  # numpy scalars
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return canonicalize(value.item(), name)
+    except ImportError:  # pragma: no cover
+        pass
+    raise SpecError(f"{name or 'value'}={value!r} of type {type(value).__name__} cannot be part of a key")
+
+
+def canonical_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(canonicalize(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def hash_json(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question: this model, this place, this window, these pixels, this output."""
+
+    model: str
+    spatial: SpatialSpec
+    temporal: Optional[TemporalSpec] = None
+    sensor: Optional[SensorSpec] = None
+    output: OutputSpec = field(default_factory=OutputSpec.pooled)
+    input_prep: Optional[InputPrepSpec] = None
+    provider: Optional[str] = None
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise SpecError(f"model={self.model!r} must be a model id such as 'spectral'")
+        object.__setattr__(self, "spatial", coerce_spec(self.spatial, SpatialSpec))
+        if self.spatial is None:
+            raise SpecError("spatial is required: a PointBuffer, BBox or H3Cell")
+        object.__setattr__(self, "temporal", coerce_spec(self.temporal, TemporalSpec))
+        object.__setattr__(self, "sensor", coerce_spec(self.sensor, SensorSpec))
+        object.__setattr__(self, "output", coerce_spec(self.output, OutputSpec) or OutputSpec.pooled())
+        object.__setattr__(self, "input_prep", coerce_spec(self.input_prep, InputPrepSpec))
+        if self.provider is not None and not isinstance(self.provider, str):
+            raise SpecError(f"provider={self.provider!r} must be a provider name such as 'local'")
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "spatial": self.spatial.to_dict(),
+            "temporal": self.temporal.to_dict() if self.temporal else None,
+            "sensor": self.sensor.to_dict() if self.sensor else None,
+            "output": self.output.to_dict(),
+            "input_prep": self.input_prep.to_dict() if self.input_prep else None,
+            "provider": self.provider,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Request":
+        if not isinstance(data, Mapping):
+            raise SpecError(f"a request must be an object, got {data!r}")
+        accepted = {"model", "spatial", "temporal", "sensor", "output", "input_prep", "provider"}
+        unknown = sorted(set(data) - accepted)
+        if unknown:
+            raise SpecError(f"request has unknown field(s) {unknown}; accepted: {sorted(accepted)}")
+        if "model" not in data or "spatial" not in data:
+            raise SpecError("request needs at least 'model' and 'spatial'")
+        return cls(**{k: v for k, v in data.items() if v is not None or k in ("model", "spatial")})
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every default filled in, as the model will compute it, and its key."""
+
+    model: str
+    revision: str
+    provider: Optional[str]
+    spatial: SpatialSpec
+    temporal: Optional[TemporalSpec]
+    sensor: Optional[SensorSpec]
+    output: OutputSpec
+    input_prep: Optional[InputPrepSpec]
+    canonical: str = field(default="", compare=False)
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not self.canonical:
+            text = canonical_json(self.key_dict())
+            object.__setattr__(self, "canonical", text)
+            object.__setattr__(self, "key", hash_json(text))
+
+    def key_dict(self) -> dict:
+        """The dict that is hashed: everything that determines the answer, nothing else."""
+        return {
+            "schema": SCHEMA,
+            "model": {"id": self.model, "revision": self.revision},
+            "provider": self.provider,
+            "spatial": self.spatial.to_dict(),
+            "temporal": self.temporal.to_dict() if self.temporal else None,
+            "sensor": self.sensor.to_dict() if self.sensor else None,
+            "output": self.output.to_dict(),
+            "input_prep": self.input_prep.to_dict() if self.input_prep else None,
+        }
+
+    @property
+    def space(self) -> str:
+        from .space import space_name
+
+        return space_name(self.model, self.revision)
+
+    def to_request(self) -> Request:
+        return Request(
+            model=self.model,
+            spatial=self.spatial,
+            temporal=self.temporal,
+            sensor=self.sensor,
+            output=self.output,
+            input_prep=self.input_prep,
+            provider=self.provider,
+        )
+
+    @classmethod
+    def from_canonical(cls, text: str) -> "ResolvedRequest":
+        """Rebuild a resolved request from the canonical JSON stored beside its key."""
+        from .specs import spatial_from_dict
+
+        d = json.loads(text)
+        if d.get("schema") != SCHEMA:
+            raise SpecError(f"key schema {d.get('schema')!r} is not {SCHEMA!r}")
+        return cls(
+            model=d["model"]["id"],
+            revision=d["model"]["revision"],
+            provider=d["provider"],
+            spatial=spatial_from_dict(d["spatial"]),
+            temporal=TemporalSpec.from_dict(d["temporal"]) if d["temporal"] else None,
+            sensor=SensorSpec.from_dict(d["sensor"]) if d["sensor"] else None,
+            output=OutputSpec.from_dict(d["output"]),
+            input_prep=InputPrepSpec.from_dict(d["input_prep"]) if d["input_prep"] else None,
+            canonical=text,
+            key=hash_json(text),
+        )
+
+
+def resolve(request: Request | Mapping[str, Any]) -> ResolvedRequest:
+    """Resolve a request with its model's own resolver and key it."""
+    from .registry import model_class
+
+    if isinstance(request, Mapping):
+        request = Request.from_dict(request)
+    cls = model_class(request.model)
+    info = cls.info
+    cls.check_spatial(request.spatial)
+    return ResolvedRequest(
+        model=info.id,
+        revision=info.revision,
+        provider=cls.resolve_provider(request.provider),
+        spatial=request.spatial,
+        temporal=cls.resolve_temporal(request.temporal),
+        sensor=cls.resolve_sensor(request.sensor),
+        output=cls.resolve_output(request.output),
+        input_prep=cls.resolve_input_prep(request.input_prep),
+    )
+
+
+def key_of(request: Request | Mapping[str, Any]) -> str:
+    """The content key of a request (resolving it first)."""
+    return resolve(request).key
+
+
+__all__ = [
+    "SCHEMA",
+    "Request",
+    "ResolvedRequest",
+    "canonical_json",
+    "canonicalize",
+    "hash_json",
+    "key_of",
+    "resolve",
+]

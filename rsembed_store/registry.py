@@ -1,0 +1,87 @@
+"""Model and provider registries: a name -> the class that implements it.
+
+The registries are the single source of truth for what exists: ``models --json``,
+the docs table and the parametrised tests are all generated from them. Entries
+are ``"module:Class"`` strings imported on first use, so listing models never
+imports a heavy dependency, and a model whose optional extra is missing fails
+only when it is used, with an error naming the extra.
+
+Adding a model is one module plus one line here (or a call to
+:func:`register_model` from a plugin).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Dict, List
+
+from .errors import UnknownModelError, UnknownProviderError
+
+# name -> "module:Class"
+_MODELS: Dict[str, str] = {
+    "spectral": "rsembed_store.ingest.models.spectral:SpectralModel",
+    "mosaiks": "rsembed_store.ingest.models.mosaiks:MosaiksModel",
+}
+
+_PROVIDERS: Dict[str, str] = {
+    "local": "rsembed_store.ingest.providers.local:LocalProvider",
+}
+
+_lock = threading.Lock()
+_model_classes: Dict[str, type] = {}
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_model(name: str, target) -> None:
+    """Register a model class (or its ``"module:Class"`` path) under ``name``."""
+    with _lock:
+        if isinstance(target, str):
+            _MODELS[name] = target
+            _model_classes.pop(name, None)
+        else:
+            _MODELS[name] = f"{target.__module__}:{target.__qualname__}"
+            _model_classes[name] = target
+
+
+def register_provider(name: str, target) -> None:
+    """Register a provider class (or its ``"module:Class"`` path) under ``name``."""
+    _PROVIDERS[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def model_names() -> List[str]:
+    return sorted(_MODELS)
+
+
+def provider_names() -> List[str]:
+    return sorted(_PROVIDERS)
+
+
+def model_class(name: str) -> type:
+    """The class registered as ``name``; raises :class:`UnknownModelError` listing what exists."""
+    if not isinstance(name, str) or name not in _MODELS:
+        raise UnknownModelError(
+            f"unknown model {name!r}; registered models: {model_names()} "
+            "(see `rsembed-store models`)"
+        )
+    with _lock:
+        cls = _model_classes.get(name)
+        if cls is None:
+            cls = _load(_MODELS[name])
+            _model_classes[name] = cls
+    return cls
+
+
+def model_info(name: str):
+    """The declared :class:`~rsembed_store.model.ModelInfo` of model ``name``."""
+    return model_class(name).info
+
+
+def provider_class(name: str) -> type:
+    if not isinstance(name, str) or name not in _PROVIDERS:
+        raise UnknownProviderError(f"unknown provider {name!r}; registered providers: {provider_names()}")
+    return _load(_PROVIDERS[name])

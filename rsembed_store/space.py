@@ -1,0 +1,231 @@
+"""Embedding spaces: one LanceDB table per (model id, revision), and its row layout.
+
+Vectors of different spaces have different meanings (and often dimensions) and
+are never compared, so each space is its own table. This module owns the
+table name, the Arrow schema of a row, and the conversion between rows and
+:class:`~rsembed_store.embedding.Embedding` objects; it touches no storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, datetime, timezone
+from typing import List, Optional, Sequence
+
+import h3
+import numpy as np
+import pyarrow as pa
+
+from .embedding import Embedding
+from .errors import VectorError
+from .keys import ResolvedRequest
+from .specs import H3Cell
+
+DEFAULT_H3_RES = 12  # ~10 m hexagon edge: the cell of each ROI centre
+PRIMARY_KEY_META = {b"lance-schema:unenforced-primary-key:position": b"1"}
+
+# heavy columns, left out of the SQL `embeddings` view and of search results
+HEAVY_COLUMNS = ("vector", "grid")
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def space_name(model: str, revision: str) -> str:
+    """Table name of a space: ``<model>__<revision>``, made safe, hashed if long.
+
+    >>> space_name("mosaiks", "k256-seed0-v1")
+    'mosaiks__k256-seed0-v1'
+    """
+    rev = _NAME_OK.sub("-", revision).strip("-.") or "r"
+    if len(rev) > 40:
+        rev = rev[:24] + "-" + hashlib.sha256(revision.encode()).hexdigest()[:12]
+    return f"{_NAME_OK.sub('-', model)}__{rev}"
+
+
+def row_schema(dim: int) -> pa.Schema:
+    """The Arrow schema of one space's table (``dim`` is the embedding dimension)."""
+    return pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False, metadata=PRIMARY_KEY_META),
+            pa.field("request", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("revision", pa.string(), nullable=False),
+            pa.field("output", pa.string(), nullable=False),
+            pa.field("pooling", pa.string()),
+            pa.field("provider", pa.string()),
+            pa.field("spatial_type", pa.string(), nullable=False),
+            pa.field("lon", pa.float64(), nullable=False),
+            pa.field("lat", pa.float64(), nullable=False),
+            pa.field("minlon", pa.float64(), nullable=False),
+            pa.field("minlat", pa.float64(), nullable=False),
+            pa.field("maxlon", pa.float64(), nullable=False),
+            pa.field("maxlat", pa.float64(), nullable=False),
+            pa.field("h3", pa.int64(), nullable=False),
+            pa.field("cell", pa.int64()),
+            pa.field("cell_res", pa.int8()),
+            pa.field("start_date", pa.date32()),
+            pa.field("end_date", pa.date32()),
+            pa.field("year", pa.int32()),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("grid", pa.large_binary()),
+            pa.field("grid_shape", pa.list_(pa.int32())),
+            pa.field("grid_dtype", pa.string()),
+            pa.field("grid_codec", pa.string()),
+            pa.field("meta", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("compute_s", pa.float64(), nullable=False),
+        ]
+    )
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def embeddings_to_table(embeddings: Sequence[Embedding], dim: int, h3_res: int) -> pa.Table:
+    """Rows for a batch of embeddings of one space (validated by the caller)."""
+    n = len(embeddings)
+    cols = {name: [] for name in row_schema(dim).names if name != "vector"}
+    vectors = np.empty((n, dim), dtype=np.float32)
+    now = datetime.now(timezone.utc)
+    for i, e in enumerate(embeddings):
+        r = e.request
+        sp = r.spatial
+        lon, lat = sp.center()
+        minlon, minlat, maxlon, maxlat = sp.bounds()
+        if isinstance(sp, H3Cell):
+            cell, cell_res = sp.cell_int, sp.resolution
+            center_cell = h3.str_to_int(h3.cell_to_center_child(sp.cell, h3_res)) if cell_res <= h3_res else h3.str_to_int(h3.cell_to_parent(sp.cell, h3_res))
+        else:
+            cell, cell_res = None, None
+            center_cell = h3.str_to_int(h3.latlng_to_cell(lat, lon, h3_res))
+        if r.temporal is not None:
+            start, end = r.temporal.window()
+            year = r.temporal.year if r.temporal.mode == "year" else start.year
+        else:
+            start = end = year = None
+        vectors[i] = e.vector
+        grid = e.grid
+        values = {
+            "key": r.key,
+            "request": r.canonical,
+            "model": r.model,
+            "revision": r.revision,
+            "output": r.output.mode,
+            "pooling": r.output.pooling if r.output.mode == "pooled" else None,
+            "provider": r.provider,
+            "spatial_type": type(sp).__name__,
+            "lon": lon,
+            "lat": lat,
+            "minlon": minlon,
+            "minlat": minlat,
+            "maxlon": maxlon,
+            "maxlat": maxlat,
+            "h3": center_cell,
+            "cell": cell,
+            "cell_res": cell_res,
+            "start_date": start,
+            "end_date": end,
+            "year": year,
+            "grid": None if grid is None else np.ascontiguousarray(grid).astype(np.asarray(grid).dtype.newbyteorder("<"), copy=False).tobytes(),
+            "grid_shape": None if grid is None else list(np.asarray(grid).shape),
+            "grid_dtype": None if grid is None else np.asarray(grid).dtype.newbyteorder("<").str,
+            "grid_codec": None if grid is None else e.grid_codec,
+            "meta": json.dumps(e.meta or {}, sort_keys=True, default=_json_default, allow_nan=True),
+            "created_at": e.created_at or now,
+            "compute_s": float(e.compute_s),
+        }
+        for name, col in cols.items():
+            col.append(values[name])
+    schema = row_schema(dim)
+    arrays = []
+    for f in schema:
+        if f.name == "vector":
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim))
+        else:
+            arrays.append(pa.array(cols[f.name], type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def row_to_embedding(row: dict, *, cached: bool = True) -> Embedding:
+    """Rebuild an Embedding from one stored row (a dict of column values)."""
+    request = ResolvedRequest.from_canonical(row["request"])
+    grid = None
+    if row.get("grid") is not None:
+        grid = np.frombuffer(row["grid"], dtype=np.dtype(row["grid_dtype"])).reshape(row["grid_shape"])
+    created = row.get("created_at")
+    return Embedding(
+        request=request,
+        vector=np.asarray(row["vector"], dtype=np.float32),
+        grid=grid,
+        grid_codec=row.get("grid_codec") or "raw",
+        meta=json.loads(row["meta"]) if row.get("meta") else {},
+        compute_s=float(row.get("compute_s") or 0.0),
+        created_at=created,
+        cached=cached,
+    )
+
+
+def table_to_embeddings(table: pa.Table, *, cached: bool = True) -> List[Embedding]:
+    vectors = table.column("vector").combine_chunks()
+    dim = vectors.type.list_size
+    flat = vectors.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    rest = table.drop_columns(["vector"]).to_pylist()
+    out = []
+    for i, row in enumerate(rest):
+        row["vector"] = flat[i]
+        out.append(row_to_embedding(row, cached=cached))
+    return out
+
+
+def check_dim(embeddings: Sequence[Embedding], dim: int, space: str) -> None:
+    for e in embeddings:
+        try:
+            e.validate(dim)
+        except VectorError as exc:
+            raise VectorError(f"space {space!r}: {exc}") from None
+
+
+def catalog_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("space", pa.string(), nullable=False, metadata=PRIMARY_KEY_META),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("revision", pa.string(), nullable=False),
+            pa.field("dim", pa.int32(), nullable=False),
+            pa.field("dtype", pa.string(), nullable=False),
+            pa.field("metric", pa.string(), nullable=False),
+            pa.field("kind", pa.string()),
+            pa.field("h3_res", pa.int8(), nullable=False),
+            pa.field("info", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def h3_children_range(cell: int, res: int) -> tuple:
+    """The inclusive int64 range holding every descendant of ``cell`` at resolution ``res``.
+
+    H3 stores resolution digits from the most significant end, so all
+    descendants of a cell at a finer resolution share its leading bits and form
+    one contiguous range: a containment filter is ``h3 BETWEEN lo AND hi``.
+    """
+    cell_res = (cell >> 52) & 0xF
+    if res < cell_res:
+        raise ValueError(f"resolution {res} is coarser than the cell's {cell_res}")
+    base = (cell & ~(0xF << 52)) | (res << 52)
+    lo = base
+    hi = base
+    for r in range(cell_res + 1, res + 1):
+        shift = 3 * (15 - r)
+        lo &= ~(0x7 << shift)
+        hi = (hi & ~(0x7 << shift)) | (0x6 << shift)
+    return lo, hi

@@ -1,0 +1,468 @@
+"""The LanceDB store: one database, one table per embedding space, upserts on the key.
+
+``Store.open(uri)`` is the one place that touches a URI or storage options.
+Everything else works on values: resolved requests, embeddings, Arrow tables.
+
+Writes are merge-inserts on ``key``. The key column is declared as the table's
+(unenforced) primary key when the table is created; with it, Lance detects
+concurrent merge-inserts that insert the same new key and retries the loser
+as an update, so several writer processes never leave a key twice (without it
+they do: see ``tests/test_store_concurrency.py``). Reads go through the Lance
+dataset of each table at its latest version (a consistent snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .embedding import Embedding
+from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
+from .space import (
+    DEFAULT_H3_RES,
+    catalog_schema,
+    check_dim,
+    embeddings_to_table,
+    row_schema,
+    space_name,
+    table_to_embeddings,
+)
+
+DEFAULT_URI = "./rsembed-store"
+CATALOG = "_spaces"
+# scalar indexes: BTREE for high-cardinality columns, BITMAP for few distinct values
+SCALAR_INDEXES = {
+    "key": "BTREE",
+    "h3": "BTREE",
+    "cell": "BTREE",
+    "start_date": "BTREE",
+    "end_date": "BTREE",
+    "year": "BITMAP",
+    "output": "BITMAP",
+}
+
+
+def default_uri() -> str:
+    return os.environ.get("RSEMBED_STORE_DB") or DEFAULT_URI
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """A catalog entry: what one table holds."""
+
+    space: str
+    model: str
+    revision: str
+    dim: int
+    dtype: str
+    metric: str
+    kind: Optional[str]
+    h3_res: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    inserted: int
+    updated: int
+    spaces: Dict[str, int]
+
+
+def _lancedb():
+    import lancedb
+
+    return lancedb
+
+
+class Store:
+    """An embedding store on a LanceDB database (a directory or an object-store URI).
+
+    >>> store = Store.open("./rsembed-store")            # doctest: +SKIP
+    >>> store.put_many([embedding])                      # doctest: +SKIP
+    >>> store.lookup_many([embedding.key])               # doctest: +SKIP
+    """
+
+    def __init__(self, db, uri: str, storage_options: Optional[dict], h3_res: int):
+        self._db = db
+        self.uri = uri
+        self.storage_options = storage_options
+        self.h3_res = h3_res
+        self._lock = threading.RLock()
+        self._tables: Dict[str, object] = {}
+        self._datasets: Dict[str, object] = {}
+        self._spaces: Dict[str, SpaceInfo] = {}
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        uri: Union[str, os.PathLike, None] = None,
+        *,
+        storage_options: Optional[Mapping[str, str]] = None,
+        h3_res: int = DEFAULT_H3_RES,
+    ) -> "Store":
+        """Create or open a store at ``uri`` (default ``$RSEMBED_STORE_DB`` or ``./rsembed-store``).
+
+        ``uri`` may be a local directory or an object-store URI such as
+        ``s3://bucket/prefix``; ``storage_options`` go to LanceDB unchanged
+        (credentials, endpoint, region). ``h3_res`` is the resolution of the
+        ``h3`` column of new spaces (each space records its own).
+        """
+        uri = os.fspath(uri) if uri is not None else default_uri()
+        if not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
+            raise StoreError(f"h3_res={h3_res!r} must be an integer H3 resolution in [0, 15]")
+        if "://" not in uri:
+            os.makedirs(uri, exist_ok=True)
+        try:
+            db = _lancedb().connect(uri, storage_options=dict(storage_options) if storage_options else None)
+        except Exception as exc:  # lancedb raises plain exceptions for bad URIs
+            raise StoreError(f"cannot open the store at {uri!r}: {exc}") from exc
+        return cls(db, uri, dict(storage_options) if storage_options else None, h3_res)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # ------------------------------------------------------------ catalog
+
+    def _table_names(self) -> List[str]:
+        names = self._db.table_names(limit=100_000) if hasattr(self._db, "table_names") else []
+        return list(names)
+
+    def _catalog(self, create: bool = False):
+        with self._lock:
+            t = self._tables.get(CATALOG)
+            if t is not None:
+                return t
+            if CATALOG in self._table_names():
+                t = self._db.open_table(CATALOG)
+            elif create:
+                t = self._create_table(CATALOG, catalog_schema())
+            else:
+                return None
+            self._tables[CATALOG] = t
+            return t
+
+    def _create_table(self, name: str, schema: pa.Schema):
+        """Create a table, or open it when another process created it first."""
+        try:
+            return self._db.create_table(name, schema=schema, exist_ok=True)
+        except Exception:
+            # lost a creation race: the winner's table is there now
+            for _ in range(50):
+                try:
+                    return self._db.open_table(name)
+                except Exception:
+                    time.sleep(0.05)
+            raise
+
+    def spaces(self) -> List[SpaceInfo]:
+        """Every space in the catalog, sorted by name."""
+        cat = self._catalog()
+        if cat is None:
+            return []
+        rows = cat.to_arrow().to_pylist()
+        out = [
+            SpaceInfo(r["space"], r["model"], r["revision"], r["dim"], r["dtype"], r["metric"], r["kind"], r["h3_res"])
+            for r in rows
+        ]
+        with self._lock:
+            for s in out:
+                self._spaces[s.space] = s
+        return sorted(out, key=lambda s: s.space)
+
+    def space_info(self, space: str) -> SpaceInfo:
+        """The catalog entry of ``space``; :class:`UnknownSpaceError` names the spaces held."""
+        with self._lock:
+            info = self._spaces.get(space)
+        if info is not None:
+            return info
+        for s in self.spaces():
+            if s.space == space:
+                return s
+        held = [s.space for s in self.spaces()]
+        raise UnknownSpaceError(f"the store at {self.uri!r} holds no space {space!r}; it holds {held}")
+
+    def space_for(self, model: str, revision: Optional[str] = None) -> SpaceInfo:
+        """The space of ``model`` (its registered revision unless ``revision`` is given)."""
+        if revision is None:
+            from .registry import model_info
+
+            try:
+                revision = model_info(model).revision
+            except UnknownModelError:
+                matches = [s for s in self.spaces() if s.model == model]
+                if len(matches) == 1:
+                    return matches[0]
+                raise
+        return self.space_info(space_name(model, revision))
+
+    def ensure_space(self, model: str, revision: str, dim: int, *, metric: str = "cosine",
+                     kind: Optional[str] = None, dtype: str = "float32", info: Optional[dict] = None) -> SpaceInfo:
+        """Create the table and catalog entry of a space if absent; check its dimension if present."""
+        name = space_name(model, revision)
+        try:
+            existing = self.space_info(name)
+        except UnknownSpaceError:
+            existing = None
+        if existing is not None:
+            if existing.dim != dim:
+                raise VectorError(
+                    f"space {name!r} holds {existing.dim}-d vectors; refusing {dim}-d vectors for it"
+                )
+            return existing
+        if not isinstance(dim, int) or dim <= 0:
+            raise VectorError(f"dimension {dim!r} must be a positive integer")
+        with self._lock:
+            table = self._create_table(name, row_schema(dim))
+            self._tables[name] = table
+            cat = self._catalog(create=True)
+            entry = pa.Table.from_pylist(
+                [
+                    {
+                        "space": name,
+                        "model": model,
+                        "revision": revision,
+                        "dim": dim,
+                        "dtype": dtype,
+                        "metric": metric,
+                        "kind": kind,
+                        "h3_res": self.h3_res,
+                        "info": json.dumps(info or {}, sort_keys=True),
+                        "created_at": datetime.now(timezone.utc),
+                    }
+                ],
+                schema=catalog_schema(),
+            )
+            # insert-if-absent: a concurrent creator's entry wins and is kept
+            cat.merge_insert("space").when_not_matched_insert_all().execute(entry)
+            self._spaces.pop(name, None)
+        return self.space_info(name)
+
+    def _table(self, space: str):
+        with self._lock:
+            t = self._tables.get(space)
+            if t is None:
+                self.space_info(space)  # raises UnknownSpaceError
+                t = self._db.open_table(space)
+                self._tables[space] = t
+            return t
+
+    def table(self, space: str):
+        """The LanceDB table of ``space`` (for advanced use; prefer the Store methods)."""
+        return self._table(space)
+
+    def dataset(self, space: str, version: Union[int, str, None] = None):
+        """The Lance dataset of ``space`` at its latest version, or at a version number or tag."""
+        with self._lock:
+            ds = self._datasets.get(space)
+            if ds is None:
+                ds = self._table(space).to_lance()
+                self._datasets[space] = ds
+            else:
+                latest = ds.latest_version
+                if latest != ds.version:
+                    ds = ds.checkout_version(latest)
+                    self._datasets[space] = ds
+        if version is not None:
+            try:
+                return ds.checkout_version(version)
+            except Exception as exc:
+                raise StoreError(f"space {space!r} has no version or tag {version!r}: {exc}") from None
+        return ds
+
+    # ------------------------------------------------------------ writing
+
+    def put_many(self, embeddings: Iterable[Embedding]) -> PutResult:
+        """Upsert embeddings on their key; validates everything before writing anything.
+
+        Embeddings may belong to several spaces; each space is written in one
+        merge-insert. A NaN/inf vector, a wrong dimension or a malformed grid
+        refuses the whole call with :class:`VectorError` and writes nothing.
+        """
+        from .registry import model_info
+
+        groups: Dict[str, List[Embedding]] = {}
+        for e in embeddings:
+            if not isinstance(e, Embedding):
+                raise VectorError(f"put_many takes Embedding objects, got {type(e).__name__}")
+            groups.setdefault(e.space, []).append(e)
+        plans = []
+        for space, items in groups.items():
+            first = items[0]
+            try:
+                existing = self.space_info(space)
+            except UnknownSpaceError:
+                existing = None
+            dim = existing.dim if existing else first.dim
+            check_dim(items, dim, space)
+            # the last embedding of a repeated key wins, as a sequence of upserts would
+            unique = list({e.key: e for e in items}.values())
+            plans.append((space, first, dim, existing, unique))
+        inserted = updated = 0
+        counts: Dict[str, int] = {}
+        for space, first, dim, existing, unique in plans:
+            if existing is None:
+                try:
+                    minfo = model_info(first.model)
+                    metric, kind, dtype = minfo.metric, minfo.kind, minfo.grid_dtype
+                    extra = minfo.to_dict() if minfo.revision == first.request.revision else {}
+                except UnknownModelError:
+                    metric, kind, dtype, extra = "cosine", None, "float32", {}
+                self.ensure_space(first.model, first.request.revision, dim, metric=metric, kind=kind,
+                                  dtype=dtype, info=extra)
+            table = embeddings_to_table(unique, dim, self.space_info(space).h3_res)
+            t = self._table(space)
+            res = t.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(table)
+            inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
+            updated += int(getattr(res, "num_updated_rows", 0) or 0)
+            counts[space] = len(unique)
+            self._ensure_key_index(space)
+        return PutResult(inserted=inserted, updated=updated, spaces=counts)
+
+    def _ensure_key_index(self, space: str) -> None:
+        """Build the key index on a space's first write; maintenance refreshes it later."""
+        t = self._table(space)
+        try:
+            if any("key" in idx.columns for idx in t.list_indices()):
+                return
+            t.create_scalar_index("key", index_type="BTREE", replace=False)
+        except Exception:  # another writer built it first, or the table is empty
+            pass
+
+    def create_scalar_indexes(self, space: str) -> List[str]:
+        """(Re)build the scalar indexes of a space on the columns searches filter by."""
+        t = self._table(space)
+        built = []
+        for column, kind in SCALAR_INDEXES.items():
+            t.create_scalar_index(column, index_type=kind, replace=True)
+            built.append(column)
+        return built
+
+    # ------------------------------------------------------------ reading
+
+    def lookup_many(self, keys: Sequence[str], *, space: Optional[str] = None,
+                    version: Union[int, str, None] = None, columns: Optional[List[str]] = None) -> List[Optional[Embedding]]:
+        """The stored embeddings of ``keys``, in order, ``None`` for a miss.
+
+        One query per space (``space`` given: exactly one). Never computes.
+        """
+        keys = list(keys)
+        for k in keys:
+            if not isinstance(k, str):
+                raise StoreError(f"keys must be strings (64 hex digits), got {k!r}")
+        if not keys:
+            return []
+        spaces = [space] if space is not None else [s.space for s in self.spaces()]
+        found: Dict[str, Embedding] = {}
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        for sp in spaces:
+            ds = self.dataset(sp, version)
+            tbl = ds.to_table(filter=pc.field("key").isin(wanted), columns=columns)
+            for e in table_to_embeddings(tbl):
+                found[e.key] = e
+            if len(found) == len(wanted):
+                break
+        return [found.get(k) for k in keys]
+
+    def lookup(self, key: str, *, space: Optional[str] = None) -> Optional[Embedding]:
+        return self.lookup_many([key], space=space)[0]
+
+    def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:
+        """Which keys are stored in ``space`` (reads only the key column)."""
+        keys = list(keys)
+        if not keys:
+            return []
+        ds = self.dataset(space)
+        tbl = ds.to_table(filter=pc.field("key").isin(pa.array(list(set(keys)), pa.string())), columns=["key"])
+        held = set(tbl.column("key").to_pylist())
+        return [k in held for k in keys]
+
+    def count(self, space: str, *, version: Union[int, str, None] = None) -> int:
+        return self.dataset(space, version).count_rows()
+
+    def to_arrow(self, space: str, *, version: Union[int, str, None] = None,
+                 columns: Optional[List[str]] = None, filter: Optional[str] = None) -> pa.Table:
+        """A space's rows as an Arrow table (optionally as of a version or tag)."""
+        return self.dataset(space, version).to_table(columns=columns, filter=filter)
+
+    # ------------------------------------------------------------ time travel
+
+    def versions(self, space: str) -> List[dict]:
+        """Every version of a space: ``{"version", "timestamp", "tags"}``, oldest first."""
+        ds = self.dataset(space)
+        tags: Dict[int, List[str]] = {}
+        for name, meta in ds.tags.list().items():
+            tags.setdefault(meta["version"], []).append(name)
+        out = []
+        for v in ds.versions():
+            ts = v.get("timestamp")
+            out.append({"version": v["version"], "timestamp": ts.isoformat() if hasattr(ts, "isoformat") else ts,
+                        "tags": sorted(tags.get(v["version"], []))})
+        return out
+
+    def tag(self, space: str, name: str, version: Optional[int] = None) -> int:
+        """Tag a version of a space (the latest by default); returns the version tagged."""
+        ds = self.dataset(space)
+        version = ds.version if version is None else int(version)
+        try:
+            ds.tags.create(name, version)
+        except Exception as exc:
+            raise StoreError(f"cannot tag version {version} of space {space!r} as {name!r}: {exc}") from None
+        return version
+
+    # ------------------------------------------------------------ stats
+
+    def stats(self) -> dict:
+        """Per space: rows, pooled/grid rows, versions, bytes on disk, indexes."""
+        out = {"uri": self.uri, "spaces": []}
+        for s in self.spaces():
+            ds = self.dataset(s.space)
+            outputs = ds.to_table(columns=["output"]).column("output")
+            counts = pc.value_counts(outputs).to_pylist() if len(outputs) else []
+            by_mode = {c["values"]: c["counts"] for c in counts}
+            try:
+                nbytes = ds.stats.dataset_stats()["total_bytes"] if hasattr(ds.stats, "dataset_stats") else None
+            except Exception:
+                nbytes = None
+            indices = [{"name": i.name, "type": i.index_type, "columns": list(i.columns)}
+                       for i in self._table(s.space).list_indices()]
+            out["spaces"].append(
+                {
+                    **s.to_dict(),
+                    "rows": ds.count_rows(),
+                    "pooled_rows": int(by_mode.get("pooled", 0)),
+                    "grid_rows": int(by_mode.get("grid", 0)),
+                    "version": ds.version,
+                    "versions": len(ds.versions()),
+                    "bytes": nbytes if nbytes is not None else _dir_bytes(ds.uri),
+                    "indices": indices,
+                }
+            )
+        out["total_rows"] = sum(s["rows"] for s in out["spaces"])
+        return out
+
+
+def _dir_bytes(uri: str) -> Optional[int]:
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
