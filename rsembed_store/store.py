@@ -7,7 +7,11 @@ Writes are merge-inserts on ``key``. The key column is declared as the table's
 (unenforced) primary key when the table is created; with it, Lance detects
 concurrent merge-inserts that insert the same new key and retries the loser
 as an update, so several writer processes never leave a key twice (without it
-they do: see ``tests/test_store_concurrency.py``). Reads go through the Lance
+they do). The conflict check runs only on the scanning join, so merges are
+planned with ``use_index(False)``: with the key index, lancedb 0.40 takes an
+indexed join that skips the check and concurrent writers duplicate new keys
+(``tests/test_store.py::test_concurrent_writers_never_duplicate_a_key`` fails
+that way). Reads go through the Lance
 dataset of each table at its latest version (a consistent snapshot).
 """
 
@@ -137,8 +141,13 @@ class Store:
     # ------------------------------------------------------------ catalog
 
     def _table_names(self) -> List[str]:
-        names = self._db.table_names(limit=100_000) if hasattr(self._db, "table_names") else []
-        return list(names)
+        names, token = [], None
+        while True:  # list_tables pages its answer
+            page = self._db.list_tables(page_token=token, limit=1000)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
 
     def _catalog(self, create: bool = False):
         with self._lock:
@@ -270,11 +279,7 @@ class Store:
             if ds is None:
                 ds = self._table(space).to_lance()
                 self._datasets[space] = ds
-            else:
-                latest = ds.latest_version
-                if latest != ds.version:
-                    ds = ds.checkout_version(latest)
-                    self._datasets[space] = ds
+            ds.checkout_latest()  # sees every writer's commits; cheap (one manifest check)
         if version is not None:
             try:
                 return ds.checkout_version(version)
@@ -324,7 +329,15 @@ class Store:
                                   dtype=dtype, info=extra)
             table = embeddings_to_table(unique, dim, self.space_info(space).h3_res)
             t = self._table(space)
-            res = t.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(table)
+            # use_index(False): the indexed join skips Lance's primary-key conflict check,
+            # and concurrent writers then duplicate new keys (tests/test_store.py proves both)
+            res = (
+                t.merge_insert("key")
+                .use_index(False)
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
             inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
             updated += int(getattr(res, "num_updated_rows", 0) or 0)
             counts[space] = len(unique)
@@ -337,7 +350,7 @@ class Store:
         try:
             if any("key" in idx.columns for idx in t.list_indices()):
                 return
-            t.create_scalar_index("key", index_type="BTREE", replace=False)
+            _create_scalar(t, "key", "BTREE", replace=False)
         except Exception:  # another writer built it first, or the table is empty
             pass
 
@@ -346,7 +359,7 @@ class Store:
         t = self._table(space)
         built = []
         for column, kind in SCALAR_INDEXES.items():
-            t.create_scalar_index(column, index_type=kind, replace=True)
+            _create_scalar(t, column, kind, replace=True)
             built.append(column)
         return built
 
@@ -452,6 +465,16 @@ class Store:
             )
         out["total_rows"] = sum(s["rows"] for s in out["spaces"])
         return out
+
+
+def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:
+    """Build a scalar index (BTREE or BITMAP) on one column."""
+    import warnings
+
+    with warnings.catch_warnings():  # create_scalar_index is the stable spelling across lancedb 0.2x-0.4x
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", category=Warning)
+        table.create_scalar_index(column, index_type=kind, replace=replace)
 
 
 def _dir_bytes(uri: str) -> Optional[int]:

@@ -1,0 +1,27 @@
+"""Functions run in spawned processes by the concurrency tests (importable by name)."""
+
+import numpy as np
+
+
+def upsert_worker(uri: str, worker: int, keys_per_batch: int, rounds: int, barrier) -> int:
+    import toy  # registers the toy model in this process
+    from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
+
+    store = Store.open(uri)
+    rng = np.random.default_rng(worker)
+    written = 0
+    for r in range(rounds):
+        # every worker writes the same new keys of this round, plus a few of its own
+        points = [(i * 0.001, r * 0.001) for i in range(keys_per_batch)]
+        points += [(100 + worker, r * 0.01 + i * 0.001) for i in range(5)]
+        batch = [
+            Embedding(
+                request=resolve(Request("toy", PointBuffer(lon, lat, 100), TemporalSpec.year(2022))),
+                vector=rng.standard_normal(8).astype(np.float32),
+            )
+            for lon, lat in points
+        ]
+        barrier.wait()
+        store.put_many(batch)
+        written += len(batch)
+    return written
