@@ -1,0 +1,130 @@
+"""The ``rsembed-store`` command line.
+
+Shared options live here (``--db`` / ``RSEMBED_STORE_DB``, ``--json``); larger
+subcommands live in ``rsembed_store/commands/``, one module each. Every command
+that prints results takes ``--json`` and then prints exactly one JSON document
+on stdout (progress and notes go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import RsEmbedStoreError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class Context:
+    """What every subcommand needs: the store URI (opened lazily)."""
+
+    def __init__(self, db: str):
+        self.db = db
+        self._store = None
+
+    @property
+    def store(self):
+        if self._store is None:
+            from .store import Store
+
+            self._store = Store.open(self.db)
+        return self._store
+
+
+class Group(click.Group):
+    """Turns our own errors into a one-line message and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RsEmbedStoreError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="RSEMBED_STORE_DB",
+    default="./rsembed-store",
+    show_default=True,
+    help="Store location: a directory or an object-store URI (env RSEMBED_STORE_DB).",
+)
+@click.version_option(__version__, prog_name="rsembed-store")
+@click.pass_context
+def main(ctx, db):
+    """rsembed-store: cache, search and query remote-sensing embeddings.
+
+    Computes pooled and grid embeddings for H3 cells and time windows, keeps
+    each answer content-addressed in LanceDB, and serves cache-first look-ups,
+    "find places like this" search and SQL over what was computed.
+    """
+    ctx.obj = Context(db)
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def stats(obj: Context, as_json):
+    """What the store holds: rows per space, pooled/grid, versions, bytes."""
+    data = obj.store.stats()
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"store: {data['uri']}")
+    if not data["spaces"]:
+        click.echo("  (empty: run `rsembed-store demo` or `rsembed-store ingest`)")
+    for s in data["spaces"]:
+        size = f"{s['bytes'] / 1e6:.1f} MB" if s.get("bytes") is not None else "?"
+        click.echo(
+            f"  {s['space']}: {s['rows']} rows ({s['pooled_rows']} pooled, {s['grid_rows']} grid), "
+            f"dim {s['dim']}, {s['metric']}, version {s['version']}, {size}"
+        )
+    click.echo(f"total rows: {data['total_rows']}")
+
+
+@main.command()
+@json_option
+def models(as_json):
+    """The registered models and what each one declares."""
+    from .registry import model_info, model_names
+
+    infos = []
+    for name in model_names():
+        try:
+            infos.append(model_info(name).to_dict())
+        except ImportError as exc:  # a model whose optional extra is missing
+            infos.append({"id": name, "error": str(exc)})
+    if as_json:
+        emit_json(infos)
+        return
+    for i in infos:
+        if "error" in i:
+            click.echo(f"{i['id']:<12} unavailable: {i['error']}")
+            continue
+        click.echo(
+            f"{i['id']:<12} {i['kind']:<11} dim {i['dim']:<5} {i['metric']:<7} "
+            f"outputs {','.join(i['outputs']):<12} rev {i['revision']}  {i['description']}"
+        )
+
+
+def _register_commands() -> None:
+    from .commands import register
+
+    register(main)
+
+
+_register_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,14 @@
+"""Subcommands of ``rsembed-store`` that are larger than a few lines, one module each."""
+
+from __future__ import annotations
+
+import importlib
+
+# module name -> the click command object it defines
+_COMMANDS = {"ingest": "ingest"}
+
+
+def register(group) -> None:
+    """Attach every subcommand module's command to ``group``."""
+    for name, attr in _COMMANDS.items():
+        group.add_command(getattr(importlib.import_module(f"{__name__}.{name}"), attr))

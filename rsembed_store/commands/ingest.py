@@ -1,0 +1,122 @@
+"""``rsembed-store ingest``: cover a region with H3 cells, cross with windows, compute what is missing."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..cli import emit_json, json_option
+from ..errors import SpecError
+from ..specs import BBox, OutputSpec, TemporalSpec, parse_time
+
+
+def parse_bbox(text: str) -> BBox:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    if len(parts) != 4:
+        raise SpecError(f"--bbox {text!r} is not accepted; use MINLON,MINLAT,MAXLON,MAXLAT")
+    try:
+        return BBox(*[float(p) for p in parts])
+    except ValueError:
+        raise SpecError(f"--bbox {text!r} has a value that is not a number; use MINLON,MINLAT,MAXLON,MAXLAT") from None
+
+
+def parse_sources(values) -> dict:
+    sources = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SpecError(f"--source {item!r} is not accepted; use NAME=DIR, e.g. s2-l2a=./scenes")
+        sources[name] = path
+    return sources
+
+
+def read_cells(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+        if isinstance(data, list):
+            return data
+    except json.JSONDecodeError:
+        pass
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def windows_from(times, years) -> list:
+    windows = [parse_time(t) for t in times] + [TemporalSpec.year(int(y)) for y in years]
+    if not windows:
+        raise SpecError("give at least one time window: --time START/END or --year Y")
+    return windows
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Model id (see `rsembed-store models`).")
+@click.option("--bbox", help="Region as MINLON,MINLAT,MAXLON,MAXLAT.")
+@click.option("--region", "region_file", type=click.Path(exists=True, dir_okay=False),
+              help="Region as a GeoJSON Polygon/MultiPolygon file.")
+@click.option("--cells", "cells_file", type=click.Path(exists=True, dir_okay=False),
+              help="H3 cells: a JSON list or one cell per line.")
+@click.option("--h3-res", type=int, default=9, show_default=True, help="H3 resolution of the cells.")
+@click.option("--time", "times", multiple=True, help="Half-open window START/END (ISO dates); repeatable.")
+@click.option("--year", "years", multiple=True, type=int, help="A calendar year; repeatable.")
+@click.option("--output", type=click.Choice(["pooled", "grid"]), default="pooled", show_default=True)
+@click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
+@click.option("--source", "sources", multiple=True, help="Imagery source NAME=DIR for the local provider; repeatable.")
+@click.option("--workers", type=int, default=4, show_default=True, help="Concurrent fetches.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Requests per compute batch.")
+@click.option("--dry-run", is_flag=True, help="Plan only: count requests and cache hits, compute nothing.")
+@click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan (JSON) to this file.")
+@json_option
+@click.pass_obj
+def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources,
+           workers, batch_size, dry_run, save_plan, as_json):
+    """Compute embeddings for every H3 cell of a region and every window, cache-first.
+
+    Cells are those whose centres lie inside the region. Already stored answers
+    are not recomputed; failures are reported and never stored.
+
+    \b
+    Example:
+      rsembed-store ingest -m spectral --bbox 10.95,45.95,11.05,46.05 --h3-res 9 \\
+          --year 2023 --source s2-l2a=./rsembed-demo/scenes
+    """
+    from ..ingest.engine import ingest as run_ingest
+    from ..ingest.plan import plan
+
+    chosen = [x for x in (bbox, region_file, cells_file) if x]
+    if len(chosen) != 1:
+        raise SpecError("give exactly one region: --bbox, --region or --cells")
+    if bbox:
+        region = parse_bbox(bbox)
+    elif region_file:
+        region = region_file
+    else:
+        region = read_cells(cells_file)
+    out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
+    the_plan = plan(region, h3_res, windows_from(times, years), model, output=out)
+    the_plan.check_cache(obj.store)
+    if save_plan:
+        the_plan.save(save_plan)
+    if dry_run:
+        summary = the_plan.summary()
+        if as_json:
+            emit_json({"plan": summary})
+        else:
+            click.echo(
+                f"plan: {summary['n_requests']} requests ({summary['n_cells']} cells x {summary['n_windows']} windows), "
+                f"{summary['cached']} cached, {summary['to_compute']} to compute, "
+                f"~{summary['estimated_seconds']:.0f} s estimated"
+            )
+        return
+    config = {"sources": parse_sources(sources)} if sources else {}
+    result = run_ingest(obj.store, the_plan.requests, config, progress=None if not as_json else False,
+                        fetch_workers=workers, batch_size=batch_size)
+    if as_json:
+        emit_json({"plan": the_plan.summary(), "summary": result.to_dict()})
+        return
+    click.echo(result.line())
+    for f in result.failures[:10]:
+        click.echo(f"  failed {f.key[:12]}: {f.reason}", err=True)
+    if result.failed > 10:
+        click.echo(f"  ... and {result.failed - 10} more failures (use --json to see them)", err=True)
