@@ -167,6 +167,10 @@ class Model:
 
     # ------------------------------------------------------------ compute
 
-    def embed(self, pixels, meta: dict, request) -> "Any":  # pragma: no cover - interface
-        """Compute one answer; see ``rsembed_store.ingest.models.base``."""
+    def embed(self, pixels, request, meta=None) -> "Any":  # pragma: no cover - interface
+        """Compute one answer from pixels (on-the-fly models; see ``ingest.models.base``)."""
+        raise NotImplementedError
+
+    def read(self, request) -> "Any":  # pragma: no cover - interface
+        """Read one answer from a precomputed product (precomputed models)."""
         raise NotImplementedError
