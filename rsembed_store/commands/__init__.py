@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # module name -> the click command object it defines
-_COMMANDS = {"ingest": "ingest"}
+_COMMANDS = {"ingest": "ingest", "demo": "demo"}
 
 
 def register(group) -> None:
