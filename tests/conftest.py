@@ -49,3 +49,18 @@ def store(tmp_path):
     from rsembed_store import Store
 
     return Store.open(tmp_path / "db")
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """A 256 px, 3-date synthetic Sentinel-2-like source (generated once per session)."""
+    from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+
+    out = tmp_path_factory.mktemp("scene")
+    manifest = ensure_scene(out, SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def scene_config(small_scene):
+    return {"sources": {"s2-l2a": str(small_scene[0] / "scenes")}}

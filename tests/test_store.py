@@ -45,7 +45,7 @@ def test_upsert_replaces_and_never_duplicates(store):
     res = store.put_many([second, toy_embedding(a, 3), second])  # repeated key in one batch too
     assert res.inserted == 0 and res.updated == 1
     assert store.count(a.space) == 1
-    np.testing.assert_array_equal(store.lookup(a.key).vector, second.vector)
+    np.testing.assert_array_equal(store.lookup([a.key])[0].vector, second.vector)
 
 
 def test_grid_rows_are_lossless_and_searchable(store):
@@ -54,7 +54,7 @@ def test_grid_rows_are_lossless_and_searchable(store):
     e.grid[0, 0, 0] = np.nan  # no-data cell
     e = Embedding.from_grid(g, e.grid)
     store.put_many([e])
-    back = store.lookup(g.key)
+    back = store.lookup([g.key])[0]
     np.testing.assert_array_equal(back.grid, e.grid)  # NaN positions included
     assert back.grid.dtype == np.float32 and back.grid.shape == (8, 3, 4)
     np.testing.assert_allclose(back.vector, np.nanmean(e.grid.reshape(8, -1), axis=1), rtol=1e-6)
@@ -67,7 +67,7 @@ def test_int8_grids_keep_their_dtype(store):
     g = resolve(Request("toy", PointBuffer(3, 3, 100), TemporalSpec.year(2021), output=OutputSpec.grid()))
     q = np.arange(8 * 2 * 2, dtype=np.int8).reshape(8, 2, 2)
     store.put_many([Embedding.from_grid(g, q, grid_codec="test_int8_div10")])
-    back = store.lookup(g.key)
+    back = store.lookup([g.key])[0]
     assert back.grid.dtype == np.int8
     np.testing.assert_array_equal(back.grid, q)
     np.testing.assert_allclose(back.grid_f32(), q / 10)
@@ -163,7 +163,7 @@ def test_reopen_sees_the_same_data(tmp_path):
     a = req()
     s1.put_many([toy_embedding(a, 4)])
     s2 = Store.open(tmp_path / "db")
-    assert s2.lookup(a.key) is not None
+    assert s2.lookup([a.key])[0] is not None
     s2.put_many([toy_embedding(req(7, 7))])
     assert s1.count(a.space) == 2  # the first handle reads the latest version
 

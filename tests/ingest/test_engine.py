@@ -7,16 +7,13 @@ from rsembed_store import BBox, Embedding, H3Cell, Request, Store, TemporalSpec,
 from rsembed_store.ingest.engine import Engine, ingest
 from rsembed_store.ingest.models.spectral import SpectralModel
 from rsembed_store.ingest.plan import plan
-from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
 from rsembed_store.model import Model, ModelInfo
 from rsembed_store.registry import register_model
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scene")
-    manifest = ensure_scene(out, SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))
-    return out, manifest
+@pytest.fixture
+def scene(small_scene):
+    return small_scene
 
 
 def region_of(manifest, margin=0.003):
@@ -42,7 +39,7 @@ def test_first_run_computes_second_run_is_all_cached(tmp_path, scene):
     again = ingest(store, p.requests, config_of(out), progress=False)
     assert again.cached == len(p.requests) and again.computed == 0
     assert store.dataset(space).version == version  # nothing was written
-    stored = store.lookup(p.requests[0].key, space=space)
+    stored = store.lookup_many([p.requests[0].key], space=space)[0]
     assert stored.compute_s > 0 and stored.meta["n_scenes"] >= 1
 
 
@@ -116,5 +113,5 @@ def test_precomputed_models_are_read_not_fetched(tmp_path):
     summary = ingest(store, reqs, progress=False)
     assert summary.computed == 2 and summary.failed == 1
     assert "no tile for 2020" in summary.failures[0].reason
-    got = store.lookup(reqs[2].key, space=reqs[2].space)
+    got = store.lookup([reqs[2]])[0]
     assert got.vector[2] == 2022

@@ -18,7 +18,8 @@ class Pixels:
     0..1 for optical bands), ``fill_value`` where there is no data. ``valid``
     marks pixels with data in every band; ``roi_mask`` marks pixels inside the
     ROI (the hexagon of an H3Cell; everything for a square ROI). ``transform``
-    is the affine transform of the grid in ``crs`` (GDAL order: a, b, c, d, e, f).
+    is the GDAL geotransform of the grid in ``crs``: ``(x0, xres, 0, y0, 0, -yres)``;
+    read it back with ``affine.Affine.from_gdal(*transform)``.
     """
 
     array: np.ndarray
