@@ -97,11 +97,14 @@ class Store:
     >>> store.lookup_many([embedding.key])               # doctest: +SKIP
     """
 
-    def __init__(self, db, uri: str, storage_options: Optional[dict], h3_res: int):
+    def __init__(self, db, uri: str, storage_options: Optional[dict], h3_res: int,
+                 config: Optional[Mapping] = None):
         self._db = db
         self.uri = uri
         self.storage_options = storage_options
         self.h3_res = h3_res
+        self.config = dict(config or {})
+        self._getter = None
         self._lock = threading.RLock()
         self._tables: Dict[str, object] = {}
         self._datasets: Dict[str, object] = {}
@@ -116,13 +119,16 @@ class Store:
         *,
         storage_options: Optional[Mapping[str, str]] = None,
         h3_res: int = DEFAULT_H3_RES,
+        config: Optional[Mapping] = None,
     ) -> "Store":
         """Create or open a store at ``uri`` (default ``$RSEMBED_STORE_DB`` or ``./rsembed-store``).
 
         ``uri`` may be a local directory or an object-store URI such as
         ``s3://bucket/prefix``; ``storage_options`` go to LanceDB unchanged
         (credentials, endpoint, region). ``h3_res`` is the resolution of the
-        ``h3`` column of new spaces (each space records its own).
+        ``h3`` column of new spaces (each space records its own). ``config`` is
+        what computing on a miss needs and never enters a key, e.g.
+        ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider.
         """
         uri = os.fspath(uri) if uri is not None else default_uri()
         if not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
@@ -133,7 +139,7 @@ class Store:
             db = _lancedb().connect(uri, storage_options=dict(storage_options) if storage_options else None)
         except Exception as exc:  # lancedb raises plain exceptions for bad URIs
             raise StoreError(f"cannot open the store at {uri!r}: {exc}") from exc
-        return cls(db, uri, dict(storage_options) if storage_options else None, h3_res)
+        return cls(db, uri, dict(storage_options) if storage_options else None, h3_res, config)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -389,8 +395,47 @@ class Store:
                 break
         return [found.get(k) for k in keys]
 
-    def lookup(self, key: str, *, space: Optional[str] = None) -> Optional[Embedding]:
-        return self.lookup_many([key], space=space)[0]
+    # ------------------------------------------------------------ cache-first faces
+
+    @property
+    def getter(self):
+        if self._getter is None:
+            from .query.get import Getter
+
+            self._getter = Getter(self, self.config)
+        return self._getter
+
+    def lookup(self, items: Sequence) -> List[Optional[Embedding]]:
+        """Stored answers for a batch of keys or requests, in order, ``None`` for misses.
+
+        Never computes. Requests are resolved and grouped by space (one query each).
+        """
+        return self.getter.lookup(items)
+
+    def get(self, model, spatial=None, temporal=None, sensor=None, output=None, input_prep=None,
+            provider=None, *, compute: bool = True, config: Optional[Mapping] = None) -> Optional[Embedding]:
+        """Cache-first: the stored answer on a hit; on a miss compute, store and return it.
+
+        ``model`` is a model id (with the spec arguments) or a whole Request.
+        ``compute=False`` returns ``None`` on a miss. ``Embedding.cached`` says
+        whether the answer came from the store.
+
+        >>> store.get("spectral", PointBuffer(11.0, 46.0, 250), TemporalSpec.year(2023))  # doctest: +SKIP
+        """
+        from .keys import Request
+
+        if isinstance(model, str):
+            request = Request(model, spatial, temporal, sensor, output, input_prep, provider)
+        else:
+            request = model
+        return self.getter.get(request, compute=compute, config=config)
+
+    def ingest(self, requests, config: Optional[Mapping] = None, **kwargs):
+        """Compute and store answers for many resolved requests (or a Plan), cache-first."""
+        from .ingest.engine import ingest
+
+        requests = getattr(requests, "requests", requests)
+        return ingest(self, requests, {**self.config, **(config or {})}, **kwargs)
 
     def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:
         """Which keys are stored in ``space`` (reads only the key column)."""

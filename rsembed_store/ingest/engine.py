@@ -33,9 +33,10 @@ class Failure:
     request: str
     reason: str
     error: str
+    exception: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {"key": self.key, "request": self.request, "reason": self.reason, "error": self.error}
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Engine:
     def _fail(self, summary: IngestSummary, request: ResolvedRequest, exc: BaseException) -> None:
         summary.failed += 1
         reason = str(exc) if isinstance(exc, RsEmbedStoreError) else f"{type(exc).__name__}: {exc}"
-        summary.failures.append(Failure(request.key, request.canonical, reason, type(exc).__name__))
+        summary.failures.append(Failure(request.key, request.canonical, reason, type(exc).__name__, exc))
 
     def _map(self, fn, items, pool):
         if pool is None or len(items) == 1:

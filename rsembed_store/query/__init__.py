@@ -1,0 +1,1 @@
+"""The query wing: everything that SERVES embeddings (get, search, SQL)."""
