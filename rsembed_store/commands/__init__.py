@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 
 # module name -> the click command object it defines
-_COMMANDS = {"ingest": "ingest", "demo": "demo"}
+_COMMANDS = {
+    "ingest": "ingest",
+    "demo": "demo",
+    "get": "get",
+}
 
 
 def register(group) -> None:

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from ..cli import emit_json, json_option
+from .common import emit_json, json_option
 
 DEMO_MODELS = ("spectral", "mosaiks")
 

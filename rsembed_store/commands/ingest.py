@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..cli import emit_json, json_option
+from .common import emit_json, json_option
 from ..errors import SpecError
 from ..specs import BBox, OutputSpec, TemporalSpec, parse_time
 
@@ -16,9 +16,10 @@ def parse_bbox(text: str) -> BBox:
     if len(parts) != 4:
         raise SpecError(f"--bbox {text!r} is not accepted; use MINLON,MINLAT,MAXLON,MAXLAT")
     try:
-        return BBox(*[float(p) for p in parts])
+        values = [float(p) for p in parts]
     except ValueError:
         raise SpecError(f"--bbox {text!r} has a value that is not a number; use MINLON,MINLAT,MAXLON,MAXLAT") from None
+    return BBox(*values)
 
 
 def parse_sources(values) -> dict:

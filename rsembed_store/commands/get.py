@@ -1,0 +1,53 @@
+"""``rsembed-store get``: one cache-first answer (computed on a miss unless --no-compute)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import numpy as np
+
+from .common import emit_json, json_option
+from .request_options import config_from_sources, request_from_options, request_options
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Model id (see `rsembed-store models`).")
+@request_options()
+@click.option("--no-compute", is_flag=True, help="Only look up: exit 1 on a miss, compute nothing.")
+@click.option("--with-grid", is_flag=True, help="Include the grid values in --json output.")
+@json_option
+@click.pass_obj
+def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, no_compute,
+        with_grid, as_json):
+    """Get the embedding of one place and window: from the store, or computed and stored.
+
+    \b
+    Example:
+      rsembed-store get -m spectral --point 11.0,46.0 --buffer-m 250 --year 2023 \\
+          --source s2-l2a=./rsembed-demo/source/scenes
+    """
+    request = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling)
+    emb = obj.store.get(request, compute=not no_compute, config=config_from_sources(sources))
+    if emb is None:
+        if as_json:
+            emit_json({"found": False, "key": _key(request)})
+        else:
+            click.echo(f"miss: {_key(request)} is not stored (--no-compute)", err=True)
+        sys.exit(1)
+    if as_json:
+        emit_json({"found": True, **emb.to_dict(with_grid=with_grid)})
+        return
+    v = np.asarray(emb.vector)
+    click.echo(f"key      {emb.key}")
+    click.echo(f"model    {emb.model} ({emb.request.revision}), {'cached' if emb.cached else 'computed now'}")
+    click.echo(f"vector   ({v.shape[0]},) {np.array2string(v[:6], precision=4)}{' ...' if v.shape[0] > 6 else ''}")
+    if emb.grid is not None:
+        click.echo(f"grid     {tuple(emb.grid.shape)} {emb.grid.dtype}")
+    click.echo(f"compute  {emb.compute_s:.3f} s")
+
+
+def _key(request) -> str:
+    from ..keys import resolve
+
+    return resolve(request).key
