@@ -430,6 +430,34 @@ class Store:
             request = model
         return self.getter.get(request, compute=compute, config=config)
 
+    def search(self, model: str, like, k: int = 10, *, temporal=None, within=None, where: Optional[str] = None,
+               exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
+               compute: bool = True):
+        """Find the ``k`` stored places most like ``like`` in ``model``'s space.
+
+        ``like`` is a vector, a stored key, an Embedding or a request (which goes
+        through cache-first :meth:`get`). ``temporal`` keeps rows whose window
+        overlaps it; ``within`` is a BBox, a GeoJSON polygon or H3 cells; ``where``
+        is an extra filter on stored columns. Filters run inside LanceDB.
+        """
+        from .query.search import search
+
+        getter = (lambda request: self.get(request, compute=compute))
+        return search(self, model, like, k=k, temporal=temporal, within=within, where=where,
+                      exclude_self=exclude_self, metric=metric, revision=revision, get=getter)
+
+    def sql(self, query: str, *, limit: Optional[int] = 10_000, timeout_s: Optional[float] = 30.0):
+        """Run one read-only DuckDB query over the spaces; returns a pyarrow Table."""
+        from .query.sql import run_sql
+
+        return run_sql(self, query, limit=limit, timeout_s=timeout_s)
+
+    def maintain(self, **kwargs) -> dict:
+        """Compact, refresh scalar indexes, and build/refresh vector indexes where large enough."""
+        from .query.maintain import maintain
+
+        return maintain(self, **kwargs)
+
     def ingest(self, requests, config: Optional[Mapping] = None, **kwargs):
         """Compute and store answers for many resolved requests (or a Plan), cache-first."""
         from .ingest.engine import ingest

@@ -55,8 +55,8 @@ PLAN_FORMAT = "rsembed-plan/1"
 # compositing dominate on-the-fly models). Used only for Plan.summary's
 # ``estimated_seconds``; pass ``seconds_per_request`` for a better figure.
 SECONDS_PER_REQUEST: Dict[str, float] = {
-    "spectral": 0.5,
-    "mosaiks": 1.0,
+    "spectral": 0.03,  # wall seconds per request on 2 cores, demo scene (docs/ingest.md)
+    "mosaiks": 0.05,
     "gse": 0.02,
     "tessera": 0.02,
     "copernicus": 0.02,
