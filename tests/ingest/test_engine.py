@@ -115,3 +115,18 @@ def test_precomputed_models_are_read_not_fetched(tmp_path):
     assert "no tile for 2020" in summary.failures[0].reason
     got = store.lookup([reqs[2]])[0]
     assert got.vector[2] == 2022
+
+
+def test_progress_bar_shows_counts_on_a_terminal(capsys):
+    from rsembed_store.ingest.engine import IngestSummary, Progress
+
+    bar = Progress(10, enabled=True)
+    s = IngestSummary(requested=10, cached=4, computed=5, failed=1)
+    bar.update(10, s)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "10/10" in err and "cached=4" in err and "computed=5" in err and "failed=1" in err
+    quiet = Progress(10, enabled=None)  # not a terminal under pytest: silent
+    quiet.update(10, s)
+    quiet.close()
+    assert capsys.readouterr().err == ""
