@@ -446,11 +446,12 @@ class Store:
         return search(self, model, like, k=k, temporal=temporal, within=within, where=where,
                       exclude_self=exclude_self, metric=metric, revision=revision, get=getter)
 
-    def sql(self, query: str, *, limit: Optional[int] = 10_000, timeout_s: Optional[float] = 30.0):
-        """Run one read-only DuckDB query over the spaces; returns a pyarrow Table."""
+    def sql(self, query: str, *, limit: Optional[int] = 10_000, timeout_s: Optional[float] = 30.0, version=None):
+        """Run one read-only DuckDB query over the spaces (views named after them, plus
+        ``embeddings``); returns a pyarrow Table. See docs/sql.md."""
         from .query.sql import run_sql
 
-        return run_sql(self, query, limit=limit, timeout_s=timeout_s)
+        return run_sql(self, query, limit=limit, timeout_s=timeout_s, version=version)
 
     def maintain(self, **kwargs) -> dict:
         """Compact, refresh scalar indexes, and build/refresh vector indexes where large enough."""
