@@ -9,6 +9,8 @@ _COMMANDS = {
     "ingest": "ingest",
     "demo": "demo",
     "get": "get",
+    "sql": "sql",
+    "serve": "serve",
 }
 
 
