@@ -153,6 +153,12 @@ class Engine:
             return [fn(i) for i in items]
         return list(pool.map(fn, items))
 
+    def _provider_or_none(self, name):
+        try:
+            return self.provider(name)
+        except Exception:  # a provider that cannot be built fails each of its fetches, reported there
+            return None
+
     def _fetch_and_embed(self, requests, summary, pool) -> List[Embedding]:
         def fetch(r: ResolvedRequest):
             t0 = time.perf_counter()
@@ -162,8 +168,12 @@ class Engine:
                 return r, None, exc, time.perf_counter() - t0
             return r, pixels, None, time.perf_counter() - t0
 
+        used = [self._provider_or_none(name) for name in dict.fromkeys(r.provider for r in requests)]
+        before = [_stats_of(p) for p in used]
         fetched = self._map(fetch, list(requests), pool)
         summary.calls["fetch"] = summary.calls.get("fetch", 0) + len(fetched)
+        for p, was in zip(used, before):
+            _merge_stats(summary, was, _stats_of(p))
         ok = []
         for r, pixels, exc, secs in fetched:
             if exc is not None:
@@ -195,6 +205,7 @@ class Engine:
         """Read answers from a product. Models with ``read_batch`` get the whole batch
         (so they can open each source file once); others are read one by one on the pool."""
         model = self.model(requests[0].model)
+        before = _stats_of(model)
         t0 = time.perf_counter()
         if hasattr(model, "read_batch"):
             results = list(model.read_batch(list(requests), return_exceptions=True))
@@ -209,6 +220,7 @@ class Engine:
                     return r, exc, 0.0
 
             timed = self._map(read, list(requests), pool)
+        _merge_stats(summary, before, _stats_of(model))
         out = []
         for r, res, secs in timed:
             if isinstance(res, BaseException):
@@ -270,6 +282,25 @@ class LocalExecutor:
             bar.close()
             summary.seconds = time.perf_counter() - t0
         return summary
+
+
+def _stats_of(obj) -> Dict[str, int]:
+    """Cumulative counters of a provider or model that keeps them (``stats() -> {name: int}``)."""
+    stats = getattr(obj, "stats", None)
+    if not callable(stats):
+        return {}
+    try:
+        return {str(k): int(v) for k, v in stats().items()}
+    except Exception:
+        return {}
+
+
+def _merge_stats(summary: IngestSummary, before: Mapping[str, int], after: Mapping[str, int]) -> None:
+    """Add what the counters grew by (e.g. ``gee.calls``, ``gee.retries``) to ``summary.calls``."""
+    for key, value in after.items():
+        delta = value - before.get(key, 0)
+        if delta:
+            summary.calls[key] = summary.calls.get(key, 0) + delta
 
 
 def _held(store, space: str, keys: List[str]) -> List[bool]:

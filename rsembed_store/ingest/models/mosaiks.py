@@ -77,7 +77,7 @@ def _info(model_id: str, n_filters: int, kernel: int, seed: int, bias: float) ->
         outputs=("pooled", "grid"),
         temporal="composite",
         default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=10, cloudy_pct=30, composite="median"),
-        providers=("local",),
+        providers=("local", "gee"),
         input_size=64,
         description=(
             f"MOSAIKS random convolutional features: {n_filters} random {kernel}x{kernel}x6 filters, "

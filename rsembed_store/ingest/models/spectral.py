@@ -112,7 +112,7 @@ class SpectralModel(OnTheFlyModel):
         outputs=("pooled", "grid"),
         temporal="composite",
         default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=10, cloudy_pct=30, composite="median"),
-        providers=("local",),
+        providers=("local", "gee"),
         input_size=64,
         description=(
             "Median, p10, p90 and IQR of 6 S2 bands and 5 indices (NDVI, NDWI, NDBI, MNDWI, NBR), "
