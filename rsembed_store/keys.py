@@ -206,6 +206,48 @@ class ResolvedRequest:
         )
 
 
+_LAZY_FIELDS = ("provider", "spatial", "temporal", "sensor", "output", "input_prep")
+
+
+class StoredRequest(ResolvedRequest):
+    """A resolved request read back from the store, parsed only when needed.
+
+    Reading thousands of rows should not pay for re-validating every spec: the
+    key, the canonical JSON, the model and the revision are at hand; the specs
+    are rebuilt from the canonical JSON on first access to any of them. It
+    compares and hashes like the ResolvedRequest it stands for.
+    """
+
+    def __init__(self, canonical: str, key: str, model: str, revision: str):  # noqa: D107
+        object.__setattr__(self, "canonical", canonical)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "revision", revision)
+
+    def __getattr__(self, name):
+        if name not in _LAZY_FIELDS:
+            raise AttributeError(name)
+        full = ResolvedRequest.from_canonical(self.canonical)
+        for f in _LAZY_FIELDS:
+            object.__setattr__(self, f, getattr(full, f))
+        return getattr(self, name)
+
+    def _fields(self) -> tuple:
+        return (self.model, self.revision) + tuple(getattr(self, f) for f in _LAZY_FIELDS)
+
+    def __eq__(self, other):
+        if not isinstance(other, ResolvedRequest):
+            return NotImplemented
+        return self.canonical == other.canonical if other.canonical else self._fields() == (
+            other.model, other.revision, *(getattr(other, f) for f in _LAZY_FIELDS))
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"StoredRequest(model={self.model!r}, revision={self.revision!r}, key={self.key[:12]!r}…)"
+
+
 def resolve(request: Request | Mapping[str, Any]) -> ResolvedRequest:
     """Resolve a request with its model's own resolver and key it."""
     from .registry import model_class

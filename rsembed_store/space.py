@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .embedding import Embedding
 from .errors import VectorError
-from .keys import ResolvedRequest
+from .keys import StoredRequest
 from .specs import H3Cell
 
 DEFAULT_H3_RES = 12  # ~10 m hexagon edge: the cell of each ROI centre
@@ -155,34 +155,38 @@ def embeddings_to_table(embeddings: Sequence[Embedding], dim: int, h3_res: int) 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def row_to_embedding(row: dict, *, cached: bool = True) -> Embedding:
-    """Rebuild an Embedding from one stored row (a dict of column values)."""
-    request = ResolvedRequest.from_canonical(row["request"])
-    grid = None
-    if row.get("grid") is not None:
-        grid = np.frombuffer(row["grid"], dtype=np.dtype(row["grid_dtype"])).reshape(row["grid_shape"])
-    created = row.get("created_at")
-    return Embedding(
-        request=request,
-        vector=np.asarray(row["vector"], dtype=np.float32),
-        grid=grid,
-        grid_codec=row.get("grid_codec") or "raw",
-        meta=json.loads(row["meta"]) if row.get("meta") else {},
-        compute_s=float(row.get("compute_s") or 0.0),
-        created_at=created,
-        cached=cached,
-    )
+# the columns an Embedding is rebuilt from (reads project to these)
+EMBEDDING_COLUMNS = ["key", "request", "model", "revision", "vector", "grid", "grid_shape", "grid_dtype",
+                     "grid_codec", "meta", "compute_s", "created_at"]
 
 
 def table_to_embeddings(table: pa.Table, *, cached: bool = True) -> List[Embedding]:
+    """Embeddings from stored rows, converted column by column (no per-row dicts)."""
+    n = table.num_rows
+    if n == 0:
+        return []
     vectors = table.column("vector").combine_chunks()
     dim = vectors.type.list_size
-    flat = vectors.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-    rest = table.drop_columns(["vector"]).to_pylist()
+    flat = vectors.values.to_numpy(zero_copy_only=False).reshape(n, dim)
+    col = {name: table.column(name).to_pylist() for name in EMBEDDING_COLUMNS if name != "vector"}
     out = []
-    for i, row in enumerate(rest):
-        row["vector"] = flat[i]
-        out.append(row_to_embedding(row, cached=cached))
+    for i in range(n):
+        grid = None
+        if col["grid"][i] is not None:
+            grid = np.frombuffer(col["grid"][i], dtype=np.dtype(col["grid_dtype"][i])).reshape(col["grid_shape"][i])
+        meta = col["meta"][i]
+        out.append(
+            Embedding(
+                request=StoredRequest(col["request"][i], col["key"][i], col["model"][i], col["revision"][i]),
+                vector=flat[i],
+                grid=grid,
+                grid_codec=col["grid_codec"][i] or "raw",
+                meta=json.loads(meta) if meta else {},
+                compute_s=float(col["compute_s"][i] or 0.0),
+                created_at=col["created_at"][i],
+                cached=cached,
+            )
+        )
     return out
 
 

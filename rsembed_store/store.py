@@ -33,6 +33,7 @@ from .embedding import Embedding
 from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
 from .space import (
     DEFAULT_H3_RES,
+    EMBEDDING_COLUMNS,
     catalog_schema,
     check_dim,
     embeddings_to_table,
@@ -388,7 +389,7 @@ class Store:
         wanted = pa.array(sorted(set(keys)), pa.string())
         for sp in spaces:
             ds = self.dataset(sp, version)
-            tbl = ds.to_table(filter=pc.field("key").isin(wanted), columns=columns)
+            tbl = ds.to_table(filter=pc.field("key").isin(wanted), columns=columns or EMBEDDING_COLUMNS)
             for e in table_to_embeddings(tbl):
                 found[e.key] = e
             if len(found) == len(wanted):
