@@ -110,3 +110,16 @@ def test_demo_small_runs_end_to_end(tmp_path):
         first, again = runs[(model, "first")], runs[(model, "again")]
         assert first["computed"] == first["requested"] > 0 and first["failed"] == 0
         assert again["cached"] == again["requested"] and again["computed"] == 0
+    # search finds the same kind of place far more often than chance (1 in 6 classes)
+    for result in report["search"]:
+        assert result["queries"] >= 6 and result["precision_at_k"] >= 0.5, result["by_class"]
+    import warnings
+
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(report["map"]) as png:
+            assert png.driver == "PNG" and png.count == 3 and png.width > 100
+    rows = report["sql"]["rows"]
+    assert rows and sum(r["cells"] for r in rows) <= runs[("spectral", "first")]["requested"]
