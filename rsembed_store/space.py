@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from datetime import date, datetime, timezone
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import h3
 import numpy as np
@@ -90,68 +90,71 @@ def _json_default(value):
     return str(value)
 
 
+def _spatial_summary(sp, h3_res: int) -> tuple:
+    """(type, lon, lat, minlon, minlat, maxlon, maxlat, h3 at h3_res, own cell, own cell res)."""
+    lon, lat = sp.center()
+    minlon, minlat, maxlon, maxlat = sp.bounds()
+    if isinstance(sp, H3Cell):
+        res = sp.resolution
+        centre = h3.cell_to_center_child(sp.cell, h3_res) if res <= h3_res else h3.cell_to_parent(sp.cell, h3_res)
+        return ("H3Cell", lon, lat, minlon, minlat, maxlon, maxlat, h3.str_to_int(centre), sp.cell_int, res)
+    centre = h3.str_to_int(h3.latlng_to_cell(lat, lon, h3_res))
+    return (type(sp).__name__, lon, lat, minlon, minlat, maxlon, maxlat, centre, None, None)
+
+
+def _temporal_summary(t) -> tuple:
+    if t is None:
+        return None, None, None
+    start, end = t.window()
+    return start, end, (t.year if t.mode == "year" else start.year)
+
+
+def _grid_columns(e: Embedding) -> tuple:
+    if e.grid is None:
+        return None, None, None, None
+    g = np.asarray(e.grid)
+    little = g.dtype.newbyteorder("<")
+    return np.ascontiguousarray(g, dtype=little).tobytes(), list(g.shape), little.str, e.grid_codec
+
+
+_SPATIAL_COLUMNS = ("spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "h3", "cell", "cell_res")
+
+
 def embeddings_to_table(embeddings: Sequence[Embedding], dim: int, h3_res: int) -> pa.Table:
-    """Rows for a batch of embeddings of one space (validated by the caller)."""
-    n = len(embeddings)
-    cols = {name: [] for name in row_schema(dim).names if name != "vector"}
-    vectors = np.empty((n, dim), dtype=np.float32)
+    """Rows for a batch of embeddings of one space (validated by the caller), built column by column."""
     now = datetime.now(timezone.utc)
-    for i, e in enumerate(embeddings):
-        r = e.request
-        sp = r.spatial
-        lon, lat = sp.center()
-        minlon, minlat, maxlon, maxlat = sp.bounds()
-        if isinstance(sp, H3Cell):
-            cell, cell_res = sp.cell_int, sp.resolution
-            center_cell = h3.str_to_int(h3.cell_to_center_child(sp.cell, h3_res)) if cell_res <= h3_res else h3.str_to_int(h3.cell_to_parent(sp.cell, h3_res))
-        else:
-            cell, cell_res = None, None
-            center_cell = h3.str_to_int(h3.latlng_to_cell(lat, lon, h3_res))
-        if r.temporal is not None:
-            start, end = r.temporal.window()
-            year = r.temporal.year if r.temporal.mode == "year" else start.year
-        else:
-            start = end = year = None
-        vectors[i] = e.vector
-        grid = e.grid
-        values = {
-            "key": r.key,
-            "request": r.canonical,
-            "model": r.model,
-            "revision": r.revision,
-            "output": r.output.mode,
-            "pooling": r.output.pooling if r.output.mode == "pooled" else None,
-            "provider": r.provider,
-            "spatial_type": type(sp).__name__,
-            "lon": lon,
-            "lat": lat,
-            "minlon": minlon,
-            "minlat": minlat,
-            "maxlon": maxlon,
-            "maxlat": maxlat,
-            "h3": center_cell,
-            "cell": cell,
-            "cell_res": cell_res,
-            "start_date": start,
-            "end_date": end,
-            "year": year,
-            "grid": None if grid is None else np.ascontiguousarray(grid).astype(np.asarray(grid).dtype.newbyteorder("<"), copy=False).tobytes(),
-            "grid_shape": None if grid is None else list(np.asarray(grid).shape),
-            "grid_dtype": None if grid is None else np.asarray(grid).dtype.newbyteorder("<").str,
-            "grid_codec": None if grid is None else e.grid_codec,
-            "meta": json.dumps(e.meta or {}, sort_keys=True, default=_json_default, allow_nan=True),
-            "created_at": e.created_at or now,
-            "compute_s": float(e.compute_s),
-        }
-        for name, col in cols.items():
-            col.append(values[name])
+    reqs = [e.request for e in embeddings]
+    spatial = list(zip(*[_spatial_summary(r.spatial, h3_res) for r in reqs]))
+    times: Dict[object, tuple] = {}  # a batch has few distinct windows
+    for r in reqs:
+        if r.temporal not in times:
+            times[r.temporal] = _temporal_summary(r.temporal)
+    temporal = list(zip(*[times[r.temporal] for r in reqs]))
+    grids = list(zip(*[_grid_columns(e) for e in embeddings]))
+    outputs = [r.output for r in reqs]
+    cols = {
+        "key": [r.key for r in reqs],
+        "request": [r.canonical for r in reqs],
+        "model": [r.model for r in reqs],
+        "revision": [r.revision for r in reqs],
+        "output": [o.mode for o in outputs],
+        "pooling": [o.pooling if o.mode == "pooled" else None for o in outputs],
+        "provider": [r.provider for r in reqs],
+        **dict(zip(_SPATIAL_COLUMNS, spatial)),
+        **dict(zip(("start_date", "end_date", "year"), temporal)),
+        **dict(zip(("grid", "grid_shape", "grid_dtype", "grid_codec"), grids)),
+        "meta": [json.dumps(e.meta, sort_keys=True, default=_json_default) if e.meta else "{}" for e in embeddings],
+        "created_at": [e.created_at or now for e in embeddings],
+        "compute_s": [float(e.compute_s) for e in embeddings],
+    }
+    vectors = np.stack([np.asarray(e.vector, dtype=np.float32) for e in embeddings]) if embeddings else np.empty((0, dim), np.float32)
     schema = row_schema(dim)
     arrays = []
     for f in schema:
         if f.name == "vector":
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim))
         else:
-            arrays.append(pa.array(cols[f.name], type=f.type))
+            arrays.append(pa.array(list(cols[f.name]), type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -221,9 +221,7 @@ class H3Cell:
         return ring + [ring[0]]
 
     def bounds(self) -> Tuple[float, float, float, float]:
-        ring = self.polygon()
-        lons = [p[0] for p in ring]
-        lats = [p[1] for p in ring]
+        lats, lons = zip(*h3.cell_to_boundary(self.cell))
         return min(lons), min(lats), max(lons), max(lats)
 
     def to_dict(self) -> dict:

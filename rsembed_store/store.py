@@ -56,6 +56,11 @@ SCALAR_INDEXES = {
 }
 
 
+# a put_many folds new rows into the key index once more than this many (and
+# more than 10% of the indexed rows) are outside it
+KEY_INDEX_SLACK_ROWS = 50_000
+
+
 def default_uri() -> str:
     return os.environ.get("RSEMBED_STORE_DB") or DEFAULT_URI
 
@@ -352,13 +357,22 @@ class Store:
         return PutResult(inserted=inserted, updated=updated, spaces=counts)
 
     def _ensure_key_index(self, space: str) -> None:
-        """Build the key index on a space's first write; maintenance refreshes it later."""
+        """Keep the key index useful: build it on a space's first write, and fold new
+        rows into it once they are a large share of the table (look-ups scan the
+        rows an index does not cover, so a stale key index makes every hit slow)."""
         t = self._table(space)
         try:
-            if any("key" in idx.columns for idx in t.list_indices()):
+            t.checkout_latest()
+            idx = next((i for i in t.list_indices() if list(i.columns) == ["key"]), None)
+            if idx is None:
+                _create_scalar(t, "key", "BTREE", replace=False)
                 return
-            _create_scalar(t, "key", "BTREE", replace=False)
-        except Exception:  # another writer built it first, or the table is empty
+            stats = t.index_stats(idx.name)
+            unindexed = int(getattr(stats, "num_unindexed_rows", 0) or 0)
+            indexed = int(getattr(stats, "num_indexed_rows", 0) or 0)
+            if unindexed > max(KEY_INDEX_SLACK_ROWS, indexed // 10):
+                self.dataset(space).optimize.optimize_indices(index_names=[idx.name])
+        except Exception:  # best effort: a concurrent writer may be doing the same; maintain() repairs
             pass
 
     def create_scalar_indexes(self, space: str) -> List[str]:

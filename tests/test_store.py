@@ -211,3 +211,18 @@ def test_concurrent_writers_never_duplicate_a_key(tmp_path):
     keys = store.to_arrow(space, columns=["key"]).column("key")
     assert len(keys) == len(pc.unique(keys)), "a key was stored twice"
     assert len(keys) == 1 + 4 * 40 + 4 * 4 * 5
+
+
+def test_key_index_follows_bulk_writes(store, monkeypatch):
+    import rsembed_store.store as store_mod
+
+    monkeypatch.setattr(store_mod, "KEY_INDEX_SLACK_ROWS", 50)
+    store.put_many([toy_embedding(req(0, 0))])  # first write builds the index
+    space = req().space
+    for batch in range(3):
+        store.put_many([toy_embedding(req(batch, 0.01 * i)) for i in range(1, 120)])
+    table = store.table(space)
+    table.checkout_latest()
+    stats = table.index_stats("key_idx")
+    assert stats.num_unindexed_rows <= 50, stats
+    assert stats.num_indexed_rows >= 300
