@@ -1,0 +1,104 @@
+"""``rsembed-store search``: the stored places most like a place, a request or a key."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import SpecError
+from .common import emit_json, json_option
+from .ingest import parse_bbox
+from .request_options import config_from_sources, request_from_options, request_options
+
+
+def _cells(values):
+    cells = []
+    for value in values:
+        cells.extend(c.strip() for c in value.split(",") if c.strip())
+    return cells
+
+
+def _geojson(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as exc:
+        raise SpecError(f"--within-geojson {path!r} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise SpecError(f"--within-geojson {path!r} is not JSON: {exc}") from None
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Model id: its space is searched (see `rsembed-store models`).")
+@click.option("--like-key", help="The key of a stored answer to search from (64 hex digits).")
+@request_options(prefix="like-")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many results.")
+@click.option("--during", help="Keep results whose window overlaps this: a year '2023' or 'START/END'.")
+@click.option("--within-bbox", help="Keep results whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
+@click.option("--within-h3", multiple=True, help="Keep results inside these H3 cells (comma-separated; repeatable).")
+@click.option("--within-geojson", type=click.Path(dir_okay=False),
+              help="Keep results whose centre is inside the Polygon/MultiPolygon in this GeoJSON file.")
+@click.option("--where", help="An extra filter on stored columns, e.g. \"year = 2023\".")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "dot"]), help="Default: the space's metric.")
+@click.option("--revision", help="Model revision (default: the registered one).")
+@click.option("--include-self", is_flag=True, help="Keep the query's own row in the results.")
+@click.option("--no-compute", is_flag=True, help="With --like-point/--like-h3/--like-bbox: never compute a miss.")
+@json_option
+@click.pass_obj
+def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output, pooling, sources, k, during,
+           within_bbox, within_h3, within_geojson, where, metric, revision, include_self, no_compute, as_json):
+    """Find the K stored places whose embeddings are most like a place (computed on a miss) or a key.
+
+    \b
+    --time/--year set the like place's window; --during filters the results.
+    Examples:
+      rsembed-store search -m spectral --like-point 11.0,46.0 --buffer-m 250 --year 2023 -k 5
+      rsembed-store search -m spectral --like-key 3f2a...e9 --during 2023 --within-bbox 10.9,45.9,11.3,46.2
+    """
+    from ..query.search import search as run_search
+
+    store = obj.store
+    place = [x for x in (point, cell, bbox) if x]
+    if like_key and place:
+        raise SpecError("give either --like-key or a like place (--like-point/--like-h3/--like-bbox), not both")
+    if like_key:
+        if time or year is not None:
+            raise SpecError("--time/--year set the window of a like place; with --like-key filter the results "
+                            "with --during instead")
+        like = like_key
+        get = None
+    else:
+        like = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling, prefix="like-")
+        config = config_from_sources(sources)
+        store_get = getattr(store, "get", None)
+        if store_get is None:
+            get = None  # a store without cache-first get: the like request must be stored already
+        else:
+            def get(request):
+                return store_get(request, compute=not no_compute, config=config or None)
+    within = [x for x in (within_bbox, within_h3, within_geojson) if x]
+    if len(within) > 1:
+        raise SpecError("give at most one of --within-bbox, --within-h3 and --within-geojson")
+    area = None
+    if within_bbox:
+        area = parse_bbox(within_bbox)
+    elif within_h3:
+        area = _cells(within_h3)
+    elif within_geojson:
+        area = _geojson(within_geojson)
+    result = run_search(store, model, like, k=k, temporal=during, within=area, where=where,
+                        exclude_self=not include_self, metric=metric, revision=revision, get=get)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    plan = result.plan
+    how = "exact" if plan.get("exact") else f"{plan.get('index')} nprobes={plan.get('nprobes')}"
+    click.echo(f"space {result.space} ({result.metric}, {how}), {len(result)} result(s) in "
+               f"{result.seconds * 1000:.1f} ms")
+    if not result.rows:
+        click.echo("  (nothing matches)")
+    for i, r in enumerate(result.rows, 1):
+        window = f"{r['start_date']}..{r['end_date']}" if r.get("start_date") else "-"
+        click.echo(f"{i:>3}  {r['distance']:.5f}  {r['key'][:16]}  {r['lon']:.5f},{r['lat']:.5f}  {window}  "
+                   f"h3 {r['h3']}")

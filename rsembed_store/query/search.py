@@ -1,0 +1,907 @@
+"""Nearest-neighbour search in one embedding space, every filter pushed down to Lance.
+
+:func:`search` finds the ``k`` stored answers of one space whose vectors lie
+nearest to ``like`` (a vector, a stored key, an :class:`Embedding` or a request).
+Spaces are never mixed: the query vector must come from, or fit, the space that
+``model`` (and ``revision``) name.
+
+Filters become one SQL predicate that Lance evaluates *before* the vector
+search (a prefilter):
+
+- ``temporal``: rows whose half-open window ``[start_date, end_date)``
+  overlaps the given window;
+- ``within``: a :class:`BBox` (ROI centre inside the box), a GeoJSON Polygon or
+  MultiPolygon (ROI centre inside the polygon, exactly) or H3 cells at any
+  resolution (the row's ``h3`` cell descends from one of them);
+- ``where``: an extra filter on stored columns, ANDed in;
+- ``exclude_self``: the row of the query's own key is left out in the filter.
+
+Each part is written in the form Lance evaluates fastest (see docs/search.md):
+parts that keep many rows are tested while scanning, small areas and short H3
+cell lists go through the scalar indexes first. Every form is exact.
+
+The vector search itself uses the query settings that
+:func:`rsembed_store.query.maintain.maintain` measured and stored in the
+space's Lance dataset config (``rsembed.search``); without them it is an exact
+search. Rows written after the vector index was built are searched too (Lance
+scans unindexed fragments exactly), so new answers are found at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import h3
+import numpy as np
+import pyarrow as pa
+
+from ..embedding import Embedding
+from ..errors import RsEmbedStoreError, SpecError, StoreError, VectorError
+from ..keys import Request, ResolvedRequest, resolve
+from ..model import METRICS
+from ..space import h3_children_range
+from ..specs import BBox, H3Cell, PointBuffer, TemporalSpec, coerce_spec, parse_time
+
+SETTINGS_KEY = "rsembed.search"  # Lance dataset config key holding the query settings (JSON)
+MAX_K = 10_000
+# columns read for each result (never the vector or the grid)
+RESULT_COLUMNS = ["key", "lon", "lat", "h3", "cell", "start_date", "end_date", "year", "request"]
+# an OR of BETWEEN ranges costs Lance about 0.2-0.3 ms per range to plan and look up:
+# cell lists up to this many ranges go to the index as they are ...
+MAX_DIRECT_RANGES = 32
+# ... small areas are narrowed by at most this many ranges first
+MAX_COARSE_RANGES = 32
+# a polygon is covered with at most about this many H3 cells (computed once per polygon, cached);
+# only rows in the cells along its border need the exact (slow) point-in-polygon test
+MAX_COVER_CELLS = 20_000
+# an area or a time window below this share of the space's extent is looked up through the
+# indexes; above it the rows are scanned. Lance answers indexed comparisons from its scalar
+# indexes and then reads each row they keep to test the rest, which costs about 1 us per row,
+# while scanning a few columns of every row costs a few tens of ns per row.
+SMALL_SHARE = 0.02
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_GEOJSON_TYPES = ("Polygon", "MultiPolygon", "Feature", "FeatureCollection", "GeometryCollection")
+_SPATIAL_SPEC_TYPES = ("BBox", "PointBuffer", "H3Cell")
+
+
+class NotStoredError(SpecError, LookupError):
+    """The key or request given as ``like`` has no stored answer in the searched space."""
+
+
+# ---------------------------------------------------------------- result
+
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("distance", pa.float64(), nullable=False),
+        pa.field("lon", pa.float64()),
+        pa.field("lat", pa.float64()),
+        pa.field("h3", pa.string()),
+        pa.field("cell", pa.string()),
+        pa.field("start_date", pa.date32()),
+        pa.field("end_date", pa.date32()),
+        pa.field("year", pa.int32()),
+        pa.field("request", pa.string()),  # the canonical request JSON (rows carry it parsed)
+    ]
+)
+
+
+@dataclass
+class SearchResult:
+    """The ``k`` nearest rows, nearest first (ties broken by key).
+
+    ``rows`` are dicts with ``key, distance, lon, lat, h3`` (hex), ``cell``
+    (hex or None), ``start_date, end_date`` (dates or None), ``year`` and
+    ``request`` (the parsed canonical request). ``plan`` says how the search
+    ran: the filter, whether an index was used and with which settings.
+    Distances are Lance's: cosine ``1 - cos``, l2 the squared euclidean
+    distance, dot ``1 - a.b``.
+    """
+
+    rows: List[dict]
+    space: str
+    model: str
+    metric: str
+    k: int
+    filter: Optional[str] = None
+    plan: Dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    canonical: List[str] = field(default_factory=list, repr=False)  # each row's request JSON as stored
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    @property
+    def keys(self) -> List[str]:
+        return [r["key"] for r in self.rows]
+
+    def to_dicts(self) -> List[dict]:
+        """The rows as JSON-ready dicts (dates as ISO strings)."""
+        out = []
+        for r in self.rows:
+            d = dict(r)
+            for name in ("start_date", "end_date"):
+                if isinstance(d.get(name), date):
+                    d[name] = d[name].isoformat()
+            out.append(d)
+        return out
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as an Arrow table (``request`` as its canonical JSON string)."""
+        cols: Dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
+        for i, r in enumerate(self.rows):
+            for name in cols:
+                value = r.get(name)
+                if name == "request":
+                    value = self.canonical[i] if i < len(self.canonical) else \
+                        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                cols[name].append(value)
+        return pa.table(cols, schema=RESULT_SCHEMA)
+
+    def to_dict(self) -> dict:
+        """Everything, JSON-ready: the space, metric, k, filter, plan and rows."""
+        return {
+            "space": self.space,
+            "model": self.model,
+            "metric": self.metric,
+            "k": self.k,
+            "filter": self.filter,
+            "plan": self.plan,
+            "seconds": round(self.seconds, 6),
+            "results": self.to_dicts(),
+        }
+
+
+# ---------------------------------------------------------------- the search
+
+
+@dataclass
+class _Prepared:
+    space: str
+    model: str
+    metric: str
+    k: int
+    vector: np.ndarray
+    filter: Optional[str]
+    where: Optional[str]
+    nearest: dict
+    plan: dict
+    dataset: Any = None
+
+
+def search(store, model: str, like, *, k: int = 10, temporal=None, within=None, where: Optional[str] = None,
+           exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
+           get: Optional[Callable] = None) -> SearchResult:
+    """The ``k`` rows of ``model``'s space nearest to ``like``, nearest first.
+
+    ``like``: a vector of the space's dimension, a stored key (64 hex digits),
+    an :class:`Embedding` of this space, or a :class:`Request` /
+    :class:`ResolvedRequest` (answered through ``get`` when given, e.g.
+    ``store.get`` which computes a miss, else looked up; a miss is an error).
+    ``temporal`` (TemporalSpec, its dict, ``"2022"`` or ``"START/END"``),
+    ``within`` (BBox, GeoJSON polygon, H3 cells) and ``where`` (SQL on stored
+    columns) filter inside Lance before the search. ``metric`` defaults to the
+    space's; another metric than the vector index's searches exactly.
+    """
+    t0 = time.perf_counter()
+    q = _prepare(store, model, like, k=k, temporal=temporal, within=within, where=where,
+                 exclude_self=exclude_self, metric=metric, revision=revision, get=get)
+    nearest = dict(q.nearest)
+    for _ in range(8):
+        try:
+            table = q.dataset.to_table(columns=RESULT_COLUMNS + ["_distance"], filter=q.filter, prefilter=True,
+                                       nearest=nearest)
+        except RsEmbedStoreError:
+            raise
+        except Exception as exc:
+            raise _query_error(exc, q) from None
+        if table.num_rows < nearest["k"] or not _tie_at_cut(table, q.k):
+            break
+        # rows tied with the k-th lie beyond what was fetched: fetch more, so the key decides among them
+        nearest["k"] = 2 * nearest["k"] + 10
+    rows, canonical = _rows(table, q.k)
+    return SearchResult(rows=rows, space=q.space, model=q.model, metric=q.metric, k=q.k, filter=q.filter,
+                        plan=q.plan, seconds=time.perf_counter() - t0, canonical=canonical)
+
+
+def explain(store, model: str, like, *, k: int = 10, temporal=None, within=None, where: Optional[str] = None,
+            exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
+            get: Optional[Callable] = None, verbose: bool = True) -> dict:
+    """How :func:`search` would run, without running it: the filter, the settings and Lance's plan."""
+    q = _prepare(store, model, like, k=k, temporal=temporal, within=within, where=where,
+                 exclude_self=exclude_self, metric=metric, revision=revision, get=get)
+    try:
+        text = q.dataset.scanner(columns=RESULT_COLUMNS + ["_distance"], filter=q.filter, prefilter=True,
+                                 nearest=q.nearest).explain_plan(verbose)
+    except Exception as exc:
+        raise _query_error(exc, q) from None
+    return {"space": q.space, "metric": q.metric, "k": q.k, "filter": q.filter, **q.plan, "lance_plan": text}
+
+
+def _prepare(store, model, like, *, k, temporal, within, where, exclude_self, metric, revision, get) -> _Prepared:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise SpecError(f"k={k!r} is not accepted; use an integer in [1, {MAX_K}]")
+    k = int(k)
+    info = store.space_for(model, revision)  # UnknownModelError / UnknownSpaceError name what is held
+    metric = check_metric(metric if metric is not None else info.metric)
+    vector, self_key, like_kind = query_vector(store, info, like, get)
+    if metric == "cosine" and not np.any(vector):
+        raise VectorError("the query vector is all zeros: it has no direction, so cosine distance is undefined")
+
+    ds = store.dataset(info.space)
+    settings = settings_of(ds)
+    hints = settings.get("extent") or {}
+    clauses = []  # the usually most selective first: Lance tests later parts only where earlier ones hold
+    if within is not None:
+        clauses.append(within_clause(within, info.h3_res, hints))
+    if temporal is not None:
+        clauses.append(temporal_clause(temporal, hints))
+    if where is not None:
+        clauses.append(f"({check_where(where)})")
+    if exclude_self and self_key is not None:
+        clauses.insert(0, _exclude_clause(ds, self_key, alone=not clauses))
+    clauses = [c for c in clauses if c]
+    filt = " AND ".join(clauses) if clauses else None
+
+    filtered = temporal is not None or within is not None or where is not None
+    nearest, plan = nearest_query(vector, k, metric, settings, filtered=filtered, space_metric=info.metric)
+    plan = {"like": like_kind, **plan}
+    return _Prepared(space=info.space, model=info.model, metric=metric, k=k, vector=vector, filter=filt,
+                     where=where, nearest=nearest, plan=plan, dataset=ds)
+
+
+def _exclude_clause(ds, key: str, *, alone: bool) -> Optional[str]:
+    """Leave the query's own row out.
+
+    Alone, ``key != '...'`` is answered by the key index. Next to other
+    filters it would make Lance take (slowly) every other row before testing
+    them, so the own row is named by its row id, which Lance tests while it
+    scans. A key that is not stored needs no exclusion.
+    """
+    if alone:
+        return f"key != '{key}'"
+    ids = ds.to_table(columns=["key"], filter=f"key = '{key}'", with_row_id=True).column("_rowid").to_pylist()
+    if not ids:
+        return None
+    if len(ids) == 1:
+        return f"_rowid != {int(ids[0])}"
+    return f"_rowid NOT IN ({', '.join(str(int(i)) for i in ids)})"
+
+
+def fetch_k(k: int) -> int:
+    """How many rows to ask Lance for first: one more than ``k``, to see whether the cut falls in a tie."""
+    return k + 1
+
+
+def nearest_query(vector: np.ndarray, k: int, metric: str, settings: Mapping, *, filtered: bool,
+                  space_metric: Optional[str] = None) -> Tuple[dict, dict]:
+    """Lance's ``nearest`` argument for one query under the stored settings, and a summary of it.
+
+    The vector index is used only when its metric is the query's (else the
+    search is exact). Unfiltered queries (the own-key exclusion aside) probe
+    exactly the partitions measured for them; filtered ones start at the
+    larger number measured under a selective filter and may probe on until
+    enough rows pass.
+    """
+    index = settings.get("index") or {}
+    query = settings.get("query") or {}
+    index_metric = index.get("metric", space_metric)
+    use_index = bool(index) and metric == index_metric
+    nearest = {"column": "vector", "q": vector, "k": fetch_k(k), "metric": metric, "use_index": use_index}
+    plan: Dict[str, Any] = {"index": index.get("type") if use_index else None, "exact": not use_index}
+    if use_index:
+        nprobes = query.get("filtered_nprobes" if filtered else "nprobes") or query.get("nprobes")
+        if nprobes:
+            nearest["minimum_nprobes"] = int(nprobes)
+            nearest["maximum_nprobes"] = None if filtered else int(nprobes)
+            plan["nprobes"] = int(nprobes)
+        if query.get("refine_factor"):
+            nearest["refine_factor"] = plan["refine_factor"] = int(query["refine_factor"])
+        ef = query.get("filtered_ef" if filtered else "ef") or query.get("ef")
+        if ef:
+            nearest["ef"] = plan["ef"] = max(int(ef), nearest["k"])
+        measured = settings.get("measured") or {}
+        if measured.get("recall_at_10") is not None:
+            plan["measured_recall_at_10"] = measured["recall_at_10"]
+    elif index:
+        plan["why_exact"] = f"metric {metric!r} differs from the vector index's {index_metric!r}"
+    return nearest, plan
+
+
+def _tie_at_cut(table: pa.Table, k: int) -> bool:
+    dist = sorted(table.column("_distance").to_pylist())
+    return len(dist) > k and dist[k - 1] == dist[k]
+
+
+def _rows(table: pa.Table, k: int) -> Tuple[List[dict], List[str]]:
+    data = table.to_pydict()
+    order = sorted(range(table.num_rows), key=lambda i: (float(data["_distance"][i]), data["key"][i]))[:k]
+    rows = []
+    canonical = [data["request"][i] for i in order]
+    for i in order:
+        cell = data["cell"][i]
+        text = data["request"][i]
+        rows.append(
+            {
+                "key": data["key"][i],
+                "distance": float(data["_distance"][i]),
+                "lon": data["lon"][i],
+                "lat": data["lat"][i],
+                "h3": h3.int_to_str(data["h3"][i]) if data["h3"][i] is not None else None,
+                "cell": h3.int_to_str(cell) if cell is not None else None,
+                "start_date": data["start_date"][i],
+                "end_date": data["end_date"][i],
+                "year": data["year"][i],
+                "request": json.loads(text) if text else None,
+            }
+        )
+    return rows, canonical
+
+
+def _query_error(exc: Exception, q: _Prepared) -> RsEmbedStoreError:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if q.where is not None:
+        return SpecError(f"the filter where={q.where!r} was refused by LanceDB: {message}. Write a SQL "
+                         "predicate on stored columns, e.g. \"year = 2023 AND provider = 'local'\"")
+    return StoreError(f"search in space {q.space!r} failed (filter {q.filter!r}): {message}")
+
+
+# ---------------------------------------------------------------- settings
+
+
+def read_settings(store, space: str) -> dict:
+    """The query settings maintenance stored for ``space`` (``{}`` when none)."""
+    return settings_of(store.dataset(space))
+
+
+def settings_of(ds) -> dict:
+    """The query settings stored in a Lance dataset's config (``{}`` when none)."""
+    try:
+        text = ds.config().get(SETTINGS_KEY)
+    except Exception:  # a dataset without config support
+        return {}
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def check_metric(metric) -> str:
+    if not isinstance(metric, str) or metric.lower() not in METRICS:
+        raise SpecError(f"metric={metric!r} is not accepted; use one of {list(METRICS)}")
+    return metric.lower()
+
+
+def as_vector(value, dim: int, what: str = "the query vector") -> np.ndarray:
+    """``value`` as a finite float32 vector of dimension ``dim``, or a VectorError saying why not."""
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise VectorError(f"{what} must be a list of {dim} numbers, got {type(value).__name__}") from None
+    if v.ndim != 1:
+        raise VectorError(f"{what} must be one vector of shape ({dim},), got shape {v.shape}")
+    if v.shape[0] != dim:
+        raise VectorError(f"{what} has dimension {v.shape[0]}; this space holds vectors of dimension {dim}")
+    if not np.all(np.isfinite(v)):
+        bad = int(v.size - np.count_nonzero(np.isfinite(v)))
+        raise VectorError(f"{what} has {bad} NaN/inf value(s); only finite vectors can be searched")
+    return v.astype(np.float32)
+
+
+def query_vector(store, info, like, get: Optional[Callable]) -> Tuple[np.ndarray, Optional[str], str]:
+    """The query vector, the key to exclude (or None) and what ``like`` was."""
+    if isinstance(like, Embedding):
+        _same_space(like.space, info.space, "the like embedding")
+        return as_vector(like.vector, info.dim, "the like embedding's vector"), like.key, "embedding"
+    if isinstance(like, str):
+        key = like.strip().lower()
+        if not _HEX64.match(key):
+            raise SpecError(f"like={like!r} is a string but not a key (64 hex digits); pass a vector, a key, "
+                            "an Embedding or a Request")
+        emb = store.lookup_many([key], space=info.space)[0]
+        if emb is None:
+            raise NotStoredError(f"key {key} is not stored in space {info.space!r}")
+        return as_vector(emb.vector, info.dim, f"the vector of key {key[:12]}…"), key, "key"
+    if isinstance(like, (Request, ResolvedRequest)) or (isinstance(like, Mapping) and "spatial" in like):
+        resolved = like if isinstance(like, ResolvedRequest) else resolve(like)
+        _same_space(resolved.space, info.space, "the like request")
+        if get is not None:
+            emb = get(resolved)
+        else:
+            emb = store.lookup_many([resolved.key], space=info.space)[0]
+        if emb is None:
+            raise NotStoredError(f"the like request (key {resolved.key}) is not stored in space {info.space!r}; "
+                                 "compute it first (Store.search computes a miss, or use store.get)")
+        _same_space(emb.space, info.space, "the like request's answer")
+        return as_vector(emb.vector, info.dim, "the like request's vector"), emb.key, "request"
+    if isinstance(like, (list, tuple, np.ndarray)):
+        return as_vector(like, info.dim), None, "vector"
+    raise SpecError(f"like={like!r} is not accepted; pass a vector, a stored key (64 hex digits), an Embedding "
+                    "or a Request")
+
+
+def _same_space(got: str, want: str, what: str) -> None:
+    if got != want:
+        raise VectorError(f"{what} belongs to space {got!r} but the search runs in space {want!r}; "
+                          "spaces are never mixed (their vectors are not comparable)")
+
+
+def _date_literal(d: date) -> str:
+    return f"date '{d.isoformat()}'"
+
+
+def temporal_clause(temporal, hints: Optional[Mapping] = None) -> str:
+    """Rows whose window ``[start_date, end_date)`` overlaps ``temporal``'s.
+
+    A window that covers a large part of the space's time span is tested while
+    scanning (``CAST(...)`` keeps Lance off the date indexes, whose large
+    answers are slow to intersect); a short one within a long span uses the
+    indexes.
+    """
+    if isinstance(temporal, str):
+        spec = parse_time(temporal)
+    elif isinstance(temporal, (int, np.integer)) and not isinstance(temporal, bool):
+        spec = TemporalSpec.year(int(temporal))
+    else:
+        spec = coerce_spec(temporal, TemporalSpec)
+    start, end = spec.window()
+    indexed = False
+    if hints and hints.get("start") and hints.get("end"):
+        try:
+            span = (date.fromisoformat(hints["end"]) - date.fromisoformat(hints["start"])).days
+            indexed = span > 0 and (end - start).days / span < SMALL_SHARE
+        except (TypeError, ValueError):
+            indexed = False
+    if indexed:
+        return f"start_date < {_date_literal(end)} AND end_date > {_date_literal(start)}"
+    return (f"CAST(start_date AS DATE) < {_date_literal(end)} AND "
+            f"CAST(end_date AS DATE) > {_date_literal(start)}")
+
+
+_WHERE_REFUSED = re.compile(
+    r"\b(select|insert|update|delete|drop|create|alter|attach|detach|copy|pragma|union|into|grant|revoke|"
+    r"truncate|merge|call|exec|execute|load|install|export|import|with)\b",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def check_where(where) -> str:
+    """Refuse what is plainly not a filter predicate; Lance parses the rest."""
+    if not isinstance(where, str) or not where.strip():
+        raise SpecError(f"where={where!r} must be a non-empty SQL predicate such as \"year = 2023\"")
+    if len(where) > 10_000:
+        raise SpecError(f"where has {len(where)} characters; at most 10000 are accepted")
+    bare = _QUOTED.sub("''", where)
+    if bare.count("'") % 2 or bare.count('"') % 2:
+        raise SpecError(f"where={where!r} has an unclosed quote")
+    if ";" in bare or "--" in bare or "/*" in bare:
+        raise SpecError(f"where={where!r} is refused: ';' and SQL comments are not part of a filter predicate")
+    word = _WHERE_REFUSED.search(bare)
+    if word:
+        raise SpecError(f"where={where!r} is refused: {word.group(0)!r} is not part of a filter predicate; "
+                        "write a condition on stored columns, e.g. \"year = 2023\"")
+    depth = 0
+    for ch in bare:
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            break
+    if depth != 0:
+        raise SpecError(f"where={where!r} has unbalanced parentheses")
+    return where.strip()
+
+
+# ---------------------------------------------------------------- within: areas and H3 cells
+
+
+def within_clause(within, h3_res: int, hints: Optional[Mapping] = None) -> str:
+    """A filter keeping rows inside ``within``: a BBox, a GeoJSON polygon, or H3 cells.
+
+    ``hints`` (the space's lon/lat extent, stored by maintenance) only choose
+    between equivalent forms: small areas go through the ``h3`` index first.
+    """
+    if hasattr(within, "__geo_interface__") and not isinstance(within, (BBox, PointBuffer, H3Cell)):
+        within = within.__geo_interface__
+    if isinstance(within, Mapping):
+        kind = within.get("type")
+        if kind in _SPATIAL_SPEC_TYPES:
+            within = coerce_spec(within, BBox if kind == "BBox" else (PointBuffer if kind == "PointBuffer" else H3Cell))
+        elif kind in _GEOJSON_TYPES:
+            return polygon_clause(within, h3_res, hints)
+        else:
+            raise SpecError(f"within={_short(within)} is not accepted: a GeoJSON object needs type "
+                            f"{list(_GEOJSON_TYPES[:2])} (or a Feature/FeatureCollection of them)")
+    if isinstance(within, PointBuffer):
+        within = BBox(*within.bounds())
+    if isinstance(within, BBox):
+        return bbox_clause(within, h3_res, hints)
+    if isinstance(within, (H3Cell, str, int, np.integer)) and not isinstance(within, bool):
+        return cells_clause([within], h3_res)
+    if isinstance(within, (list, tuple, set, frozenset, np.ndarray)):
+        items = list(within)
+        if not items:
+            raise SpecError("within is an empty list of H3 cells; give at least one cell")
+        return cells_clause(items, h3_res)
+    raise SpecError(f"within={_short(within)} is not accepted; use a BBox, a GeoJSON Polygon/MultiPolygon dict "
+                    "or a list of H3 cells")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def cell_int(cell) -> int:
+    """An H3 cell given as a hex string, an int or an :class:`H3Cell`, as a validated int."""
+    if isinstance(cell, H3Cell):
+        return cell.cell_int
+    if isinstance(cell, np.integer):
+        cell = int(cell)
+    if isinstance(cell, bool):
+        raise SpecError(f"{cell!r} is not an H3 cell id")
+    if isinstance(cell, int):
+        if cell <= 0 or not h3.is_valid_cell(h3.int_to_str(cell)):
+            raise SpecError(f"{cell!r} is not a valid H3 cell id")
+        return cell
+    if isinstance(cell, str):
+        text = cell.strip().lower()
+        if not h3.is_valid_cell(text):
+            raise SpecError(f"within cell {cell!r} is not a valid H3 cell id (e.g. '8928308280fffff')")
+        return h3.str_to_int(text)
+    raise SpecError(f"within cell {cell!r} must be an H3 cell id (hex string or int)")
+
+
+def _res(cell: int) -> int:
+    return (cell >> 52) & 0xF
+
+
+def _next_cell(x: int, res: int) -> int:
+    """The next valid cell index at ``res`` after ``x`` (index digits count 0..6 in base 7)."""
+    for r in range(res, 0, -1):
+        shift = 3 * (15 - r)
+        digit = (x >> shift) & 7
+        if digit < 6:
+            return x + (1 << shift)
+        x &= ~(7 << shift)
+    base = (x >> 45) & 0x7F
+    return (x & ~(0x7F << 45)) | ((base + 1) << 45)
+
+
+def cell_ranges(cells: Iterable[int], res: int) -> List[Tuple[int, int]]:
+    """Sorted, merged inclusive ranges of the ``res`` descendants of ``cells`` (finer cells: their parent)."""
+    ranges = []
+    for c in cells:
+        if _res(c) > res:
+            p = h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), res))
+            ranges.append((p, p))
+        else:
+            ranges.append(h3_children_range(c, res))
+    ranges.sort()
+    merged: List[Tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo <= _next_cell(merged[-1][1], res):
+            if hi > merged[-1][1]:
+                merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def ranges_sql(ranges: Sequence[Tuple[int, int]], column: str = "h3") -> str:
+    parts = [f"{column} = {lo}" if lo == hi else f"{column} BETWEEN {lo} AND {hi}" for lo, hi in ranges]
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def prefix_sql(cells: Iterable[int], res: int, column: str = "h3") -> str:
+    """Exact descent test without ranges: ``(h3 >> shift) IN (...)``, one term per cell resolution.
+
+    All stored ``h3`` values are at ``res``; shifting away the digits finer
+    than a cell's resolution leaves the same bits for the cell's range start
+    and for every descendant of it.
+    """
+    by_res: Dict[int, set] = {}
+    for c in cells:
+        r = min(_res(c), res)
+        if _res(c) > res:
+            c = h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), res))
+        lo = h3_children_range(c, res)[0]
+        by_res.setdefault(r, set()).add(lo >> (3 * (15 - r)))
+    parts = []
+    for r in sorted(by_res):
+        values = ",".join(str(v) for v in sorted(by_res[r]))
+        parts.append(f"({column} >> {3 * (15 - r)}) IN ({values})")
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def cells_clause(cells: Sequence, res: int) -> str:
+    """Rows whose ``h3`` cell descends from (or, for finer cells, is the parent of) one of ``cells``.
+
+    Up to :data:`MAX_DIRECT_RANGES` ranges go to the ``h3`` index; longer
+    lists are tested while scanning with :func:`prefix_sql`.
+    """
+    ints = sorted({cell_int(c) for c in cells})
+    ranges = cell_ranges(ints, res)
+    if len(ranges) <= MAX_DIRECT_RANGES:
+        return ranges_sql(ranges)
+    return prefix_sql(ints, res)
+
+
+def _num(x) -> str:
+    return repr(float(x))
+
+
+def _small_area(bounds: Tuple[float, float, float, float], hints: Optional[Mapping]) -> bool:
+    """Whether an area covers a small share of the space's extent (then the ``h3`` index pays off)."""
+    if not hints or hints.get("minlon") is None:
+        return False
+    w, s, e, n = bounds
+    ew, es, ee, en = (float(hints[k]) for k in ("minlon", "minlat", "maxlon", "maxlat"))
+    extent = max(ee - ew, 1e-9) * max(en - es, 1e-9)
+    overlap = max(0.0, min(e, ee) - max(w, ew)) * max(0.0, min(n, en) - max(s, es))
+    return overlap / extent < SMALL_SHARE
+
+
+def bbox_clause(box: BBox, res: int, hints: Optional[Mapping] = None) -> str:
+    """ROI centre inside ``box``; a box small against the space's extent is narrowed by H3 ranges first."""
+    exact = (f"lon >= {_num(box.minlon)} AND lon <= {_num(box.maxlon)} AND "
+             f"lat >= {_num(box.minlat)} AND lat <= {_num(box.maxlat)}")
+    if not _small_area(box.bounds(), hints):
+        return exact
+    geo = {"type": "Polygon", "coordinates": [[list(p) for p in box.polygon()]]}
+    coarse = _coarse_area(json.dumps(geo), res)
+    return f"{ranges_sql(coarse)} AND {exact}" if coarse else exact
+
+
+# ---------------------------------------------------------------- polygons
+
+
+def _polygons(geo: Mapping) -> List[list]:
+    """The polygons (lists of rings of (lon, lat)) of a GeoJSON geometry, Feature or collection."""
+    kind = geo.get("type")
+    if kind == "Feature":
+        g = geo.get("geometry")
+        if not isinstance(g, Mapping):
+            raise SpecError("within: the GeoJSON Feature has no geometry")
+        return _polygons(g)
+    if kind == "FeatureCollection":
+        out = []
+        for f in geo.get("features") or []:
+            out.extend(_polygons(f))
+        return out
+    if kind == "GeometryCollection":
+        out = []
+        for g in geo.get("geometries") or []:
+            out.extend(_polygons(g))
+        return out
+    coords = geo.get("coordinates")
+    if kind == "Polygon":
+        return [_rings(coords)]
+    if kind == "MultiPolygon":
+        if not isinstance(coords, (list, tuple)) or not coords:
+            raise SpecError("within: a GeoJSON MultiPolygon needs a non-empty list of polygons")
+        return [_rings(p) for p in coords]
+    raise SpecError(f"within: GeoJSON type {kind!r} is not an area; use a Polygon or MultiPolygon")
+
+
+def _rings(coords) -> list:
+    if not isinstance(coords, (list, tuple)) or not coords:
+        raise SpecError("within: a GeoJSON Polygon needs a non-empty list of rings")
+    rings = []
+    for ring in coords:
+        pts = []
+        for p in ring if isinstance(ring, (list, tuple)) else []:
+            if not isinstance(p, (list, tuple)) or len(p) < 2:
+                raise SpecError(f"within: GeoJSON position {p!r} is not [lon, lat]")
+            try:
+                lon, lat = float(p[0]), float(p[1])
+            except (TypeError, ValueError):
+                raise SpecError(f"within: GeoJSON position {p!r} is not [lon, lat] numbers") from None
+            if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+                raise SpecError(f"within: GeoJSON position {p!r} is out of range; lon in [-180, 180], "
+                                "lat in [-90, 90]")
+            pts.append((lon, lat))
+        if pts and pts[0] != pts[-1]:
+            pts.append(pts[0])
+        if len(pts) < 4:
+            raise SpecError("within: a GeoJSON ring needs at least 3 distinct positions")
+        rings.append(pts)
+    return rings
+
+
+def _wkt(polygons: List[list]) -> str:
+    def ring(pts):
+        return "(" + ", ".join(f"{_num(x)} {_num(y)}" for x, y in pts) + ")"
+
+    def poly(rings):
+        return "(" + ", ".join(ring(r) for r in rings) + ")"
+
+    if len(polygons) == 1:
+        return "POLYGON " + poly(polygons[0])
+    return "MULTIPOLYGON (" + ", ".join(poly(p) for p in polygons) + ")"
+
+
+def _geojson(polygons: List[list]) -> dict:
+    coords = [[[list(p) for p in ring] for ring in poly] for poly in polygons]
+    if len(coords) == 1:
+        return {"type": "Polygon", "coordinates": coords[0]}
+    return {"type": "MultiPolygon", "coordinates": coords}
+
+
+def polygon_clause(geo: Mapping, res: int, hints: Optional[Mapping] = None) -> str:
+    """ROI centre inside a GeoJSON polygon, exactly (planar in lon/lat, as GeoJSON means it).
+
+    Rows outside the polygon's bounding box are out at once. The polygon is
+    covered with H3 cells (up to :data:`MAX_COVER_CELLS`): rows in cells well
+    inside it pass; rows in cells along its border
+    get the exact ``ST_Within`` test (evaluated only for them); all other rows
+    are out. A polygon small against the space's extent is narrowed by the
+    ``h3`` index first.
+    """
+    polygons = _polygons(geo)
+    if not polygons:
+        raise SpecError("within: the GeoJSON object holds no polygon")
+    text = json.dumps(_geojson(polygons), sort_keys=True)
+    exact = f"ST_Within(ST_Point(lon, lat), ST_GeomFromText('{_wkt(polygons)}'))"
+    interior, border = _polygon_cells(text, res)
+    test = f"{prefix_sql(border, res)} AND {exact}"
+    if interior:
+        test = f"({prefix_sql(interior, res)} OR ({test}))"
+    lons = [x for poly in polygons for ring in poly for x, _ in ring]
+    lats = [y for poly in polygons for ring in poly for _, y in ring]
+    # the polygon's box first: a cheap test that spares most rows the cell look-ups
+    box = (f"lon >= {_num(min(lons))} AND lon <= {_num(max(lons))} AND "
+           f"lat >= {_num(min(lats))} AND lat <= {_num(max(lats))}")
+    test = f"{box} AND {test}"
+    if _small_area((min(lons), min(lats), max(lons), max(lats)), hints):
+        coarse = _coarse_area(text, res)
+        if coarse:
+            return f"{ranges_sql(coarse)} AND {test}"
+    return test
+
+
+def _shape(text: str):
+    try:
+        return h3.geo_to_h3shape(json.loads(text))
+    except Exception as exc:
+        raise SpecError(f"within: the GeoJSON polygon is not valid for H3: {exc}") from None
+
+
+def _overlap_cells(shape, r: int) -> set:
+    """Cells at resolution ``r`` that overlap the shape (approximated where h3 lacks the mode)."""
+    try:
+        return set(h3.h3shape_to_cells_experimental(shape, r, "overlap"))
+    except AttributeError:  # an h3 without the experimental containment modes: centres plus a ring
+        centre = set(h3.h3shape_to_cells(shape, r))
+        for poly in getattr(shape, "polys", None) or [shape]:
+            centre.update(h3.latlng_to_cell(lat, lon, r) for lat, lon in poly.outer)
+        return {n for c in centre for n in h3.grid_disk(c, 1)}
+
+
+def _full_cells(shape, r: int) -> set:
+    """Cells at resolution ``r`` lying wholly inside the shape (conservative where h3 lacks the mode)."""
+    try:
+        return set(h3.h3shape_to_cells_experimental(shape, r, "full"))
+    except AttributeError:
+        centre = set(h3.h3shape_to_cells(shape, r))
+        return {c for c in centre if all(n in centre for n in h3.grid_disk(c, 1))}
+
+
+@functools.lru_cache(maxsize=64)
+def _polygon_cells(text: str, res: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """(interior, border) cells of an area, compacted, at the finest resolution giving at most
+    about :data:`MAX_COVER_CELLS` cells (the finer, the fewer rows need the exact test).
+
+    Band: the cells that overlap the area without lying wholly inside it.
+    Border: the band and its neighbours; rows whose ``h3`` descends from a
+    border cell get the exact test. Interior: the other cells wholly inside.
+    H3 children stick out of their parent a little (into its neighbours), so a
+    row of an interior cell -- all of whose neighbours are inside too -- has
+    its centre inside, and a row whose centre is inside descends from an
+    interior or a border cell.
+    """
+    shape = _shape(text)
+    r = _res_for(_area_km2(shape), MAX_COVER_CELLS, res)
+    over = _overlap_cells(shape, r)
+    full = _full_cells(shape, r) & over
+    band = over - full
+    border = {n for c in band for n in h3.grid_disk(c, 1)}
+    interior = full - border
+
+    def packed(cells):
+        return tuple(sorted(h3.str_to_int(c) for c in h3.compact_cells(list(cells)))) if cells else ()
+
+    return packed(interior), packed(border)
+
+
+def _area_km2(shape) -> float:
+    """Rough area of an H3 shape (planar in degrees, scaled by latitude), for choosing resolutions."""
+    total = 0.0
+    for p in getattr(shape, "polys", None) or [shape]:
+        rings = [p.outer] + list(p.holes)
+        for i, ring in enumerate(rings):
+            pts = list(ring)
+            if len(pts) < 3:
+                continue
+            lat0 = sum(a for a, _ in pts) / len(pts)
+            k = math.cos(math.radians(lat0)) * 111.32 * 110.57
+            a = 0.0
+            for (la1, lo1), (la2, lo2) in zip(pts, pts[1:] + pts[:1]):
+                a += lo1 * la2 - lo2 * la1
+            total += (-1 if i else 1) * abs(a) / 2 * k
+    return max(total, 0.0)
+
+
+def _res_for(area: float, cells: float, res: int) -> int:
+    """The finest resolution <= ``res`` at which ``area`` holds at most about ``cells`` cells."""
+    best = 0
+    for r in range(0, res + 1):
+        if area / h3.average_hexagon_area(r, "km^2") <= cells:
+            best = r
+    return best
+
+
+@functools.lru_cache(maxsize=256)
+def _coarse_area(text: str, res: int) -> Optional[Tuple[Tuple[int, int], ...]]:
+    """At most MAX_COARSE_RANGES ``h3`` ranges holding every row whose centre lies in the area.
+
+    A centre inside the area lies in an overlapping cell; its ``h3`` cell's
+    ancestor is that cell or one of its neighbours (H3 children stick out of
+    their parent a little), so the cover is the overlapping cells plus one ring.
+    """
+    shape = _shape(text)
+    start = _res_for(_area_km2(shape), 4 * MAX_COARSE_RANGES, res)
+    for r in range(start, -1, -1):
+        over = _overlap_cells(shape, r)
+        ring = {h3.str_to_int(n) for c in over for n in h3.grid_disk(c, 1)}
+        if not ring:
+            continue
+        ranges = cell_ranges(ring, res)
+        if len(ranges) <= MAX_COARSE_RANGES:
+            return tuple(ranges)
+    return None
+
+
+__all__ = [
+    "NotStoredError",
+    "RESULT_COLUMNS",
+    "RESULT_SCHEMA",
+    "SETTINGS_KEY",
+    "SearchResult",
+    "as_vector",
+    "bbox_clause",
+    "cell_ranges",
+    "cells_clause",
+    "check_metric",
+    "check_where",
+    "explain",
+    "fetch_k",
+    "nearest_query",
+    "polygon_clause",
+    "read_settings",
+    "search",
+    "settings_of",
+    "temporal_clause",
+    "within_clause",
+]
