@@ -11,6 +11,8 @@ _COMMANDS = {
     "get": "get",
     "sql": "sql",
     "serve": "serve",
+    "search": "search",
+    "maintain": "maintain",
 }
 
 
