@@ -447,7 +447,7 @@ class Store:
 
     def search(self, model: str, like, k: int = 10, *, temporal=None, within=None, where: Optional[str] = None,
                exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
-               compute: bool = True):
+               compute: bool = True, config: Optional[Mapping] = None):
         """Find the ``k`` stored places most like ``like`` in ``model``'s space.
 
         ``like`` is a vector, a stored key, an Embedding or a request (which goes
@@ -457,7 +457,7 @@ class Store:
         """
         from .query.search import search
 
-        getter = (lambda request: self.get(request, compute=compute))
+        getter = (lambda request: self.get(request, compute=compute, config=config))
         return search(self, model, like, k=k, temporal=temporal, within=within, where=where,
                       exclude_self=exclude_self, metric=metric, revision=revision, get=getter)
 
