@@ -24,6 +24,22 @@ def register_grid_codec(name: str, decode: Callable[[np.ndarray], np.ndarray]) -
     GRID_CODECS[name] = decode
 
 
+def grid_codec(name: str, model: Optional[str] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The decoder of codec ``name``. A product registers its codec when its model
+    module is imported, so an unknown codec first imports ``model``'s class."""
+    if name not in GRID_CODECS and model:
+        from .registry import model_class
+
+        try:
+            model_class(model)
+        except Exception:  # an unknown model: fall through to the clear error below
+            pass
+    try:
+        return GRID_CODECS[name]
+    except KeyError:
+        raise VectorError(f"unknown grid codec {name!r}; known: {sorted(GRID_CODECS)}") from None
+
+
 def pool_grid(grid: np.ndarray, pooling: str = "mean") -> np.ndarray:
     """Pool a ``(D, H, W)`` grid to ``(D,)`` ignoring NaN cells (nan-mean or nan-max)."""
     flat = np.asarray(grid, dtype=np.float32).reshape(grid.shape[0], -1)
@@ -62,7 +78,7 @@ class Embedding:
     def from_grid(cls, request: ResolvedRequest, grid: np.ndarray, **kwargs) -> "Embedding":
         """Build a grid answer; its pooled vector is the nan-mean of the decoded grid."""
         codec = kwargs.get("grid_codec", "raw")
-        vector = pool_grid(GRID_CODECS[codec](np.asarray(grid)), "mean")
+        vector = pool_grid(grid_codec(codec, request.model)(np.asarray(grid)), "mean")
         return cls(request=request, vector=vector, grid=np.asarray(grid), **kwargs)
 
     @property
@@ -84,7 +100,7 @@ class Embedding:
     def grid_f32(self) -> Optional[np.ndarray]:
         if self.grid is None:
             return None
-        return GRID_CODECS[self.grid_codec](self.grid)
+        return grid_codec(self.grid_codec, self.model)(self.grid)
 
     def validate(self, dim: Optional[int] = None) -> None:
         """Refuse wrong shapes, wrong dimensions and non-finite values (nothing is written)."""
@@ -105,8 +121,10 @@ class Embedding:
             g = np.asarray(self.grid)
             if g.ndim != 3 or g.shape[0] != v.shape[0]:
                 raise VectorError(f"{where}: grid must have shape (D={v.shape[0]}, H, W), got {g.shape}")
-            if self.grid_codec not in GRID_CODECS:
-                raise VectorError(f"{where}: unknown grid codec {self.grid_codec!r}; known: {sorted(GRID_CODECS)}")
+            try:
+                grid_codec(self.grid_codec, self.model)
+            except VectorError as exc:
+                raise VectorError(f"{where}: {exc}") from None
             if np.issubdtype(g.dtype, np.floating) and np.isinf(g).any():
                 raise VectorError(f"{where}: grid has infinite values (NaN marks no-data; inf is refused)")
         elif self.grid is not None:

@@ -22,10 +22,15 @@ from .errors import UnknownModelError, UnknownProviderError
 _MODELS: Dict[str, str] = {
     "spectral": "rsembed_store.ingest.models.spectral:SpectralModel",
     "mosaiks": "rsembed_store.ingest.models.mosaiks:MosaiksModel",
+    "gse": "rsembed_store.ingest.models.gse:GseModel",
+    "gse-unit": "rsembed_store.ingest.models.gse:GseUnitModel",
+    "tessera": "rsembed_store.ingest.models.tessera:TesseraModel",
+    "copernicus": "rsembed_store.ingest.models.copernicus:CopernicusModel",
 }
 
 _PROVIDERS: Dict[str, str] = {
     "local": "rsembed_store.ingest.providers.local:LocalProvider",
+    "gee": "rsembed_store.ingest.providers.gee:EarthEngineProvider",
 }
 
 _lock = threading.Lock()

@@ -18,7 +18,7 @@ from .request_options import config_from_sources, request_from_options, request_
 @click.option("--with-grid", is_flag=True, help="Include the grid values in --json output.")
 @json_option
 @click.pass_obj
-def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, no_compute,
+def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, no_compute,
         with_grid, as_json):
     """Get the embedding of one place and window: from the store, or computed and stored.
 
@@ -27,7 +27,8 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
       rsembed-store get -m spectral --point 11.0,46.0 --buffer-m 250 --year 2023 \\
           --source s2-l2a=./rsembed-demo/source/scenes
     """
-    request = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling)
+    request = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling,
+                                   provider=provider)
     emb = obj.store.get(request, compute=not no_compute, config=config_from_sources(sources))
     if emb is None:
         if as_json:

@@ -64,13 +64,14 @@ def windows_from(times, years) -> list:
 @click.option("--output", type=click.Choice(["pooled", "grid"]), default="pooled", show_default=True)
 @click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
 @click.option("--source", "sources", multiple=True, help="Imagery source NAME=DIR for the local provider; repeatable.")
+@click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Concurrent fetches.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Requests per compute batch.")
 @click.option("--dry-run", is_flag=True, help="Plan only: count requests and cache hits, compute nothing.")
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan (JSON) to this file.")
 @json_option
 @click.pass_obj
-def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources,
+def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources, provider,
            workers, batch_size, dry_run, save_plan, as_json):
     """Compute embeddings for every H3 cell of a region and every window, cache-first.
 
@@ -95,7 +96,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     else:
         region = read_cells(cells_file)
     out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
-    the_plan = plan(region, h3_res, windows_from(times, years), model, output=out)
+    the_plan = plan(region, h3_res, windows_from(times, years), model, output=out, provider=provider)
     the_plan.check_cache(obj.store)
     if save_plan:
         the_plan.save(save_plan)

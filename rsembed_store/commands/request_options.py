@@ -74,6 +74,7 @@ def request_options(prefix: str = ""):
             click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True),
             click.option("--source", "sources", multiple=True,
                          help="Imagery source NAME=DIR for computing a miss; repeatable."),
+            click.option("--provider", help="Where pixels come from (e.g. local, gee); default: the model's first."),
         ]
         for option in reversed(options):
             fn = option(fn)
@@ -82,7 +83,8 @@ def request_options(prefix: str = ""):
     return decorate
 
 
-def request_from_options(model: str, point, buffer_m, cell, bbox, time, year, output, pooling, prefix: str = ""):
+def request_from_options(model: str, point, buffer_m, cell, bbox, time, year, output, pooling, prefix: str = "",
+                         provider: Optional[str] = None):
     from ..keys import Request
 
     return Request(
@@ -90,6 +92,7 @@ def request_from_options(model: str, point, buffer_m, cell, bbox, time, year, ou
         spatial_from_options(point, buffer_m, cell, bbox, prefix),
         temporal_from_options(time, year),
         output=output_from_options(output, pooling),
+        provider=provider,
     )
 
 

@@ -46,7 +46,7 @@ def _geojson(path: str) -> dict:
 @click.option("--no-compute", is_flag=True, help="With --like-point/--like-h3/--like-bbox: never compute a miss.")
 @json_option
 @click.pass_obj
-def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output, pooling, sources, k, during,
+def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, k, during,
            within_bbox, within_h3, within_geojson, where, metric, revision, include_self, no_compute, as_json):
     """Find the K stored places whose embeddings are most like a place (computed on a miss) or a key.
 
@@ -69,14 +69,12 @@ def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output
         like = like_key
         get = None
     else:
-        like = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling, prefix="like-")
+        like = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling, prefix="like-",
+                                    provider=provider)
         config = config_from_sources(sources)
-        store_get = getattr(store, "get", None)
-        if store_get is None:
-            get = None  # a store without cache-first get: the like request must be stored already
-        else:
-            def get(request):
-                return store_get(request, compute=not no_compute, config=config or None)
+
+        def get(request):
+            return store.get(request, compute=not no_compute, config=config or None)
     within = [x for x in (within_bbox, within_h3, within_geojson) if x]
     if len(within) > 1:
         raise SpecError("give at most one of --within-bbox, --within-h3 and --within-geojson")
