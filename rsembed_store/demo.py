@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import h3
 import numpy as np

@@ -26,11 +26,8 @@ from typing import Any, Mapping, Optional
 
 from .errors import SpecError
 from .specs import (
-    BBox,
-    H3Cell,
     InputPrepSpec,
     OutputSpec,
-    PointBuffer,
     SensorSpec,
     SpatialSpec,
     TemporalSpec,

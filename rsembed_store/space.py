@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from datetime import date, datetime, timezone
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import h3
 import numpy as np

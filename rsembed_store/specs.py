@@ -16,7 +16,7 @@ and round-trips through ``to_dict()`` / ``from_dict()`` as plain JSON values.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 

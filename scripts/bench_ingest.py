@@ -14,30 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 
+from benchlib import machine
 from rsembed_store import Store, TemporalSpec
 from rsembed_store.ingest.engine import ingest
 from rsembed_store.ingest.plan import plan
 from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
 from rsembed_store.specs import BBox
-
-
-def machine() -> dict:
-    mem = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    import lancedb
-
-    return {"cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
-            "lancedb": lancedb.__version__, "platform": platform.platform()}
 
 
 def main(argv=None) -> dict:
@@ -79,7 +65,7 @@ def main(argv=None) -> dict:
             "cached_rps": round(n_req / c, 1),
             "cached_fraction_of_first": round(c / f, 5),
         }
-    print(f"machine: {report['machine']['cores']} cores, {report['machine']['memory_gib']} GiB, "
+    print(f"machine: {report['machine']['cpus']} cores, {report['machine']['mem_total_gib']} GiB, "
           f"Python {report['machine']['python']}, lancedb {report['machine']['lancedb']}")
     print(f"scene {args.size_px} px, H3 res {args.h3_res}, medians of {args.runs} first / {args.cached_runs} cached runs\n")
     print("| model | requests | first run (req/s) | cached re-run (req/s) | re-run / first |")

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -55,6 +54,7 @@ import h3  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from benchlib import loadavg, machine  # noqa: E402
 from rsembed_store import BBox, PointBuffer, Request, Store, TemporalSpec, resolve  # noqa: E402
 from rsembed_store.model import Model, ModelInfo  # noqa: E402
 from rsembed_store.query.maintain import maintain  # noqa: E402
@@ -221,48 +221,15 @@ class RowWriter:
 # ---------------------------------------------------------------- machine
 
 
-def machine() -> dict:
-    import lance
-    import lancedb
-
-    mem_kb = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem_kb = int(line.split()[1])
-    except OSError:
-        pass
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+def _faiss_version():
     try:
         import faiss
 
-        faiss_version = faiss.__version__
+        return faiss.__version__
     except ImportError:
-        faiss_version = None
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_gib": round(mem_kb / 1024**2, 1) if mem_kb else None,
-        "python": platform.python_version(),
-        "lancedb": lancedb.__version__,
-        "pylance": lance.__version__,
-        "numpy": np.__version__,
-        "faiss": faiss_version,
-        "platform": platform.platform(),
-    }
+        return None
 
 
-def loadavg() -> List[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def log(msg: str) -> None:
@@ -409,7 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--no-faiss", action="store_true", help="skip the FAISS comparison")
     args = ap.parse_args(argv)
 
-    info = machine()
+    info = machine(faiss=_faiss_version())
     info["loadavg_start"] = loadavg()
     log(f"machine: {info['cpus']} cpus, {info['mem_total_gib']} GiB, lancedb {info['lancedb']}, pylance "
         f"{info['pylance']}, faiss {info['faiss']}, load {info['loadavg_start']}")

@@ -42,7 +42,6 @@ import inspect
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -60,6 +59,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from benchlib import dir_bytes, loadavg, machine  # noqa: E402
 from rsembed_store import Embedding, H3Cell, Request, Store, TemporalSpec, resolve  # noqa: E402
 from rsembed_store.model import Model, ModelInfo  # noqa: E402
 from rsembed_store.registry import register_model  # noqa: E402
@@ -172,42 +172,6 @@ class Rows:
 # ---------------------------------------------------------------- machine
 
 
-def machine() -> dict:
-    import lance
-    import lancedb
-
-    mem_kb = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem_kb = int(line.split()[1])
-    except OSError:
-        pass
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_gib": round(mem_kb / 1024**2, 1) if mem_kb else None,
-        "python": platform.python_version(),
-        "lancedb": lancedb.__version__,
-        "pylance": lance.__version__,
-        "pyarrow": pa.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "loadavg_start": loadavg(),
-        "code": code_version(),
-    }
-
-
 def code_version() -> dict:
     """The commit, and a hash of the store's own modules (the working tree may differ from the commit)."""
     import hashlib
@@ -228,20 +192,8 @@ def code_version() -> dict:
     return out
 
 
-def loadavg() -> List[float]:
-    """1/5/15-minute load averages: above the core count, other work competed for the CPUs."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
-def dir_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
 
 
 # ---------------------------------------------------------------- helpers
@@ -332,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.rows < max(args.batch_keys, args.upsert_batch):
         ap.error("--rows must be at least --batch-keys and --upsert-batch")
 
-    info = machine()
+    info = machine(code=code_version())
     log(f"machine: {info['cpus']} cpus, {info['mem_total_gib']} GiB, lancedb {info['lancedb']}, "
         f"pylance {info['pylance']}, pyarrow {info['pyarrow']}, python {info['python']}, "
         f"load {info['loadavg_start']}")

@@ -193,7 +193,6 @@ def test_any_change_of_what_is_computed_changes_the_key(what):
 
 def test_revision_changes_the_key(monkeypatch):
     import toy
-    from rsembed_store.model import ModelInfo
 
     before = resolve(BASE).key
     monkeypatch.setattr(toy.ToyModel, "info", replace(toy.ToyModel.info, revision="toy-v2"))

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from rsembed_store import BBox, H3Cell, PointBuffer, Request, Store, TemporalSpec, resolve
+from rsembed_store import H3Cell, PointBuffer, Request, Store, TemporalSpec
 from rsembed_store.errors import NoImageryError, SpecError
 from rsembed_store.ingest.models.spectral import SpectralModel
 from rsembed_store.model import ModelInfo
