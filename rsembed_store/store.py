@@ -280,8 +280,14 @@ class Store:
             return t
 
     def table(self, space: str):
-        """The LanceDB table of ``space`` (for advanced use; prefer the Store methods)."""
-        return self._table(space)
+        """The LanceDB table of ``space`` at its latest version (for advanced use; prefer the Store methods).
+
+        The store also commits through the Lance dataset (index refreshes), which a
+        LanceDB table handle does not see until it checks out the latest version.
+        """
+        t = self._table(space)
+        t.checkout_latest()
+        return t
 
     def dataset(self, space: str, version: Union[int, str, None] = None):
         """The Lance dataset of ``space`` at its latest version, or at a version number or tag."""
@@ -376,7 +382,7 @@ class Store:
 
     def create_scalar_indexes(self, space: str) -> List[str]:
         """(Re)build the scalar indexes of a space on the columns searches filter by."""
-        t = self._table(space)
+        t = self.table(space)
         built = []
         for column, kind in SCALAR_INDEXES.items():
             _create_scalar(t, column, kind, replace=True)
