@@ -72,14 +72,9 @@ def stats(obj: Context, as_json):
 @json_option
 def models(as_json):
     """The registered models and what each one declares."""
-    from .registry import model_info, model_names
+    from .registry import describe_models
 
-    infos = []
-    for name in model_names():
-        try:
-            infos.append(model_info(name).to_dict())
-        except ImportError as exc:  # a model whose optional extra is missing
-            infos.append({"id": name, "error": str(exc)})
+    infos = describe_models()
     if as_json:
         emit_json(infos)
         return

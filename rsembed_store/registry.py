@@ -86,6 +86,18 @@ def model_info(name: str):
     return model_class(name).info
 
 
+def describe_models() -> List[dict]:
+    """Every registered model's declared ModelInfo as a dict; a model whose optional
+    extra is missing is listed with the error that names the extra."""
+    out = []
+    for name in model_names():
+        try:
+            out.append(model_info(name).to_dict())
+        except ImportError as exc:
+            out.append({"id": name, "error": str(exc)})
+    return out
+
+
 def provider_class(name: str) -> type:
     if not isinstance(name, str) or name not in _PROVIDERS:
         raise UnknownProviderError(f"unknown provider {name!r}; registered providers: {provider_names()}")

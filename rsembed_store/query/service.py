@@ -622,15 +622,9 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
     @app.get("/models", tags=["service"], summary="The registered models", responses=errors)
     def models(creds=Depends(reader)):
         """Every registered model's declared ModelInfo (``{"models": [...]}``)."""
-        from ..registry import model_info, model_names
+        from ..registry import describe_models
 
-        out = []
-        for name in model_names():
-            try:
-                out.append(model_info(name).to_dict())
-            except ImportError as exc:  # a model whose optional extra is missing
-                out.append({"id": name, "error": str(exc)})
-        return ok({"models": out})
+        return ok({"models": describe_models()})
 
     @app.get("/stats", tags=["service"], summary="What the store holds", responses=errors)
     def stats(creds=Depends(reader)):

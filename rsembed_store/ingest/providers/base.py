@@ -7,6 +7,7 @@ from typing import ClassVar, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ...errors import ProviderError
 from ...keys import ResolvedRequest
 
 
@@ -52,6 +53,14 @@ class Provider:
 
     def __init__(self, config: Optional[Mapping] = None):
         self.config = dict(config or {})
+
+    def inputs(self, request: ResolvedRequest):
+        """``(sensor, temporal, spatial)`` of a request, refusing one without a sensor or window."""
+        if request.sensor is None:
+            raise ProviderError(f"the {self.name} provider needs a SensorSpec (collection, bands, scale_m, ...)")
+        if request.temporal is None:
+            raise ProviderError(f"the {self.name} provider needs a temporal window (TemporalSpec.range)")
+        return request.sensor, request.temporal, request.spatial
 
     def fetch(self, request: ResolvedRequest) -> Pixels:  # pragma: no cover - interface
         """Pixels for ``request`` (its sensor, spatial and temporal specs).

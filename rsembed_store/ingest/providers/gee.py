@@ -394,11 +394,7 @@ class EarthEngineProvider(Provider):
         return self._stats.snapshot()
 
     def fetch(self, request: ResolvedRequest) -> Pixels:
-        sensor, temporal, spatial = request.sensor, request.temporal, request.spatial
-        if sensor is None:
-            raise ProviderError("the gee provider needs a SensorSpec (collection, bands, scale_m, ...)")
-        if temporal is None:
-            raise ProviderError("the gee provider needs a temporal window (TemporalSpec.range)")
+        sensor, temporal, spatial = self.inputs(request)
         return self._counted(lambda: self._fetch(sensor, temporal, spatial))
 
     def fetch_image_array(self, image: ImageLike, grid, bands: Sequence[str], *, year: Optional[int] = None,

@@ -845,11 +845,7 @@ class LocalProvider(Provider):
     # -------------------------------------------------------------- fetching
 
     def fetch(self, request: ResolvedRequest) -> Pixels:
-        sensor, temporal, spatial = request.sensor, request.temporal, request.spatial
-        if sensor is None:
-            raise ProviderError("the local provider needs a SensorSpec (collection, bands, scale_m, ...)")
-        if temporal is None:
-            raise ProviderError("the local provider needs a temporal window (TemporalSpec.range)")
+        sensor, temporal, spatial = self.inputs(request)
         root = self.source_dir(sensor.collection)
         cat = catalogue(root)
         start, end = temporal.window()
