@@ -67,24 +67,35 @@ def windows_from(times, years) -> list:
 @click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Concurrent fetches.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Requests per compute batch.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the work runs: threads in this process, or Ray tasks (extra `ray`).")
+@click.option("--ray-address", help="Ray cluster to join ('auto', 'ray://HOST:PORT'); default: start a local Ray.")
+@click.option("--ray-num-cpus", type=int, help="Cores of the local Ray (default: all of this machine's).")
+@click.option("--partition-size", type=int, help="Most requests per Ray task and write (default 512, less for small plans).")
 @click.option("--dry-run", is_flag=True, help="Plan only: count requests and cache hits, compute nothing.")
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan (JSON) to this file.")
 @json_option
 @click.pass_obj
 def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources, provider,
-           workers, batch_size, dry_run, save_plan, as_json):
+           workers, batch_size, executor, ray_address, ray_num_cpus, partition_size, dry_run, save_plan, as_json):
     """Compute embeddings for every H3 cell of a region and every window, cache-first.
 
     Cells are those whose centres lie inside the region. Already stored answers
-    are not recomputed; failures are reported and never stored.
+    are not recomputed; failures are reported and never stored. With
+    `--executor ray` the misses run as Ray tasks that write their own answers
+    (see docs/scale-out.md).
 
     \b
     Example:
       rsembed-store ingest -m spectral --bbox 10.95,45.95,11.05,46.05 --h3-res 9 \\
           --year 2023 --source s2-l2a=./rsembed-demo/scenes
+      rsembed-store --db s3://bucket/store ingest ... --executor ray --ray-address auto
     """
     from ..ingest.engine import ingest as run_ingest
     from ..ingest.plan import plan
+    from ..ingest.ray_executor import executor_for
+
+    runner = executor_for(executor, ray_address=ray_address, ray_num_cpus=ray_num_cpus, partition_size=partition_size)
 
     chosen = [x for x in (bbox, region_file, cells_file) if x]
     if len(chosen) != 1:
@@ -112,8 +123,12 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
             )
         return
     config = {"sources": parse_sources(sources)} if sources else {}
-    result = run_ingest(obj.store, the_plan.requests, config, progress=None if not as_json else False,
-                        fetch_workers=workers, batch_size=batch_size)
+    try:
+        result = run_ingest(obj.store, the_plan.requests, config, progress=None if not as_json else False,
+                            fetch_workers=workers, batch_size=batch_size, executor=runner)
+    finally:
+        if hasattr(runner, "close"):  # a local Ray started for this command stops with it
+            runner.close()
     if as_json:
         emit_json({"plan": the_plan.summary(), "summary": result.to_dict()})
         return

@@ -9,8 +9,8 @@ flight: everything written before stays, and running the same ingest again
 computes only what is missing.
 
 Executors decide where the work runs. :class:`LocalExecutor` (threads in this
-process) is the default; a distributed executor implements the same
-``run(engine, requests)`` method.
+process) is the default; :class:`~rsembed_store.ingest.ray_executor.RayExecutor`
+implements the same ``run(engine, requests)`` method on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -69,6 +69,16 @@ class IngestSummary:
             "failures_shown": min(len(self.failures), max_failures),
             "calls": dict(self.calls),
         }
+
+    def add(self, other: "IngestSummary") -> None:
+        """Fold in what another executor (e.g. one Ray partition) did; ``requested`` stays."""
+        self.cached += other.cached
+        self.computed += other.computed
+        self.failed += other.failed
+        self.compute_seconds += other.compute_seconds
+        self.failures.extend(other.failures)
+        for key, value in other.calls.items():
+            self.calls[key] = self.calls.get(key, 0) + value
 
     def line(self) -> str:
         return (
@@ -248,9 +258,7 @@ class LocalExecutor:
         summary = IngestSummary(requested=len(requests))
         t0 = time.perf_counter()
         bar = Progress(len(requests), progress)
-        by_space: Dict[str, List[ResolvedRequest]] = {}
-        for r in {r.key: r for r in requests}.values():  # one computation per key
-            by_space.setdefault(r.space, []).append(r)
+        by_space = unique_by_space(requests)
         summary.cached += len(requests) - sum(len(v) for v in by_space.values())  # repeated keys
         pending: List[Embedding] = []
         try:
@@ -258,7 +266,7 @@ class LocalExecutor:
                 for space, items in by_space.items():
                     for start in range(0, len(items), max(engine.batch_size, 1)):
                         batch = items[start:start + engine.batch_size]
-                        held = _held(engine.store, space, [r.key for r in batch])
+                        held = held_keys(engine.store, space, [r.key for r in batch])
                         misses = [r for r, h in zip(batch, held) if not h]
                         summary.cached += len(batch) - len(misses)
                         computed = engine.compute(misses, summary, pool)
@@ -303,18 +311,34 @@ def _merge_stats(summary: IngestSummary, before: Mapping[str, int], after: Mappi
             summary.calls[key] = summary.calls.get(key, 0) + delta
 
 
-def _held(store, space: str, keys: List[str]) -> List[bool]:
+def unique_by_space(requests: Iterable[ResolvedRequest]) -> Dict[str, List[ResolvedRequest]]:
+    """One request per key (the first), grouped by space, in the order given."""
+    by_space: Dict[str, List[ResolvedRequest]] = {}
+    for r in {r.key: r for r in requests}.values():
+        by_space.setdefault(r.space, []).append(r)
+    return by_space
+
+
+def held_keys(store, space: str, keys: List[str], batch_size: int = 50_000) -> List[bool]:
+    """Which ``keys`` ``store`` holds in ``space`` (all False for a space it does not hold)."""
     from ..errors import UnknownSpaceError
 
+    held: List[bool] = []
     try:
-        return store.contains_many(keys, space=space)
+        for start in range(0, len(keys), batch_size):
+            held.extend(store.contains_many(keys[start:start + batch_size], space=space))
     except UnknownSpaceError:
         return [False] * len(keys)
+    return held
 
 
 def ingest(store, requests: Iterable[ResolvedRequest], config: Optional[Mapping] = None, *,
            progress: Optional[bool] = None, fetch_workers: int = 4, batch_size: int = 256,
-           write_batch: int = 2048) -> IngestSummary:
-    """Ingest resolved requests (e.g. ``plan(...).requests``) into ``store``, cache-first."""
+           write_batch: int = 2048, executor=None) -> IngestSummary:
+    """Ingest resolved requests (e.g. ``plan(...).requests``) into ``store``, cache-first.
+
+    ``executor`` decides where the work runs: ``None`` for this process
+    (:class:`LocalExecutor`), or e.g. a ``RayExecutor``.
+    """
     engine = Engine(store, config, fetch_workers=fetch_workers, batch_size=batch_size, write_batch=write_batch)
-    return engine.run(requests, progress=progress)
+    return engine.run(requests, progress=progress, executor=executor)
