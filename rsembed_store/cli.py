@@ -1,6 +1,7 @@
 """The ``rsembed-store`` command line.
 
-Shared options live here (``--db`` / ``RSEMBED_STORE_DB``, ``--json``); larger
+Shared options live here (``--db`` / ``RSEMBED_STORE_DB``, ``--storage-option`` /
+``RSEMBED_STORE_STORAGE_OPTIONS``, ``--json``); larger
 subcommands live in ``rsembed_store/commands/``, one module each. Every command
 that prints results takes ``--json`` and then prints exactly one JSON document
 on stdout (progress and notes go to stderr).
@@ -35,16 +36,26 @@ class Group(click.Group):
     show_default=True,
     help="Store location: a directory or an object-store URI (env RSEMBED_STORE_DB).",
 )
+@click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    envvar="RSEMBED_STORE_STORAGE_OPTIONS",
+    help="Object-store option for --db, e.g. aws_region=eu-west-1; repeatable (env "
+    "RSEMBED_STORE_STORAGE_OPTIONS, space-separated). Credentials are better left to the "
+    "cloud's own environment variables; see docs/object-storage.md.",
+)
 @click.version_option(__version__, prog_name="rsembed-store")
 @click.pass_context
-def main(ctx, db):
+def main(ctx, db, storage_options):
     """rsembed-store: cache, search and query remote-sensing embeddings.
 
     Computes pooled and grid embeddings for H3 cells and time windows, keeps
     each answer content-addressed in LanceDB, and serves cache-first look-ups,
     "find places like this" search and SQL over what was computed.
     """
-    ctx.obj = Context(db)
+    ctx.obj = Context(db, storage_options)
 
 
 @main.command()

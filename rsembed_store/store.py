@@ -13,12 +13,20 @@ indexed join that skips the check and concurrent writers duplicate new keys
 (``tests/test_store.py::test_concurrent_writers_never_duplicate_a_key`` fails
 that way). Reads go through the Lance
 dataset of each table at its latest version (a consistent snapshot).
+
+The same code serves a local directory and an object store (``s3://``,
+``gs://``, ``az://``): nothing here touches the file system except creating a
+local directory, and commits are made safe on object stores by Lance itself
+(a conditional put of each new manifest; see docs/object-storage.md).
+Credentials come from ``storage_options``, ``$RSEMBED_STORE_STORAGE_OPTIONS``
+or the cloud SDKs' usual environment variables, and never appear in a message.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -60,8 +68,46 @@ SCALAR_INDEXES = {
 KEY_INDEX_SLACK_ROWS = 50_000
 
 
+STORAGE_OPTIONS_ENV = "RSEMBED_STORE_STORAGE_OPTIONS"
+# storage-option names whose values are secrets: redacted from every message
+_SECRET_NAME = re.compile(r"secret|token|password|key|sas|credential|signature", re.IGNORECASE)
+
+
 def default_uri() -> str:
     return os.environ.get("RSEMBED_STORE_DB") or DEFAULT_URI
+
+
+def parse_storage_options(items: Iterable[str], *, source: str = "storage option") -> Dict[str, str]:
+    """``["KEY=VALUE", ...]`` as a dict; a malformed item is a :class:`StoreError` naming it
+    (without its value, which may be a secret).
+
+    >>> parse_storage_options(["aws_region=eu-west-1", "allow_http=true"])
+    {'aws_region': 'eu-west-1', 'allow_http': 'true'}
+    """
+    out: Dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value:
+            shown = name if sep else "(no '=')"
+            raise StoreError(f"{source} {shown!r} must be KEY=VALUE with a non-empty key and value, "
+                             "e.g. aws_region=eu-west-1")
+        out[name] = value
+    return out
+
+
+def storage_options_from_env() -> Optional[Dict[str, str]]:
+    """Storage options from ``$RSEMBED_STORE_STORAGE_OPTIONS`` (whitespace-separated KEY=VALUE), or None."""
+    text = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    return parse_storage_options(text.split(), source=f"${STORAGE_OPTIONS_ENV} item") if text else None
+
+
+def redact(text: str, storage_options: Optional[Mapping[str, str]]) -> str:
+    """``text`` with the value of every secret-looking storage option replaced by ``***``."""
+    for name, value in (storage_options or {}).items():
+        if _SECRET_NAME.search(name) and len(value) >= 4 and value.lower() not in ("true", "false"):
+            text = text.replace(value, "***")
+    return text
 
 
 @dataclass(frozen=True)
@@ -129,8 +175,12 @@ class Store:
         """Create or open a store at ``uri`` (default ``$RSEMBED_STORE_DB`` or ``./rsembed-store``).
 
         ``uri`` may be a local directory or an object-store URI such as
-        ``s3://bucket/prefix``; ``storage_options`` go to LanceDB unchanged
-        (credentials, endpoint, region). ``h3_res`` is the resolution of the
+        ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``.
+        ``storage_options`` (default: ``$RSEMBED_STORE_STORAGE_OPTIONS``) go to
+        LanceDB unchanged (credentials, endpoint, region; see
+        docs/object-storage.md); without them the cloud SDKs' usual environment
+        variables apply (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...). Secret
+        values never appear in error messages. ``h3_res`` is the resolution of the
         ``h3`` column of new spaces (each space records its own). ``config`` is
         what computing on a miss needs and never enters a key, e.g.
         ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider.
@@ -138,13 +188,14 @@ class Store:
         uri = os.fspath(uri) if uri is not None else default_uri()
         if not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
             raise StoreError(f"h3_res={h3_res!r} must be an integer H3 resolution in [0, 15]")
+        options = _check_options(storage_options) if storage_options is not None else storage_options_from_env()
         if "://" not in uri:
             os.makedirs(uri, exist_ok=True)
         try:
-            db = _lancedb().connect(uri, storage_options=dict(storage_options) if storage_options else None)
+            db = _lancedb().connect(uri, storage_options=options)
         except Exception as exc:  # lancedb raises plain exceptions for bad URIs
-            raise StoreError(f"cannot open the store at {uri!r}: {exc}") from exc
-        return cls(db, uri, dict(storage_options) if storage_options else None, h3_res, config)
+            raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
+        return cls(db, uri, options, h3_res, config)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -301,7 +352,8 @@ class Store:
             try:
                 return ds.checkout_version(version)
             except Exception as exc:
-                raise StoreError(f"space {space!r} has no version or tag {version!r}: {exc}") from None
+                raise StoreError(redact(f"space {space!r} has no version or tag {version!r}: {exc}",
+                                        self.storage_options)) from None
         return ds
 
     # ------------------------------------------------------------ writing
@@ -526,23 +578,25 @@ class Store:
         try:
             ds.tags.create(name, version)
         except Exception as exc:
-            raise StoreError(f"cannot tag version {version} of space {space!r} as {name!r}: {exc}") from None
+            raise StoreError(redact(f"cannot tag version {version} of space {space!r} as {name!r}: {exc}",
+                                    self.storage_options)) from None
         return version
 
     # ------------------------------------------------------------ stats
 
     def stats(self) -> dict:
-        """Per space: rows, pooled/grid rows, versions, bytes on disk, indexes."""
+        """Per space: rows, pooled/grid rows, versions, bytes, indexes.
+
+        ``bytes`` is every file of the space's directory on a local store; on an
+        object store (where that would mean listing every object) it is the size
+        of the data files of the current version.
+        """
         out = {"uri": self.uri, "spaces": []}
         for s in self.spaces():
             ds = self.dataset(s.space)
             outputs = ds.to_table(columns=["output"]).column("output")
             counts = pc.value_counts(outputs).to_pylist() if len(outputs) else []
             by_mode = {c["values"]: c["counts"] for c in counts}
-            try:
-                nbytes = ds.stats.dataset_stats()["total_bytes"] if hasattr(ds.stats, "dataset_stats") else None
-            except Exception:
-                nbytes = None
             indices = [{"name": i.name, "type": i.index_type, "columns": list(i.columns)}
                        for i in self._table(s.space).list_indices()]
             out["spaces"].append(
@@ -553,7 +607,7 @@ class Store:
                     "grid_rows": int(by_mode.get("grid", 0)),
                     "version": ds.version,
                     "versions": len(ds.versions()),
-                    "bytes": nbytes if nbytes is not None else _dir_bytes(ds.uri),
+                    "bytes": _space_bytes(ds),
                     "indices": indices,
                 }
             )
@@ -571,10 +625,27 @@ def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:
         table.create_scalar_index(column, index_type=kind, replace=replace)
 
 
-def _dir_bytes(uri: str) -> Optional[int]:
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+def _check_options(options: Mapping) -> Dict[str, str]:
+    """Storage options as LanceDB takes them: string keys and values (names, not values, in errors)."""
+    if not isinstance(options, Mapping):
+        raise StoreError(f"storage_options must be a mapping of strings, got {type(options).__name__}")
+    bad = sorted(str(k) for k, v in options.items() if not isinstance(k, str) or not isinstance(v, str))
+    if bad:
+        raise StoreError(f"storage_options {bad} must have string values (e.g. 'true', '30s'); "
+                         "LanceDB takes every option as a string")
+    return dict(options)
+
+
+def _space_bytes(ds) -> Optional[int]:
+    """Bytes of a space: its whole directory when local, else its current data files."""
+    uri = ds.uri
+    if "://" not in uri or uri.startswith("file://"):
+        return _dir_bytes(uri[len("file://"):] if uri.startswith("file://") else uri)
+    sizes = [d.file_size_bytes for f in ds.get_fragments() for d in f.data_files()]
+    return None if any(s is None for s in sizes) else int(sum(sizes))
+
+
+def _dir_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
         for f in files:

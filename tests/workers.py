@@ -3,11 +3,12 @@
 import numpy as np
 
 
-def upsert_worker(uri: str, worker: int, keys_per_batch: int, rounds: int, barrier) -> int:
+def upsert_worker(uri: str, worker: int, keys_per_batch: int, rounds: int, barrier,
+                  storage_options=None) -> int:
     import toy  # registers the toy model in this process
     from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
 
-    store = Store.open(uri)
+    store = Store.open(uri, storage_options=storage_options)
     rng = np.random.default_rng(worker)
     written = 0
     for r in range(rounds):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import click
 
@@ -15,16 +15,29 @@ def emit_json(data: Any) -> None:
 
 
 class Context:
-    """What every subcommand needs: the store URI (opened lazily)."""
+    """What every subcommand needs: the store URI and its storage options (opened lazily)."""
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, storage_options: Sequence[str] = ()):
         self.db = db
+        self._option_items = tuple(storage_options)
         self._store = None
+
+    @property
+    def storage_options(self) -> Optional[Dict[str, str]]:
+        """The ``--storage-option`` items as a dict (None when none were given)."""
+        from ..store import parse_storage_options
+
+        items = self._option_items
+        return parse_storage_options(items, source="--storage-option") if items else None
+
+    def open_store(self, config: Optional[Mapping] = None):
+        """A new Store at ``--db`` with the group's storage options and ``config``."""
+        from ..store import Store
+
+        return Store.open(self.db, storage_options=self.storage_options, config=config)
 
     @property
     def store(self):
         if self._store is None:
-            from ..store import Store
-
-            self._store = Store.open(self.db)
+            self._store = self.open_store()
         return self._store

@@ -60,12 +60,11 @@ def serve(obj, host, port, token, protect_reads, sources, one_request, body):
       rsembed-store serve --request POST /sql --body '{"query": "SELECT count(*) FROM embeddings"}'
     """
     from ..query.service import create_app
-    from ..store import Store
 
     if body is not None and not one_request:
         raise SpecError("--body goes with --request METHOD PATH")
     config = {"sources": parse_sources(sources)} if sources else {}
-    store = Store.open(obj.db, config=config)
+    store = obj.open_store(config)
     app = create_app(store, token=token or None, protect_reads=protect_reads)
     if one_request:
         sys.exit(_one_request(app, one_request[0], one_request[1], _read_body(body), token))
