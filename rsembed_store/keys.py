@@ -14,6 +14,10 @@ the window), whose canonical JSON is hashed:
 The key includes the model's id AND revision and the provider, and nothing
 machine-specific (paths, devices, worker counts, credentials). Changing this
 recipe means bumping :data:`SCHEMA`; golden tests pin a dozen keys.
+
+Two entries are written only when set, so every key from before they existed is
+unchanged: ``frames`` (the :class:`~rsembed_store.model.FramePlan` of a model that
+reads T frames) and ``modalities`` (extra sensors, name -> SensorSpec).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import SpecError
+from .model import FramePlan, ModalitiesArg
 from .specs import (
     InputPrepSpec,
     OutputSpec,
@@ -92,6 +97,7 @@ class Request:
     output: OutputSpec = field(default_factory=OutputSpec.pooled)
     input_prep: Optional[InputPrepSpec] = None
     provider: Optional[str] = None
+    modalities: ModalitiesArg = None  # extra sensors by name, e.g. ("s1",) or {"s1": SensorSpec(...)}
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
@@ -105,9 +111,10 @@ class Request:
         object.__setattr__(self, "input_prep", coerce_spec(self.input_prep, InputPrepSpec))
         if self.provider is not None and not isinstance(self.provider, str):
             raise SpecError(f"provider={self.provider!r} must be a provider name such as 'local'")
+        object.__setattr__(self, "modalities", _coerce_modalities(self.modalities))
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": self.model,
             "spatial": self.spatial.to_dict(),
             "temporal": self.temporal.to_dict() if self.temporal else None,
@@ -116,12 +123,15 @@ class Request:
             "input_prep": self.input_prep.to_dict() if self.input_prep else None,
             "provider": self.provider,
         }
+        if self.modalities:
+            out["modalities"] = {k: v.to_dict() if v is not None else None for k, v in self.modalities}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Request":
         if not isinstance(data, Mapping):
             raise SpecError(f"a request must be an object, got {data!r}")
-        accepted = {"model", "spatial", "temporal", "sensor", "output", "input_prep", "provider"}
+        accepted = {"model", "spatial", "temporal", "sensor", "output", "input_prep", "provider", "modalities"}
         unknown = sorted(set(data) - accepted)
         if unknown:
             raise SpecError(f"request has unknown field(s) {unknown}; accepted: {sorted(accepted)}")
@@ -130,9 +140,39 @@ class Request:
         return cls(**{k: v for k, v in data.items() if v is not None or k in ("model", "spatial")})
 
 
+def _coerce_modalities(value: ModalitiesArg) -> Optional[Tuple[Tuple[str, Optional[SensorSpec]], ...]]:
+    """A request's modalities as sorted ``(name, SensorSpec or None)`` pairs (None: the model's
+    default), or None; a tuple keeps the frozen Request hashable."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, (list, tuple)):  # names, or the (name, sensor) pairs of a coerced request
+        pairs = [item if isinstance(item, tuple) and len(item) == 2 else (item, None) for item in value]
+    else:
+        raise SpecError(
+            f"modalities={value!r} must be a list of modality names such as ['s1'] or a mapping "
+            "name -> SensorSpec"
+        )
+    out: Dict[str, Optional[SensorSpec]] = {}
+    for name, spec in pairs:
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"modality name {name!r} must be a non-empty string such as 's1'")
+        if name in out:
+            raise SpecError(f"modality {name!r} is named twice in modalities={value!r}")
+        out[name] = coerce_spec(spec, SensorSpec)
+    return tuple(sorted(out.items())) or None
+
+
 @dataclass(frozen=True)
 class ResolvedRequest:
-    """A request with every default filled in, as the model will compute it, and its key."""
+    """A request with every default filled in, as the model will compute it, and its key.
+
+    ``frames`` and ``modalities`` come after ``key`` so that positional construction
+    (the planner's fast path) keeps its meaning; they enter the key only when set.
+    """
 
     model: str
     revision: str
@@ -144,6 +184,8 @@ class ResolvedRequest:
     input_prep: Optional[InputPrepSpec]
     canonical: str = field(default="", compare=False)
     key: str = field(default="", compare=False)
+    frames: Optional[FramePlan] = None
+    modalities: Optional[Tuple[Tuple[str, SensorSpec], ...]] = None
 
     def __post_init__(self):
         if not self.canonical:
@@ -153,7 +195,7 @@ class ResolvedRequest:
 
     def key_dict(self) -> dict:
         """The dict that is hashed: everything that determines the answer, nothing else."""
-        return {
+        out = {
             "schema": SCHEMA,
             "model": {"id": self.model, "revision": self.revision},
             "provider": self.provider,
@@ -163,6 +205,11 @@ class ResolvedRequest:
             "output": self.output.to_dict(),
             "input_prep": self.input_prep.to_dict() if self.input_prep else None,
         }
+        if self.frames is not None:
+            out["frames"] = self.frames.to_dict()
+        if self.modalities:
+            out["modalities"] = {name: sensor.to_dict() for name, sensor in self.modalities}
+        return out
 
     @property
     def space(self) -> str:
@@ -179,6 +226,7 @@ class ResolvedRequest:
             output=self.output,
             input_prep=self.input_prep,
             provider=self.provider,
+            modalities=dict(self.modalities) if self.modalities else None,
         )
 
     @classmethod
@@ -198,12 +246,21 @@ class ResolvedRequest:
             sensor=SensorSpec.from_dict(d["sensor"]) if d["sensor"] else None,
             output=OutputSpec.from_dict(d["output"]),
             input_prep=InputPrepSpec.from_dict(d["input_prep"]) if d["input_prep"] else None,
+            frames=FramePlan.from_dict(d["frames"]) if d.get("frames") else None,
+            modalities=tuple(sorted((k, SensorSpec.from_dict(v)) for k, v in d["modalities"].items()))
+            if d.get("modalities") else None,
             canonical=text,
             key=hash_json(text),
         )
 
 
-_LAZY_FIELDS = ("provider", "spatial", "temporal", "sensor", "output", "input_prep")
+_LAZY_FIELDS = ("provider", "spatial", "temporal", "sensor", "output", "input_prep", "frames", "modalities")
+
+
+def _has_series_fields(canonical: str) -> bool:
+    """Whether a canonical JSON has a ``frames`` or ``modalities`` entry (keys are quoted names;
+    a value cannot contain an unescaped quote, so the substrings cannot occur elsewhere)."""
+    return '"frames":' in canonical or '"modalities":' in canonical
 
 
 class StoredRequest(ResolvedRequest):
@@ -220,6 +277,11 @@ class StoredRequest(ResolvedRequest):
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "revision", revision)
+        # frames and modalities have class-level defaults (None), which would hide them from
+        # __getattr__: set them here, parsing only the rare rows that carry them
+        full = ResolvedRequest.from_canonical(canonical) if _has_series_fields(canonical) else None
+        object.__setattr__(self, "frames", full.frames if full else None)
+        object.__setattr__(self, "modalities", full.modalities if full else None)
 
     def __getattr__(self, name):
         if name not in _LAZY_FIELDS:
@@ -254,15 +316,19 @@ def resolve(request: Request | Mapping[str, Any]) -> ResolvedRequest:
     cls = model_class(request.model)
     info = cls.info
     cls.check_spatial(request.spatial)
+    temporal = cls.resolve_temporal(request.temporal)
+    sensor = cls.resolve_sensor(request.sensor)
     return ResolvedRequest(
         model=info.id,
         revision=info.revision,
         provider=cls.resolve_provider(request.provider),
         spatial=request.spatial,
-        temporal=cls.resolve_temporal(request.temporal),
-        sensor=cls.resolve_sensor(request.sensor),
+        temporal=temporal,
+        sensor=sensor,
         output=cls.resolve_output(request.output),
         input_prep=cls.resolve_input_prep(request.input_prep),
+        frames=cls.resolve_frames(temporal),
+        modalities=cls.resolve_modalities(dict(request.modalities or ()), sensor),
     )
 
 

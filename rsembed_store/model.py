@@ -8,6 +8,13 @@ in, the window interpreted as this model interprets it); the content key is
 taken from the resolved request, so two ways of asking for the same computation
 share one cache entry.
 
+Time series and several sensors (see ``docs/timeseries.md``): a model that reads T
+frames declares ``ModelInfo.frames = T``; resolution splits the half-open window
+into T sub-windows (:class:`FramePlan`) and the plan enters the key. A model that
+can take more sensors than its primary one declares them in
+``ModelInfo.modalities`` (name -> default SensorSpec); a request names the extra
+modalities it wants, and they are fetched on the primary sensor's grid.
+
 Model classes subclass :class:`Model` and live in ``rsembed_store.ingest.models``;
 the registry (``rsembed_store.registry``) maps names to them.
 """
@@ -15,16 +22,78 @@ the registry (``rsembed_store.registry``) maps names to them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from datetime import date, timedelta
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SpecError
-from .specs import H3Cell, InputPrepSpec, OutputSpec, SensorSpec, TemporalSpec
+from .specs import H3Cell, InputPrepSpec, OutputSpec, SensorSpec, TemporalSpec, coerce_spec
 
 KINDS = ("on_the_fly", "precomputed")
 METRICS = ("cosine", "l2", "dot")
 # "composite": the window is used as given (a year means Jan 1 .. next Jan 1);
 # "year": the model reads one annual layer, a range resolves to the year it starts in.
 TEMPORAL_MODES = ("composite", "year")
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """How a half-open window ``[start, end)`` is split into ``count`` frames.
+
+    ``edges`` holds ``count + 1`` ISO dates; frame ``k`` is ``[edges[k], edges[k+1])``.
+    :meth:`split` puts the edges at whole days: with ``N`` days in the window, edge
+    ``k`` is ``start + floor(k * N / count)`` days, so the frames tile the window with
+    no gap or overlap, every frame has ``floor(N / count)`` or ``ceil(N / count)``
+    days, and the same window and count always give the same edges.
+    """
+
+    count: int
+    edges: Tuple[str, ...]
+
+    def __post_init__(self):
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise SpecError(f"FramePlan.count={self.count!r} must be an integer >= 1")
+        edges = tuple(str(e) for e in self.edges)
+        if len(edges) != self.count + 1:
+            raise SpecError(f"FramePlan.edges has {len(edges)} dates; {self.count} frames need {self.count + 1}")
+        try:
+            days = [date.fromisoformat(e) for e in edges]
+        except ValueError:
+            raise SpecError(f"FramePlan.edges={list(edges)!r} must be ISO dates 'YYYY-MM-DD'") from None
+        if any(a >= b for a, b in zip(days, days[1:])):
+            raise SpecError(f"FramePlan.edges={list(edges)!r} must be strictly increasing")
+        object.__setattr__(self, "edges", edges)
+
+    @classmethod
+    def split(cls, temporal: TemporalSpec, count: int) -> "FramePlan":
+        """``count`` frames of whole days over ``temporal.window()`` (see the class docstring)."""
+        start, end = temporal.window()
+        days = (end - start).days
+        if days < count:
+            raise SpecError(
+                f"the window [{start.isoformat()}, {end.isoformat()}) has {days} day(s), fewer than the "
+                f"{count} frames the model reads; give a window of at least {count} days"
+            )
+        edges = tuple((start + timedelta(days=(k * days) // count)).isoformat() for k in range(count + 1))
+        return cls(count=count, edges=edges)
+
+    def windows(self) -> List[Tuple[date, date]]:
+        """The frames as half-open ``(start, end)`` date pairs, in time order."""
+        days = [date.fromisoformat(e) for e in self.edges]
+        return list(zip(days[:-1], days[1:]))
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "edges": list(self.edges)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FramePlan":
+        if not isinstance(data, Mapping) or set(data) != {"count", "edges"}:
+            raise SpecError(f"frames must be an object with 'count' and 'edges', got {data!r}")
+        return cls(count=data["count"], edges=tuple(data["edges"]))
+
+
+#: A request's extra modalities: names (each gets the model's declared default sensor),
+#: or a mapping name -> SensorSpec (its dict form, or None for the default).
+ModalitiesArg = Union[Sequence[str], Mapping[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -43,6 +112,8 @@ class ModelInfo:
     input_size: Optional[int] = None
     grid_dtype: str = "float32"
     years: Optional[Tuple[int, int]] = None  # inclusive coverage of a "year" model
+    frames: Optional[int] = None  # T equal sub-windows of the window; None: one composite
+    modalities: Mapping[str, SensorSpec] = field(default_factory=dict)  # extra sensors it can take
     description: str = ""
     citation: str = ""
     params: Dict[str, Any] = field(default_factory=dict)
@@ -54,6 +125,11 @@ class ModelInfo:
             raise ValueError(f"ModelInfo.metric={self.metric!r}; use one of {METRICS}")
         if self.temporal not in TEMPORAL_MODES:
             raise ValueError(f"ModelInfo.temporal={self.temporal!r}; use one of {TEMPORAL_MODES}")
+        if self.frames is not None:
+            if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
+                raise ValueError(f"ModelInfo.frames={self.frames!r}; use an integer >= 1 or None (one composite)")
+            if self.temporal != "composite" or self.kind != "on_the_fly":
+                raise ValueError("ModelInfo.frames needs an on_the_fly model with temporal='composite'")
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +148,8 @@ class ModelInfo:
             "description": self.description,
             "citation": self.citation,
             "params": dict(self.params),
+            "frames": self.frames,
+            "modalities": {name: sensor.to_dict() for name, sensor in self.modalities.items()},
         }
 
 
@@ -121,6 +199,48 @@ class Model:
         cls.check_sensor(sensor)
         # inspection switches change nothing that is computed: keep them out of the key
         return replace(sensor, check_input=False, check_raise=True, check_save_dir=None)
+
+    @classmethod
+    def resolve_frames(cls, temporal: Optional[TemporalSpec]) -> Optional[FramePlan]:
+        """The frame plan of a resolved window: None for a one-composite model."""
+        if cls.info.frames is None or temporal is None:
+            return None
+        return FramePlan.split(temporal, cls.info.frames)
+
+    @classmethod
+    def resolve_modalities(
+        cls, modalities: ModalitiesArg, sensor: Optional[SensorSpec]
+    ) -> Optional[Tuple[Tuple[str, SensorSpec], ...]]:
+        """The extra modalities a request asks for, as sorted ``(name, sensor)`` pairs, or None.
+
+        Each name must be one the model declares; a missing sensor gets the declared
+        default. Every modality is fetched on the primary sensor's grid, so its
+        ``scale_m`` is set to the primary one's (the key says what is computed).
+        """
+        if not modalities:
+            return None
+        info = cls.info
+        if isinstance(modalities, str):
+            modalities = (modalities,)
+        items = modalities.items() if isinstance(modalities, Mapping) else ((m, None) for m in modalities)
+        out: Dict[str, SensorSpec] = {}
+        for name, spec in items:
+            if name not in info.modalities:
+                raise SpecError(
+                    f"model {info.id!r} takes no modality {name!r}; accepted: {sorted(info.modalities)}"
+                )
+            if name in out:
+                raise SpecError(f"modality {name!r} is named twice")
+            spec = coerce_spec(spec, SensorSpec) or info.modalities[name]
+            cls.check_modality(name, spec)
+            if sensor is not None:
+                spec = replace(spec, scale_m=sensor.scale_m)
+            out[name] = replace(spec, check_input=False, check_raise=True, check_save_dir=None)
+        return tuple(sorted(out.items()))
+
+    @classmethod
+    def check_modality(cls, name: str, sensor: SensorSpec) -> None:
+        """Refuse an extra-modality sensor this model cannot read (override to check bands)."""
 
     @classmethod
     def check_sensor(cls, sensor: SensorSpec) -> None:

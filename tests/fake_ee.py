@@ -314,6 +314,11 @@ class FakeEE:
     def last(self) -> dict:
         return self.requests[-1]
 
+    def windows(self) -> List[Tuple[str, str]]:
+        """The ``filterDate`` window of each recorded computePixels call, in call order: a
+        time-series request sends one call per frame (and per modality)."""
+        return [tuple(find(r["tree"], "filterDate")[0][2:]) for r in self.requests]
+
     # -- the service
 
     def _compute_pixels(self, params: dict):

@@ -24,6 +24,26 @@ from rsembed_store import (
     UnknownModelError,
 )
 from rsembed_store.keys import SCHEMA, ResolvedRequest, canonical_json, resolve
+from rsembed_store.model import Model, ModelInfo
+from rsembed_store.registry import register_model
+
+
+class ToySeriesModel(Model):
+    """Reads 4 frames of Sentinel-2 and, when asked, Sentinel-1 too (for the keys of such requests)."""
+
+    info = ModelInfo(
+        id="toyseries",
+        revision="toyseries-v1",
+        kind="on_the_fly",
+        dim=8,
+        default_sensor=SensorSpec("s2-l2a", ("B04", "B08")),
+        input_size=32,
+        frames=4,
+        modalities={"s1": SensorSpec("s1-grd", ("VV", "VH"))},
+    )
+
+
+register_model("toyseries", ToySeriesModel)
 
 REQS = {
  "point_year": Request("toy", PointBuffer(11.0, 46.0, 500), TemporalSpec.year(2022)),
@@ -38,6 +58,8 @@ REQS = {
  "tile": Request("toy", PointBuffer(11.0, 46.0, 5000), TemporalSpec.year(2022), input_prep=InputPrepSpec.tile()),
  "south": Request("toy", PointBuffer(151.2, -33.9, 250.5), TemporalSpec.range("2020-01-01", "2020-02-01")),
  "year_model": Request("toyyear", PointBuffer(11.0, 46.0, 500), TemporalSpec.range("2022-03-01", "2022-04-01"), provider="product"),
+ "frames": Request("toyseries", PointBuffer(11.0, 46.0, 500), TemporalSpec.year(2022)),
+ "multimodal": Request("toyseries", PointBuffer(11.0, 46.0, 500), TemporalSpec.year(2022), modalities=("s1",)),
 }
 
 GOLDEN = {
@@ -53,6 +75,8 @@ GOLDEN = {
     "tile": "a01497ba4db63bd2379bf362c05d1d730616fd9e794b64fb9983284883cce5c1",
     "south": "3c09849fed6073d5713bc624d0c57a68e5f6b021a30f17b72df84bd1960cdbb9",
     "year_model": "134ecc0639a9d6b90d347a0848a49c399fc8e419c975b74714652bcc5b2147ed",
+    "frames": "acccf90df8d6bdd8039bc273b9a2d219f7e259e9244aafc602ba75a801c79db6",
+    "multimodal": "93f7d61f38e8adb4a2ace7766d7848d86570de18a0f444554b3bd192793ac0ac",
 }
 
 
@@ -71,6 +95,56 @@ def test_canonical_json_is_stored_form():
     assert list(d) == sorted(d)
     back = ResolvedRequest.from_canonical(r.canonical)
     assert back == r and back.key == r.key
+
+
+def test_frames_and_modalities_enter_the_key_only_when_set():
+    plain = json.loads(resolve(REQS["point_year"]).canonical)
+    assert "frames" not in plain and "modalities" not in plain
+    framed = json.loads(resolve(REQS["frames"]).canonical)
+    # 365 days in 4 frames: edges at start + floor(k * 365 / 4) days = 0, 91, 182, 273, 365
+    assert framed["frames"] == {"count": 4, "edges": ["2022-01-01", "2022-04-02", "2022-07-02", "2022-10-01",
+                                                      "2023-01-01"]}
+    assert "modalities" not in framed
+    both = json.loads(resolve(REQS["multimodal"]).canonical)
+    assert both["frames"] == framed["frames"]
+    assert both["modalities"] == {"s1": SensorSpec("s1-grd", ("VV", "VH")).to_dict()}
+    without = {k: v for k, v in both.items() if k != "modalities"}
+    assert canonical_json(without) == resolve(REQS["frames"]).canonical
+
+
+def test_frames_and_modalities_survive_the_canonical_round_trip():
+    for name in ("frames", "multimodal"):
+        r = resolve(REQS[name])
+        back = ResolvedRequest.from_canonical(r.canonical)
+        assert back == r and back.key == r.key and back.frames == r.frames and back.modalities == r.modalities
+        assert resolve(back.to_request()).key == r.key
+
+
+def test_a_stored_request_keeps_its_frames_and_modalities():
+    from rsembed_store.keys import StoredRequest
+
+    for name in ("point_year", "frames", "multimodal"):
+        r = resolve(REQS[name])
+        stored = StoredRequest(r.canonical, r.key, r.model, r.revision)
+        assert (stored.frames, stored.modalities) == (r.frames, r.modalities)
+        assert stored == r and hash(stored) == hash(ResolvedRequest.from_canonical(r.canonical))
+
+
+def test_a_modality_is_read_on_the_primary_grid_and_named_ones_only():
+    r = resolve(replace(REQS["multimodal"], sensor=SensorSpec("s2-l2a", ("B04", "B08"), scale_m=20),
+                        modalities={"s1": SensorSpec("s1-grd", ("VV",), scale_m=10)}))
+    assert dict(r.modalities)["s1"].scale_m == 20 and dict(r.modalities)["s1"].bands == ("VV",)
+    with pytest.raises(SpecError, match="no modality 's2'.*'s1'"):
+        resolve(replace(REQS["multimodal"], modalities=("s2",)))
+    with pytest.raises(SpecError, match="no modality 's1'"):
+        resolve(replace(REQS["point_year"], modalities=("s1",)))
+    with pytest.raises(SpecError, match="modalities=5"):
+        Request("toy", PointBuffer(1, 2, 3), modalities=5)
+
+
+def test_a_window_shorter_than_the_frames_is_refused():
+    with pytest.raises(SpecError, match="3 day.*4 frames"):
+        resolve(Request("toyseries", PointBuffer(1, 2, 100), TemporalSpec.range("2022-01-01", "2022-01-04")))
 
 
 def test_year_and_its_range_share_a_key_for_composite_models():

@@ -33,8 +33,23 @@ class ToyYearModel(Model):
     )
 
 
+class ToyFramesModel(Model):
+    """Reads its window as 4 frames, so plans and keys carry a frame plan."""
+
+    info = ModelInfo(
+        id="toyframes",
+        revision="frames-v1",
+        kind="on_the_fly",
+        dim=4,
+        default_sensor=SensorSpec("s2-l2a", ("B04", "B08")),
+        input_size=32,
+        frames=4,
+    )
+
+
 register_model("toy", ToyModel)
 register_model("toyyear", ToyYearModel)
+register_model("toyframes", ToyFramesModel)
 
 
 def toy_embedding(request, seed=0, grid=False):

@@ -724,7 +724,7 @@ def plan(
             append(
                 ResolvedRequest(
                     p.model, p.revision, p.provider, spatial, p.temporal, p.sensor, p.output, p.input_prep,
-                    text, sha(text),
+                    text, sha(text), frames=p.frames, modalities=p.modalities,
                 )
             )
 

@@ -82,6 +82,17 @@ Content
   the clear summer date carries a diagonal no-data wedge in a corner (swath edge).
   Cloud shadows and snow are not simulated.
 
+Sentinel-1 companion (additive)
+===============================
+:func:`generate_s1` writes Sentinel-1 GRD-like backscatter for the same scene, on
+the same grid and dates, into ``out_dir/s1/S1SYN_<YYYYMMDD>_<seed>.tif``: float32
+COGs with bands ``VV`` and ``VH`` in dB (no scaling), a per-class backscatter
+(water darkest, urban brightest, vegetation following the same phenology as the
+optical scene) plus per-date speckle, tags ``ACQUISITION_DATE``,
+``INSTRUMENT_MODE=IW``, ``PRODUCT_TYPE=GRD`` and no cloud percentage. It draws
+from its own random stream, so the optical files of :func:`generate_scene` are
+unchanged by it (byte for byte).
+
 Queries on the truth: :func:`read_labels`, :func:`label_at`,
 :func:`class_fractions`. The latter two take either ``out_dir`` or the tuple that
 :func:`read_labels` returns (a cache, for many calls).
@@ -114,7 +125,9 @@ from ..errors import SpecError
 __all__ = [
     "CLASSES",
     "BANDS",
+    "S1_BANDS",
     "SceneSpec",
+    "generate_s1",
     "generate_scene",
     "ensure_scene",
     "read_labels",
@@ -186,6 +199,20 @@ _SUMMER_DOY_NORTH = 196.0  # mid-July
 
 # RNG stream ids, so that the parts of the scene draw from independent streams
 _S_LAYOUT, _S_RIVER, _S_TEXTURE, _S_PLAN, _S_DATE = 1, 2, 3, 4, 100
+_S_S1 = 200  # the Sentinel-1 companion's speckle (its own stream: the optical files do not change)
+
+S1_BANDS: Tuple[str, ...] = ("VV", "VH")
+S1_DIR = "s1"
+# Backscatter in dB per class, (VV, VH): (dormant, peak) as for the optical spectra.
+_BACKSCATTER_DB = {
+    "water": ((-22.0, -28.0),) * 2,
+    "forest": ((-8.0, -14.0), (-7.0, -12.5)),
+    "cropland": ((-13.0, -21.0), (-9.0, -15.0)),
+    "urban": ((-4.0, -11.0),) * 2,
+    "bare_soil": ((-14.0, -22.0),) * 2,
+    "grassland": ((-11.0, -18.0), (-9.5, -16.0)),
+}
+_S1_SPECKLE_DB = 0.8
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -668,6 +695,45 @@ def generate_scene(out_dir, spec: SceneSpec = SceneSpec(), *, overwrite: bool = 
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out_dir / MANIFEST_NAME)
     return json.loads(json.dumps(manifest))  # exactly what a later read returns
+
+
+def generate_s1(out_dir, spec: SceneSpec = SceneSpec()) -> dict:
+    """Write the Sentinel-1 companion of ``spec`` under ``out_dir/s1`` (see the module
+    docstring); return ``{"dir", "bands", "dates", "paths"}`` (paths relative to ``out_dir``).
+
+    Rewrites its own files each call; never touches the optical scene.
+    """
+    if not isinstance(spec, SceneSpec):
+        raise SpecError(f"spec must be a SceneSpec, got {type(spec).__name__}")
+    out_dir = Path(out_dir)
+    (out_dir / S1_DIR).mkdir(parents=True, exist_ok=True)
+    crs, transform = _grid(spec)
+    _labels, (pid, values, jitter, _brightness, texture, _speckle) = _static_fields(spec)
+    south = spec.center_lat < 0
+    paths = []
+    for k, d in enumerate(_dates(spec)):
+        doy = d.timetuple().tm_yday
+        table = np.zeros((len(values), len(S1_BANDS)), dtype=np.float32)
+        for patch, value in enumerate(values):
+            name = CLASSES[int(value) - 1]
+            g = _phenology(name, doy, float(jitter[patch]), south)
+            dormant, peak = _BACKSCATTER_DB[name]
+            table[patch] = [(1.0 - g) * a + g * b for a, b in zip(dormant, peak)]
+        rng = _rng(spec.seed, _S_S1, k)
+        out = np.empty((len(S1_BANDS), spec.size_px, spec.size_px), dtype=np.float32)
+        for b in range(len(S1_BANDS)):
+            db = table[:, b][pid] + np.float32(10.0) * np.log10(texture)
+            db += rng.standard_normal(db.shape, dtype=np.float32) * np.float32(_S1_SPECKLE_DB)
+            out[b] = np.clip(db, -35.0, -0.5)  # never 0: 0 is the files' nodata value
+        rel = f"{S1_DIR}/S1SYN_{d.strftime('%Y%m%d')}_{spec.seed}.tif"
+        _write_cog(
+            out_dir / rel, out, crs=crs, transform=transform, block=_block(spec), resampling=Resampling.average,
+            descriptions=S1_BANDS, predictor=3,
+            tags={"ACQUISITION_DATE": d.isoformat(), "INSTRUMENT_MODE": "IW", "PRODUCT_TYPE": "GRD",
+                  "UNITS": "dB", "SPACECRAFT_NAME": "SYNTHETIC", "SYNTHETIC_SEED": str(spec.seed)},
+        )
+        paths.append(rel)
+    return {"dir": S1_DIR, "bands": list(S1_BANDS), "dates": [d.isoformat() for d in _dates(spec)], "paths": paths}
 
 
 def _read_manifest(out_dir: Path):

@@ -337,6 +337,7 @@ def test_keys_equal_resolve():
                           "sensor": SensorSpec("s2-l2a", ("B08", "B04"), scale_m=20, composite="mosaic")}),
         ("toy", [{"mode": "year", "year": 2020}], {"provider": "local", "sensor": {"collection": "c", "bands": ["B1"]}}),
         ("toyyear", [Y2022, TemporalSpec.range("2019-02-01", "2019-03-01")], {}),
+        ("toyframes", [Y2022, TemporalSpec.range("2021-03-01", "2021-09-01")], {}),
     ],
 )
 def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):

@@ -394,8 +394,16 @@ class EarthEngineProvider(Provider):
         return self._stats.snapshot()
 
     def fetch(self, request: ResolvedRequest) -> Pixels:
-        sensor, temporal, spatial = self.inputs(request)
-        return self._counted(lambda: self._fetch(sensor, temporal, spatial))
+        """One composite of the window, or one per frame; extra modalities on the primary grid.
+
+        A time series costs one computePixels round trip per frame and modality
+        (``Provider.assemble`` composites each sub-window separately), so that an
+        empty frame is seen as empty and back-filled like the local provider does.
+        """
+        sensor, _, spatial = self.inputs(request)
+        grid = target_grid(spatial, sensor.scale_m)
+        compositor = lambda s, start, end: self._fetch(s, spatial, grid, start, end)  # noqa: E731
+        return self._counted(lambda: self.assemble(request, compositor))
 
     def fetch_image_array(self, image: ImageLike, grid, bands: Sequence[str], *, year: Optional[int] = None,
                           start: Optional[str] = None, end: Optional[str] = None, composite: str = "mosaic",
@@ -417,11 +425,11 @@ class EarthEngineProvider(Provider):
 
     # -------------------------------------------------------------- a request
 
-    def _fetch(self, sensor, temporal, spatial) -> Pixels:
+    def _fetch(self, sensor, spatial, grid: TargetGrid, start_day, end_day) -> Pixels:
+        """The composite of ``[start_day, end_day)`` of one sensor on ``grid`` (one request)."""
         coll = self.collection(sensor.collection)
         picked = [(name, coll.resolve_band(name)) for name in sensor.bands]
-        grid = target_grid(spatial, sensor.scale_m)
-        start, end = (d.isoformat() for d in temporal.window())
+        start, end = start_day.isoformat(), end_day.isoformat()
         ee = self.ee()
         crs, gt, width, height = _grid_parts(grid)
         base = ee.ImageCollection(coll.id).filterBounds(_rectangle(ee, crs, gt, width, height)).filterDate(start, end)

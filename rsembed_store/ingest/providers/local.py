@@ -845,11 +845,16 @@ class LocalProvider(Provider):
     # -------------------------------------------------------------- fetching
 
     def fetch(self, request: ResolvedRequest) -> Pixels:
-        sensor, temporal, spatial = self.inputs(request)
+        """One composite of the window, or one per frame (see ``Provider.assemble``); extra
+        modalities are read on the primary sensor's grid."""
+        sensor, _, spatial = self.inputs(request)
+        grid = target_grid(spatial, sensor.scale_m)
+        return self.assemble(request, lambda s, start, end: self._composite(s, spatial, grid, start, end))
+
+    def _composite(self, sensor, spatial, grid: TargetGrid, start: date, end: date) -> Pixels:
+        """The composite of ``[start, end)`` of one sensor on ``grid``; NoImageryError when empty."""
         root = self.source_dir(sensor.collection)
         cat = catalogue(root)
-        start, end = temporal.window()
-        grid = target_grid(spatial, sensor.scale_m)
         roi_box = grid.bounds_lonlat()
         wanted = [canonical_band(b) for b in sensor.bands]
 
