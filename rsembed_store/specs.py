@@ -473,6 +473,32 @@ def _is_rs_embed(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "rs_embed"
 
 
+def _rs_embed_fields(obj: Any, ours: type) -> dict:
+    """The fields of an rs-embed spec (a dataclass) that our spec ``ours`` has.
+
+    rs-embed's ``TemporalSpec`` has a ``year`` field shadowed by its ``year()``
+    factory, so a range spec carries the function as its ``year``: that is read
+    as "no year". A field rs-embed has and we do not (``SensorSpec.modality``,
+    ``orbit``, the Sentinel-1 switches; ``InputPrepSpec.max_tiles_hard``,
+    ``tile_snap_frac``) is dropped only while it holds rs-embed's own default,
+    which is what our computation does; any other value is refused, naming it.
+    """
+    ours_names = {f.name for f in fields(ours)}
+    data = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name == "year" and callable(value):
+            value = None
+        if f.name in ours_names:
+            data[f.name] = value
+        elif value != f.default:
+            raise SpecError(
+                f"rs-embed {type(obj).__name__}.{f.name}={value!r} has no counterpart here; accepted: "
+                f"its default {f.default!r} (fields carried over: {sorted(ours_names)})"
+            )
+    return data
+
+
 _RS_EMBED_KINDS = {
     "PointBuffer": PointBuffer,
     "BBox": BBox,
@@ -487,8 +513,9 @@ def coerce_spec(obj: Any, kind: type):
     """Return ``obj`` as our spec class ``kind``.
 
     Accepts an instance of ``kind``, its ``to_dict`` form, or the rs-embed
-    library's spec of the same name (converted field by field; fields rs-embed
-    has that we do not are refused rather than silently dropped).
+    library's spec of the same name (converted field by field; a field rs-embed
+    has and we do not is dropped at rs-embed's default and refused otherwise,
+    see :func:`_rs_embed_fields`).
     """
     if obj is None or isinstance(obj, kind):
         return obj
@@ -501,9 +528,9 @@ def coerce_spec(obj: Any, kind: type):
         return kind.from_dict(obj)
     if _is_rs_embed(obj):
         ours = _RS_EMBED_KINDS.get(type(obj).__name__)
-        if ours is not None and (ours is kind or kind is SpatialSpec):
-            data = {f.name: getattr(obj, f.name) for f in fields(obj)}  # rs-embed specs are dataclasses
-            return _from_fields(ours, data, type(obj).__name__)
+        spatial_ok = kind is SpatialSpec and ours in (PointBuffer, BBox)
+        if ours is not None and (ours is kind or spatial_ok):
+            return _from_fields(ours, _rs_embed_fields(obj, ours), type(obj).__name__)
     expected = "a spatial spec (PointBuffer, BBox, H3Cell)" if kind is SpatialSpec else kind.__name__
     raise SpecError(f"expected {expected} or its dict form, got {type(obj).__name__}: {obj!r}")
 

@@ -12,6 +12,7 @@ from rsembed_store.specs import (
     PointBuffer,
     SensorSpec,
     TemporalSpec,
+    SpatialSpec,
     coerce_spec,
     parse_time,
     spatial_from_dict,
@@ -129,13 +130,53 @@ def test_unknown_dict_fields_are_refused():
 
 def test_rs_embed_specs_convert_one_to_one():
     rs = pytest.importorskip("rs_embed")
-    assert coerce_spec(rs.PointBuffer(lon=1.0, lat=2.0, buffer_m=30), PointBuffer) == PointBuffer(1, 2, 30)
-    assert coerce_spec(rs.TemporalSpec.year(2020), TemporalSpec) == TemporalSpec.year(2020)
-    assert coerce_spec(rs.OutputSpec.pooled("max"), OutputSpec) == OutputSpec(mode="pooled", pooling="max")
+    pairs = [
+        (rs.PointBuffer(lon=1.0, lat=2.0, buffer_m=30), PointBuffer(1, 2, 30)),
+        (rs.BBox(minlon=1, minlat=2, maxlon=3, maxlat=4), BBox(1, 2, 3, 4)),
+        (rs.TemporalSpec.year(2020), TemporalSpec.year(2020)),
+        # rs-embed's range spec carries its year() factory as the year field: read as "no year"
+        (rs.TemporalSpec.range("2022-06-01", "2022-09-01"), TemporalSpec.range("2022-06-01", "2022-09-01")),
+        (rs.SensorSpec(collection="s2-l2a", bands=("B02", "B04"), scale_m=20, cloudy_pct=10, composite="mosaic"),
+         SensorSpec("s2-l2a", ("B02", "B04"), scale_m=20, cloudy_pct=10, composite="mosaic")),
+        (rs.OutputSpec.pooled("max"), OutputSpec.pooled("max")),
+        (rs.OutputSpec.grid(grid_orientation="native"), OutputSpec.grid(grid_orientation="native")),
+        (rs.InputPrepSpec.tile(tile_size=64, max_tiles=4), InputPrepSpec.tile(tile_size=64, max_tiles=4)),
+        (rs.InputPrepSpec.resize(), InputPrepSpec(mode="resize", max_tiles=64)),
+    ]
+    for theirs, ours in pairs:
+        assert coerce_spec(theirs, type(ours)) == ours, theirs
+    assert coerce_spec(rs.BBox(1, 2, 3, 4), SpatialSpec) == BBox(1, 2, 3, 4)
+
+
+def test_rs_embed_fields_we_lack_are_dropped_only_at_their_defaults():
+    rs = pytest.importorskip("rs_embed")
+    import dataclasses
+
+    ours = {f.name for f in dataclasses.fields(SensorSpec)}
+    theirs = {f.name for f in dataclasses.fields(rs.SensorSpec)}
+    assert ours <= theirs  # every field of ours is filled from theirs
+    for spec, field in [
+        (rs.SensorSpec(collection="s1", bands=("VV",), orbit="ASCENDING"), "orbit"),
+        (rs.SensorSpec(collection="s2", bands=("B4",), modality="s2"), "modality"),
+        (rs.InputPrepSpec.tile(tile_size=32, max_tiles_hard=100), "max_tiles_hard"),
+    ]:
+        with pytest.raises(SpecError, match=field):
+            coerce_spec(spec, SensorSpec if "Sensor" in type(spec).__name__ else InputPrepSpec)
+
+
+def test_rs_embed_specs_meet_our_stricter_validation():
+    rs = pytest.importorskip("rs_embed")
+    with pytest.raises(SpecError, match="lon"):
+        coerce_spec(rs.PointBuffer(lon=200.0, lat=0.0, buffer_m=10), PointBuffer)  # rs-embed accepts it
+    with pytest.raises(SpecError, match="start < end"):
+        coerce_spec(rs.TemporalSpec.range("2022-09-01", "2022-06-01"), TemporalSpec)
+    with pytest.raises(SpecError, match="PointBuffer"):
+        coerce_spec(rs.PointBuffer(lon=1.0, lat=2.0, buffer_m=30), TemporalSpec)
 
 
 def test_rs_embed_lookalikes_from_their_module_convert(monkeypatch):
-    """rs-embed is optional; a stand-in module of the same name exercises the converter."""
+    """rs-embed is optional and absent from the core test environment: a stand-in class from a
+    module of its name keeps the converter's detection and validation covered there."""
     import dataclasses
     import sys
     import types
