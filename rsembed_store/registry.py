@@ -26,6 +26,11 @@ _MODELS: Dict[str, str] = {
     "gse-unit": "rsembed_store.ingest.models.gse:GseUnitModel",
     "tessera": "rsembed_store.ingest.models.tessera:TesseraModel",
     "copernicus": "rsembed_store.ingest.models.copernicus:CopernicusModel",
+    "remoteclip": "rsembed_store.ingest.models.remoteclip:RemoteClipModel",
+    "ssl4eo-s2": "rsembed_store.ingest.models.ssl4eo:Ssl4eoS2Model",
+    "dofa": "rsembed_store.ingest.models.dofa:DofaModel",
+    "prithvi": "rsembed_store.ingest.models.prithvi:PrithviModel",
+    "terramind": "rsembed_store.ingest.models.terramind:TerraMindModel",
 }
 
 _PROVIDERS: Dict[str, str] = {
@@ -59,7 +64,15 @@ def register_provider(name: str, target) -> None:
 
 
 def model_names() -> List[str]:
-    return sorted(_MODELS)
+    """Registered models, then ``rsembed:<name>`` for rs-embed's models when rs-embed is installed."""
+    return sorted(_MODELS) + _rsembed().model_names()
+
+
+def _rsembed():
+    """The rs-embed bridge module (light: it imports rs-embed only when a bridged model is used)."""
+    from .ingest.models import rsembed_bridge
+
+    return rsembed_bridge
 
 
 def provider_names() -> List[str]:
@@ -68,6 +81,11 @@ def provider_names() -> List[str]:
 
 def model_class(name: str) -> type:
     """The class registered as ``name``; raises :class:`UnknownModelError` listing what exists."""
+    if isinstance(name, str) and name.startswith(_rsembed().PREFIX) and name not in _MODELS:
+        with _lock:
+            if name not in _model_classes:
+                _model_classes[name] = _rsembed().build(name)
+            return _model_classes[name]
     if not isinstance(name, str) or name not in _MODELS:
         raise UnknownModelError(
             f"unknown model {name!r}; registered models: {model_names()} "
@@ -77,6 +95,8 @@ def model_class(name: str) -> type:
         cls = _model_classes.get(name)
         if cls is None:
             cls = _load(_MODELS[name])
+            settle = getattr(cls, "settle", None)  # e.g. custom weights named by $RSEMBED_WEIGHTS
+            cls = settle() if callable(settle) else cls
             _model_classes[name] = cls
     return cls
 
@@ -92,7 +112,8 @@ def describe_models() -> List[dict]:
     out = []
     for name in model_names():
         try:
-            out.append(model_info(name).to_dict())
+            bridged = name.startswith(_rsembed().PREFIX) and name not in _MODELS
+            out.append(_rsembed().describe(name) if bridged else model_info(name).to_dict())
         except ImportError as exc:
             out.append({"id": name, "error": str(exc)})
     return out

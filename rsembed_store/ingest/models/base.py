@@ -112,6 +112,11 @@ class OnTheFlyModel(Model):
     def required_bands(cls) -> Tuple[str, ...]:
         return tuple(cls.info.default_sensor.bands)
 
+    def input_bands(self, request: ResolvedRequest) -> Tuple[str, ...]:
+        """The bands fed to the model for ``request``, in order (a model that takes the bands a
+        request names, such as DOFA, overrides this)."""
+        return self.required_bands()
+
     @classmethod
     def check_sensor(cls, sensor: SensorSpec) -> None:
         need = cls.required_bands()
@@ -144,6 +149,12 @@ class OnTheFlyModel(Model):
     def embed(self, pixels: Pixels, request: ResolvedRequest, meta: Optional[dict] = None) -> Embedding:
         """Compute the answer to ``request`` from ``pixels``; ``meta`` is merged into its metadata."""
         t0 = time.perf_counter()
+        pieces, hw, info_meta = self._plan(pixels, request)
+        return self._assemble(pieces, hw, info_meta, request, meta, t0)
+
+    def _plan(self, pixels: Pixels, request: ResolvedRequest):
+        """Steps 1-2: ``(pieces, (h, w), meta)``, the model inputs of one request. Split from
+        :meth:`_assemble` so that a batching model can run every piece of many requests at once."""
         info = self.info
         if (request.model, request.revision) != (info.id, info.revision):
             raise ComputeError(
@@ -161,11 +172,16 @@ class OnTheFlyModel(Model):
         prep = request.input_prep or InputPrepSpec.resize()
         pieces, info_meta = self._pieces(x, usable, prep, pixels.fill_value)
         info_meta.update(usable_px=n_usable, usable_fraction=round(n_usable / max(roi_px, 1), 6))
+        return pieces, x.shape[1:], info_meta
+
+    def _assemble(self, pieces, hw, info_meta: dict, request: ResolvedRequest, meta: Optional[dict],
+                  t0: float) -> Embedding:
+        """Step 3: the Embedding of one request from its pieces (calls ``pool``/``features``)."""
         if request.output.mode == "pooled":
             vector = self._pool_pieces(pieces, request.output.pooling, request)
             emb = Embedding(request=request, vector=vector, meta=info_meta)
         else:
-            grid, cell = self._stitch(pieces, x.shape[1:], request)
+            grid, cell = self._stitch(pieces, hw, request)
             info_meta.update(grid_shape=list(grid.shape[1:]), grid_cell_px=[round(c, 6) for c in cell])
             emb = Embedding.from_grid(request, grid, meta=info_meta)
         info_meta.update(meta or {})
@@ -194,7 +210,7 @@ class OnTheFlyModel(Model):
                 f"request {request.key} ({self.info.id}): pixels.array has shape {arr.shape}, expected "
                 f"(C={len(pixels.bands)}, H, W) for bands {list(pixels.bands)}"
             )
-        need = self.required_bands()
+        need = self.input_bands(request)
         missing = [b for b in need if b not in pixels.bands]
         if missing:
             raise ComputeError(
