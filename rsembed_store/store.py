@@ -183,7 +183,10 @@ class Store:
         values never appear in error messages. ``h3_res`` is the resolution of the
         ``h3`` column of new spaces (each space records its own). ``config`` is
         what computing on a miss needs and never enters a key, e.g.
-        ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider.
+        ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider. A
+        ``{"models": {id: {"weights": path}}}`` entry registers custom weights
+        for that model in this process (``weights.use_weights``) before any
+        request is resolved, so their answers get the weights' own revision.
         """
         uri = os.fspath(uri) if uri is not None else default_uri()
         if not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
@@ -195,6 +198,10 @@ class Store:
             db = _lancedb().connect(uri, storage_options=options)
         except Exception as exc:  # lancedb raises plain exceptions for bad URIs
             raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
+        if config and config.get("models"):
+            from .ingest.models.weights import use_weights_config
+
+            use_weights_config(config)
         return cls(db, uri, options, h3_res, config)
 
     def __repr__(self) -> str:

@@ -153,6 +153,17 @@ def test_use_weights_config_applies_each_models_entry(registered, tmp_path):
     assert list(done) == ["weights-test"] and model_class("weights-test").info.revision == done["weights-test"].info.revision
 
 
+def test_a_store_opened_with_a_weights_config_keys_requests_by_those_weights(registered, tmp_path):
+    from rsembed_store.store import Store
+
+    published_key = key()
+    f = tmp_path / "ft.pt"
+    f.write_bytes(b"weights named by the store config")
+    Store.open(tmp_path / "db", config={"models": {"weights-test": {"weights": str(f)}}})
+    assert model_class("weights-test").info.revision == "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    assert key() != published_key
+
+
 def test_rsembed_weights_env_is_applied_when_the_model_is_first_looked_up(tmp_path, monkeypatch):
     f = tmp_path / "rc-finetune.pt"
     f.write_bytes(b"a remoteclip fine-tune")
