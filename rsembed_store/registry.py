@@ -31,6 +31,7 @@ _MODELS: Dict[str, str] = {
     "dofa": "rsembed_store.ingest.models.dofa:DofaModel",
     "prithvi": "rsembed_store.ingest.models.prithvi:PrithviModel",
     "terramind": "rsembed_store.ingest.models.terramind:TerraMindModel",
+    "anysat": "rsembed_store.ingest.models.anysat:AnySatModel",
 }
 
 _PROVIDERS: Dict[str, str] = {

@@ -1,16 +1,17 @@
 """Benchmark of the time-series and multimodal models: frames/s and requests/s.
 
 For each case (``prithvi``: 4 frames of 6 bands; ``terramind``: Sentinel-2 alone;
-``terramind+s1``: Sentinel-2 and Sentinel-1), builds the model at its native input
-size (224 px) from a seeded random checkpoint of the published architecture (speed
-does not depend on the values, and this machine cannot download the published
-files), then times ``embed_batch`` end to end (packing, gap fill, normalisation,
-forward, token grid, pooling) on pooled requests whose pixels are already 224 px
-square, so no resampling is timed. One warm-up call is not timed.
+``terramind+s1``: Sentinel-2 and Sentinel-1; ``anysat``: 6 frames of 10 bands),
+builds the model at its native input size (224 px; anysat 48 px) from a seeded
+random checkpoint of the published architecture (speed does not depend on the
+values, and this machine cannot download the published files), then times
+``embed_batch`` end to end (packing, gap fill, normalisation, forward, token grid,
+pooling) on pooled requests whose pixels are already at the input size, so no
+resampling is timed. One warm-up call is not timed.
 
 * requests/s: requests answered per second;
 * frames/s: input images per second, i.e. requests x frames x modalities
-  (prithvi: 4 per request; terramind: 1; terramind+s1: 2).
+  (prithvi: 4 per request; terramind: 1; terramind+s1: 2; anysat: 6).
 
     python scripts/bench_timeseries_models.py                     # every case, 4 requests each
     python scripts/bench_timeseries_models.py prithvi --requests 8 --json
@@ -37,7 +38,7 @@ from rsembed_store.ingest.providers.base import Pixels  # noqa: E402
 from rsembed_store.keys import ResolvedRequest  # noqa: E402
 from rsembed_store.specs import OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
 
-CASES = ("prithvi", "terramind", "terramind+s1")
+CASES = ("prithvi", "terramind", "terramind+s1", "anysat")
 
 
 def random_checkpoint(model_id: str, folder: Path) -> Path:
@@ -49,6 +50,10 @@ def random_checkpoint(model_id: str, folder: Path) -> Path:
         from terratorch.models.backbones import prithvi_vit
 
         net = prithvi_vit.prithvi_eo_v2_100_tl_mae(pretrained=False, num_frames=4)
+    elif model_id == "anysat":
+        from rsembed_store.ingest.models.anysat import build_network
+
+        net = build_network()  # the published names of the S2 branch and shared parts
     else:
         from terratorch.models.backbones.terramind.model import terramind_register
 
