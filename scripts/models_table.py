@@ -34,6 +34,8 @@ def deep_models() -> List[type]:
     """The registered classes with declared published weights, by id."""
     out = []
     for name in model_names():
+        if name.startswith("rsembed:"):  # rs-embed's zoo: documented in docs/rsembed-bridge.md
+            continue
         try:
             cls = model_class(name)
         except ImportError:  # a plugin whose extra is missing is not ours to document here

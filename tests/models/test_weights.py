@@ -187,8 +187,11 @@ def test_a_malformed_rsembed_weights_is_refused(monkeypatch):
 
 
 def test_listing_and_resolving_deep_models_never_imports_torch():
+    # rs-embed is hidden: describing its zoo imports its embedder modules, and with them
+    # torch (docs/rsembed-bridge.md); this test is about this project's own deep models
     code = (
         "import sys\n"
+        "sys.modules['rs_embed'] = None\n"
         "from rsembed_store.registry import describe_models\n"
         "from rsembed_store.keys import Request, resolve\n"
         "from rsembed_store.specs import PointBuffer, TemporalSpec\n"
