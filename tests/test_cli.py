@@ -70,6 +70,33 @@ def test_ingest_dry_run_then_ingest_then_get(tmp_path, small_scene):
     assert miss.exit_code == 1 and json.loads(miss.output)["found"] is False
 
 
+def test_modality_option_reaches_the_plan_and_the_key(tmp_path):
+    from rsembed_store.keys import Request, resolve
+    from rsembed_store.specs import H3Cell, SensorSpec, TemporalSpec
+
+    db = tmp_path / "db"
+    bbox = "10.99,45.99,11.01,46.01"
+    plain = json.loads(run("ingest", "-m", "toymm", "--bbox", bbox, "--h3-res", "8", "--year", "2023",
+                           "--dry-run", "--json", "--save-plan", str(tmp_path / "plain.json"), db=db).output)
+    with_s1 = json.loads(run("ingest", "-m", "toymm", "--bbox", bbox, "--h3-res", "8", "--year", "2023",
+                             "--modality", "s1", "--dry-run", "--json", "--save-plan", str(tmp_path / "s1.json"),
+                             db=db).output)
+    assert plain["plan"]["n_requests"] == with_s1["plan"]["n_requests"] > 0
+    from rsembed_store.ingest.plan import Plan
+
+    s1_plan, plain_plan = Plan.load(tmp_path / "s1.json"), Plan.load(tmp_path / "plain.json")
+    assert all(dict(r.modalities) == {"s1": SensorSpec("s1-grd", ("VV", "VH"))} for r in s1_plan.requests)
+    assert all(r.modalities is None for r in plain_plan.requests)
+    assert not {r.key for r in s1_plan.requests} & {r.key for r in plain_plan.requests}
+
+    cell = "881f8d4d6bfffff"
+    res = run("get", "-m", "toymm", "--h3", cell, "--year", "2023", "--modality", "s1", "--no-compute", "--json",
+              db=db)
+    key = json.loads(res.output)["key"]
+    assert key == resolve(Request("toymm", H3Cell(cell), TemporalSpec.year(2023), modalities=["s1"])).key
+    assert key != resolve(Request("toymm", H3Cell(cell), TemporalSpec.year(2023))).key
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -81,6 +108,8 @@ def test_ingest_dry_run_then_ingest_then_get(tmp_path, small_scene):
         (["ingest", "-m", "spectral", "--bbox", "1,2,3,4", "--year", "2023", "--source", "nodir"], ["NAME=DIR"]),
         (["get", "-m", "spectral", "--point", "200,1", "--buffer-m", "5", "--year", "2023"], ["lon", "200"]),
         (["get", "-m", "spectral", "--h3", "zz", "--year", "2023"], ["'zz'"]),
+        (["get", "-m", "toymm", "--h3", "881f8d4d6bfffff", "--year", "2023", "--modality", "radar"],
+         ["'radar'", "['s1']"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, words):

@@ -47,7 +47,22 @@ class ToyFramesModel(Model):
     )
 
 
+class ToyMultimodalModel(Model):
+    """Takes Sentinel-1 beside its Sentinel-2 bands when a request asks for it."""
+
+    info = ModelInfo(
+        id="toymm",
+        revision="mm-v1",
+        kind="on_the_fly",
+        dim=4,
+        default_sensor=SensorSpec("s2-l2a", ("B04", "B08")),
+        input_size=32,
+        modalities={"s1": SensorSpec("s1-grd", ("VV", "VH"))},
+    )
+
+
 register_model("toy", ToyModel)
+register_model("toymm", ToyMultimodalModel)
 register_model("toyyear", ToyYearModel)
 register_model("toyframes", ToyFramesModel)
 

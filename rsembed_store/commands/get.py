@@ -14,12 +14,14 @@ from .request_options import config_from_sources, request_from_options, request_
 @click.command()
 @click.option("--model", "-m", required=True, help="Model id (see `rsembed-store models`).")
 @request_options()
+@click.option("--modality", "modalities", multiple=True,
+              help="An extra sensor the model takes beside its own, e.g. s1 (see docs/timeseries.md); repeatable.")
 @click.option("--no-compute", is_flag=True, help="Only look up: exit 1 on a miss, compute nothing.")
 @click.option("--with-grid", is_flag=True, help="Include the grid values in --json output.")
 @json_option
 @click.pass_obj
-def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, no_compute,
-        with_grid, as_json):
+def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, modalities,
+        no_compute, with_grid, as_json):
     """Get the embedding of one place and window: from the store, or computed and stored.
 
     \b
@@ -28,7 +30,7 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
           --source s2-l2a=./rsembed-demo/source/scenes
     """
     request = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling,
-                                   provider=provider)
+                                   provider=provider, modalities=list(modalities) or None)
     emb = obj.store.get(request, compute=not no_compute, config=config_from_sources(sources))
     if emb is None:
         if as_json:

@@ -65,6 +65,8 @@ def windows_from(times, years) -> list:
 @click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
 @click.option("--source", "sources", multiple=True, help="Imagery source NAME=DIR for the local provider; repeatable.")
 @click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first.")
+@click.option("--modality", "modalities", multiple=True,
+              help="An extra sensor the model takes beside its own, e.g. s1 (see docs/timeseries.md); repeatable.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Concurrent fetches.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Requests per compute batch.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -77,7 +79,7 @@ def windows_from(times, years) -> list:
 @json_option
 @click.pass_obj
 def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources, provider,
-           workers, batch_size, executor, ray_address, ray_num_cpus, partition_size, dry_run, save_plan, as_json):
+           modalities, workers, batch_size, executor, ray_address, ray_num_cpus, partition_size, dry_run, save_plan, as_json):
     """Compute embeddings for every H3 cell of a region and every window, cache-first.
 
     Cells are those whose centres lie inside the region. Already stored answers
@@ -107,7 +109,8 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     else:
         region = read_cells(cells_file)
     out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
-    the_plan = plan(region, h3_res, windows_from(times, years), model, output=out, provider=provider)
+    the_plan = plan(region, h3_res, windows_from(times, years), model, output=out, provider=provider,
+                    modalities=list(modalities) or None)
     the_plan.check_cache(obj.store)
     if save_plan:
         the_plan.save(save_plan)

@@ -84,7 +84,7 @@ def request_options(prefix: str = ""):
 
 
 def request_from_options(model: str, point, buffer_m, cell, bbox, time, year, output, pooling, prefix: str = "",
-                         provider: Optional[str] = None):
+                         provider: Optional[str] = None, modalities=None):
     from ..keys import Request
 
     return Request(
@@ -93,6 +93,7 @@ def request_from_options(model: str, point, buffer_m, cell, bbox, time, year, ou
         temporal_from_options(time, year),
         output=output_from_options(output, pooling),
         provider=provider,
+        modalities=modalities,
     )
 
 

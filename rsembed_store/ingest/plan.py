@@ -677,13 +677,14 @@ def plan(
     input_prep=None,
     provider: Optional[str] = None,
     *,
+    modalities=None,
     max_cells: int = DEFAULT_MAX_CELLS,
 ) -> Plan:
     """Plan ``model`` over the cells of ``region`` (see :func:`region_cells`) x ``windows``.
 
     ``windows`` is one time window or a list (TemporalSpec, its dict, ``2022``
     or ``'START/END'``). Each ``Request(model, H3Cell(cell), window, sensor,
-    output, input_prep, provider)`` is resolved with the semantics of
+    output, input_prep, provider, modalities)`` is resolved with the semantics of
     :func:`rsembed_store.keys.resolve` and keyed; windows that resolve to the
     same computation (a year and the same year as a range, for a composite
     model) are kept once, the dropped requests counted in
@@ -703,7 +704,7 @@ def plan(
     model_id = None
     proto: Dict[Tuple[str, str], ResolvedRequest] = {}
     for w in wins:
-        rr = resolve(Request(model, first_cell, w, sensor, output, input_prep, provider))
+        rr = resolve(Request(model, first_cell, w, sensor, output, input_prep, provider, modalities))
         t = _template(rr)
         resolved_output, revision, model_id = rr.output, rr.revision, rr.model
         if t not in proto:

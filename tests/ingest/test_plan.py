@@ -338,6 +338,7 @@ def test_keys_equal_resolve():
         ("toy", [{"mode": "year", "year": 2020}], {"provider": "local", "sensor": {"collection": "c", "bands": ["B1"]}}),
         ("toyyear", [Y2022, TemporalSpec.range("2019-02-01", "2019-03-01")], {}),
         ("toyframes", [Y2022, TemporalSpec.range("2021-03-01", "2021-09-01")], {}),
+        ("toymm", [Y2022], {"modalities": ["s1"]}),
     ],
 )
 def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):
@@ -361,7 +362,7 @@ def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):
         for cell in p.cells:
             for w in wins:
                 want = resolve(Request(model, H3Cell(cell), w, kwargs.get("sensor"), kwargs.get("output"),
-                                       kwargs.get("input_prep"), kwargs.get("provider")))
+                                       kwargs.get("input_prep"), kwargs.get("provider"), kwargs.get("modalities")))
                 got = next(it)
                 assert got.canonical == want.canonical
                 assert got.key == want.key == hashlib.sha256(want.canonical.encode()).hexdigest()
