@@ -41,6 +41,7 @@ _PROVIDERS: Dict[str, str] = {
 
 _lock = threading.Lock()
 _model_classes: Dict[str, type] = {}
+_provider_classes: Dict[str, type] = {}
 
 
 def _load(target: str):
@@ -60,8 +61,18 @@ def register_model(name: str, target) -> None:
 
 
 def register_provider(name: str, target) -> None:
-    """Register a provider class (or its ``"module:Class"`` path) under ``name``."""
-    _PROVIDERS[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    """Register a provider class (or its ``"module:Class"`` path) under ``name``.
+
+    A class is kept as given (like a model class), so a provider defined where it
+    cannot be imported by name (a notebook, a test) still resolves, and can be
+    shipped to other processes (the Ray executor pickles it by value)."""
+    with _lock:
+        if isinstance(target, str):
+            _PROVIDERS[name] = target
+            _provider_classes.pop(name, None)
+        else:
+            _PROVIDERS[name] = f"{target.__module__}:{target.__qualname__}"
+            _provider_classes[name] = target
 
 
 def model_names() -> List[str]:
@@ -121,6 +132,11 @@ def describe_models() -> List[dict]:
 
 
 def provider_class(name: str) -> type:
+    """The class registered as ``name``; raises :class:`UnknownProviderError` listing what exists."""
     if not isinstance(name, str) or name not in _PROVIDERS:
         raise UnknownProviderError(f"unknown provider {name!r}; registered providers: {provider_names()}")
-    return _load(_PROVIDERS[name])
+    with _lock:
+        cls = _provider_classes.get(name)
+        if cls is None:
+            cls = _provider_classes[name] = _load(_PROVIDERS[name])
+    return cls

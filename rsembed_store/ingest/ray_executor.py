@@ -17,10 +17,11 @@ How it divides the work, and why:
   for its own reasons (no imagery, a model error) is recorded by the partition
   exactly as the local executor records it. A partition still lost after its
   retries is reported as a failure of each of its requests; the ingest goes on.
-- Worker processes start with a fresh registry, so the model classes and
-  provider paths the plan uses travel with the tasks. Classes defined outside
+- Worker processes start with a fresh registry, so the model and provider
+  classes the plan uses travel with the tasks. Classes defined outside
   ``rsembed_store`` (a notebook, a test, a plugin, a custom-weights variant)
-  are pickled by value, so models registered at runtime work on workers too.
+  are pickled by value, so models and providers registered at runtime work on
+  workers too.
 
 A model that wants a GPU says so with an optional class attribute ``num_gpus``
 (a number) or ``wants_gpu = True`` (one GPU); its tasks then ask Ray for it.
@@ -126,14 +127,14 @@ class _Job:
     fetch_workers: int
     batch_size: int
     write_batch: int
-    classes: bytes  # cloudpickled {"models": {name: class}, "providers": {name: "module:Class"}}
+    classes: bytes  # cloudpickled {"models": {name: class}, "providers": {name: class}}
 
 
 _pickle_lock = threading.Lock()
 
 
 def _pickle_classes(requests: Sequence[ResolvedRequest]) -> bytes:
-    """The model classes and provider paths ``requests`` need, for a worker's registry.
+    """The model and provider classes ``requests`` need, for a worker's registry.
 
     A class whose module is not part of ``rsembed_store`` may not be importable on
     a worker (a test module, a notebook), so its module is pickled by value.
@@ -147,8 +148,8 @@ def _pickle_classes(requests: Sequence[ResolvedRequest]) -> bytes:
             cls = provider_class(name)
         except (UnknownProviderError, ImportError):  # precomputed models read their own sources
             continue
-        providers[name] = f"{cls.__module__}:{cls.__qualname__}"
-    outside = {c.__module__ for c in models.values()
+        providers[name] = cls
+    outside = {c.__module__ for c in (*models.values(), *providers.values())
                if c.__module__.partition(".")[0] != "rsembed_store" and c.__module__ in sys.modules}
     with _pickle_lock:  # cloudpickle's by-value registry is global; two runs may pickle at once
         registered = set(cloudpickle.list_registry_pickle_by_value())
@@ -168,8 +169,8 @@ def _install_classes(blob: bytes) -> None:
     shipped = cloudpickle.loads(blob)
     for name, cls in shipped["models"].items():
         register_model(name, cls)
-    for name, target in shipped["providers"].items():
-        register_provider(name, target)
+    for name, cls in shipped["providers"].items():
+        register_provider(name, cls)
 
 
 # ------------------------------------------------------------------ the worker side

@@ -22,7 +22,8 @@ from rsembed_store.ingest.models.spectral import SpectralModel  # noqa: E402
 from rsembed_store.ingest.plan import plan  # noqa: E402
 from rsembed_store.ingest.ray_executor import RayExecutor, executor_for, locality, partition  # noqa: E402
 from rsembed_store.model import ModelInfo  # noqa: E402
-from rsembed_store.registry import register_model  # noqa: E402
+from rsembed_store.ingest.providers.local import LocalProvider  # noqa: E402
+from rsembed_store.registry import register_model, register_provider  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -92,6 +93,25 @@ class _Gathering(SpectralModel):
         while len(os.listdir(room)) < expected and time.monotonic() < deadline:
             time.sleep(0.05)
         return super().embed_batch(items, **kw)
+
+
+def _counting_provider():
+    """The local provider under another name that leaves a file per fetch, so the test can
+    see the workers used it. Defined inside a function, so no worker can import it by name."""
+
+    class CountingProvider(LocalProvider):
+        name = "counting-local"
+
+        def fetch(self, request):
+            open(os.path.join(self.config["tally"], request.key), "w").close()
+            return super().fetch(request)
+
+    return CountingProvider
+
+
+class _SpectralViaCounting(SpectralModel):
+    info = ModelInfo(**{**SpectralModel.info.__dict__, "id": "spectral_counting",
+                        "providers": ("counting-local",)})
 
 
 def same_plan_for(model_id, p):
@@ -176,6 +196,20 @@ def test_ray_and_local_store_the_same_keys_and_vectors(tmp_path, ray_session, sp
     assert all(np.array_equal(a[k], b[k]) for k in a)
     again = ingest(ray_store, reqs, scene_config, progress=False, executor=executor)
     assert again.cached == len(reqs) and again.calls == {}  # all cached: no task was started
+
+
+def test_a_provider_registered_at_runtime_reaches_the_workers(tmp_path, ray_session, spectral_plan, scene_config):
+    register_provider("counting-local", _counting_provider())
+    register_model("spectral_counting", _SpectralViaCounting)
+    reqs = [resolve(Request("spectral_counting", r.spatial, TemporalSpec.year(2023))) for r in spectral_plan.requests]
+    assert {r.provider for r in reqs} == {"counting-local"}
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    store = Store.open(tmp_path / "db")
+    done = ingest(store, reqs, {**scene_config, "tally": str(tally)}, progress=False,
+                  executor=RayExecutor(partition_size=8))
+    assert done.failed == 0, done.failures[:2]
+    assert done.computed == len(reqs) and sorted(os.listdir(tally)) == sorted(r.key for r in reqs)
 
 
 def test_on_batch_reports_each_finished_partition(tmp_path, ray_session, spectral_plan, scene_config):
