@@ -64,9 +64,7 @@ def tiny(tmp_path_factory):
                          default_sensor=SensorSpec("s2-l2a", BANDS), input_size=SIZE)
 
         def build(self, weights_file):
-            net = PatchMean()
-            net.load_state_dict(torch.load(weights_file, weights_only=True))
-            return net
+            return self.load_checkpoint(PatchMean(), weights_file, "a PatchMean state dict")
 
         def forward(self, net, x):
             return net(x), None
@@ -218,3 +216,34 @@ def test_tiles_without_usable_pixels_are_not_run_and_stay_nan(model):
     emb = model.embed(make_pixels(scene(3, size=32), BANDS, roi=roi), make_request(cls, OutputSpec.grid(), InputPrepSpec.tile()))
     assert sum(b for b, _, _ in model.net.seen) == 1
     assert np.isfinite(emb.grid[:, :4, :4]).all() and np.isnan(emb.grid[:, 4:]).all() and np.isnan(emb.grid[:, :, 4:]).all()
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ([1, 2, 3], ["a PatchMean state dict", "holds a list, not a state dict"]),
+        ({}, ["missing ['scale']"]),
+        ({"scale": torch.ones(3), "bias": torch.ones(3)}, ["unexpected ['bias']"]),
+        ({"scale": torch.ones(4)}, ["size mismatch", "scale"]),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_is_a_weights_error_naming_the_file(tiny, tmp_path, content, words):
+    cls, path = tiny
+    model = cls({"weights": str(path), "device": "cpu"})
+    bad = tmp_path / "bad.pt"
+    torch.save(content, bad)
+    with pytest.raises(wts.WeightsError) as err:
+        model.load_checkpoint(PatchMean(), bad, "a PatchMean state dict")
+    for w in [repr(str(bad))] + words:
+        assert w in str(err.value)
+
+
+def test_load_checkpoint_selects_entries_and_tolerates_the_named_misses(tiny, tmp_path):
+    cls, path = tiny
+    f = tmp_path / "more.pt"
+    torch.save({"scale": torch.full((3,), 2.0), "other_sensor.weight": torch.ones(2)}, f)
+    model = cls({"weights": str(path), "device": "cpu"})
+    net = model.load_checkpoint(PatchMean(), f, "x", select=lambda st: {k: v for k, v in st.items() if k == "scale"})
+    assert torch.equal(net.scale.data, torch.full((3,), 2.0))
+    net = model.load_checkpoint(PatchMean(), f, "x", select=lambda st: {}, may_miss={"scale"})
+    assert torch.equal(net.scale.data, torch.ones(3))  # left at its initial value

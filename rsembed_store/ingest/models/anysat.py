@@ -63,7 +63,6 @@ from ...model import ModelInfo
 from ...specs import SensorSpec
 from . import terramind
 from .torch_series import SeriesTorchModel, frame_midpoints
-from .weights import WeightsError
 
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 FRAMES = 6
@@ -338,18 +337,9 @@ class AnySatModel(SeriesTorchModel):
         return build_network()
 
     def build(self, weights_file: Path):
-        net = build_network()
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
-        what = f"{str(weights_file)!r} is not an AnySat base checkpoint with a Sentinel-2 projector"
-        if not isinstance(state, dict):
-            raise WeightsError(f"{what}: it holds a {type(state).__name__}, not a state dict")
-        try:
-            missing, unexpected = net.load_state_dict(keep_s2_and_shared(state), strict=False)
-        except RuntimeError as exc:  # a tensor of the wrong shape
-            raise WeightsError(f"{what}: {exc}") from exc
-        if missing or unexpected:
-            raise WeightsError(f"{what}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-        return net
+        return self.load_checkpoint(build_network(), weights_file,
+                                    "an AnySat base checkpoint with a Sentinel-2 projector",
+                                    select=keep_s2_and_shared)
 
     # ------------------------------------------------------------ inputs
 

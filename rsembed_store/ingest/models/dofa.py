@@ -36,7 +36,7 @@ from ...errors import SpecError, require
 from ...model import Model, ModelInfo
 from ...specs import SensorSpec
 from .torch_base import TorchModel
-from .weights import PublishedWeights, WeightsError
+from .weights import PublishedWeights
 
 #: central wavelengths (micrometres) of the Sentinel-2 MSI bands (S2A, ESA)
 WAVELENGTH_UM: Dict[str, float] = {
@@ -120,15 +120,8 @@ class DofaModel(TorchModel):
         return models.dofa_base_patch16_224(None, num_classes=0)
 
     def build(self, weights_file: Path):
-        net = self.architecture()
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if set(missing) - _MAY_MISS or unexpected:
-            raise WeightsError(
-                f"{str(weights_file)!r} is not a DOFA ViT-B/16 state dict: missing "
-                f"{sorted(set(missing) - _MAY_MISS)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
-        return net
+        return self.load_checkpoint(self.architecture(), weights_file, "a DOFA ViT-B/16 state dict",
+                                    may_miss=_MAY_MISS)
 
     def embed_batch(self, items, *, return_exceptions: bool = False) -> list:
         """Batches hold one band set each (the wavelengths are one input per batch)."""

@@ -37,7 +37,6 @@ from ...errors import require
 from ...model import ModelInfo
 from ...specs import SensorSpec
 from .torch_series import SeriesTorchModel, frame_midpoints
-from .weights import WeightsError
 
 VARIANT = "prithvi_eo_v2_100_tl"
 BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")
@@ -95,17 +94,10 @@ class PrithviModel(SeriesTorchModel):
     def build(self, weights_file: Path):
         backbones = require("terratorch.models.backbones.prithvi_vit", self.extra, "the prithvi model")
         net = backbones.prithvi_eo_v2_100_tl(pretrained=False, num_frames=FRAMES)
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
         bands = backbones.PRETRAINED_BANDS
-        what = f"{str(weights_file)!r} is not a Prithvi-EO-2.0-100M-TL checkpoint"
-        try:  # the library's filter: MAE -> encoder keys, decoder dropped, position embedding recomputed
-            state = backbones.checkpoint_filter_fn_vit(state, net, bands, bands)
-        except Exception as exc:  # noqa: BLE001 - terratorch raises a bare Exception on a foreign dict
-            raise WeightsError(f"{what}: {exc}") from exc
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise WeightsError(f"{what}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-        return net
+        # the library's filter: MAE -> encoder keys, decoder dropped, position embedding recomputed
+        return self.load_checkpoint(net, weights_file, "a Prithvi-EO-2.0-100M-TL checkpoint",
+                                    select=lambda state: backbones.checkpoint_filter_fn_vit(state, net, bands, bands))
 
     # ------------------------------------------------------------ inputs
 

@@ -37,7 +37,7 @@ from ...errors import require
 from ...model import ModelInfo
 from ...specs import SensorSpec
 from .torch_base import TorchModel
-from .weights import PublishedWeights, WeightsError
+from .weights import PublishedWeights
 
 BANDS = ("B04", "B03", "B02")  # red, green, blue
 SIZE = 224
@@ -108,15 +108,8 @@ class RemoteClipModel(TorchModel):
         return self._image_tower(self._clip())
 
     def build(self, weights_file: Path):
-        model = self._clip()
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise WeightsError(
-                f"{str(weights_file)!r} is not an open_clip {ARCH} state dict (as RemoteCLIP publishes): {exc}"
-            ) from exc
-        return self._image_tower(model)
+        what = f"an open_clip {ARCH} state dict (as RemoteCLIP publishes)"
+        return self._image_tower(self.load_checkpoint(self._clip(), weights_file, what))
 
     def forward(self, net, x):
         pooled, tokens = net(x)

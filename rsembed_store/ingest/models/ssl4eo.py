@@ -30,7 +30,7 @@ from ...errors import require
 from ...model import ModelInfo
 from ...specs import SensorSpec
 from .torch_base import TorchModel
-from .weights import PublishedWeights, WeightsError
+from .weights import PublishedWeights
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 SIZE = 224
@@ -86,15 +86,8 @@ class Ssl4eoS2Model(TorchModel):
         return models.vit_small_patch16_224(None, in_chans=entry.meta["in_chans"], num_classes=0)
 
     def build(self, weights_file: Path):
-        net = self.architecture()
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if set(missing) - _HEAD_KEYS or unexpected:
-            raise WeightsError(
-                f"{str(weights_file)!r} is not a 13-band timm vit_small_patch16_224 state dict: missing "
-                f"{sorted(set(missing) - _HEAD_KEYS)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
-        return net
+        return self.load_checkpoint(self.architecture(), weights_file,
+                                    "a 13-band timm vit_small_patch16_224 state dict", may_miss=_HEAD_KEYS)
 
     def forward(self, net, x):
         tokens = net.forward_features(x)

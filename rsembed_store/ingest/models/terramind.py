@@ -38,7 +38,6 @@ from ...errors import require
 from ...model import ModelInfo
 from ...specs import SensorSpec
 from .torch_series import SeriesTorchModel
-from .weights import WeightsError
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S1_BANDS = ("VV", "VH")
@@ -99,17 +98,10 @@ class TerraMindModel(SeriesTorchModel):
         register = require("terratorch.models.backbones.terramind.model.terramind_register", self.extra,
                            "the terramind model")
         net = register.terramind_v1_small(modalities=list(NET_MODALITIES.values()), pretrained=False)
-        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
-        own = net.state_dict()
-        missing = sorted(k for k in own if k not in state)
-        wrong = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
-        if missing or wrong:
-            raise WeightsError(
-                f"{str(weights_file)!r} is not a TerraMind v1 small checkpoint with S2L2A and S1GRD inputs: "
-                f"missing {missing[:5]}, wrong shape {wrong[:5]}"
-            )
-        net.load_state_dict({k: state[k] for k in own}, strict=True)  # other modalities' weights are not used
-        return net
+        own = set(net.state_dict())  # the file may hold other modalities' weights, which are not used
+        return self.load_checkpoint(net, weights_file,
+                                    "a TerraMind v1 small checkpoint with S2L2A and S1GRD inputs",
+                                    select=lambda state: {k: v for k, v in state.items() if k in own})
 
     # ------------------------------------------------------------ inputs
 

@@ -28,7 +28,8 @@ Methods:
 * ``architecture(self) -> torch.nn.Module``: the network, randomly initialised, built
   through the library the model is published with;
 * ``build(self, weights_file) -> torch.nn.Module``: ``architecture()`` with the
-  checkpoint's state dict loaded (a WeightsError when it does not fit);
+  checkpoint's state dict loaded (a WeightsError when it does not fit), usually
+  through :meth:`TorchModel.load_checkpoint`;
 * ``forward(self, net, x) -> (tokens, pooled)``: ``x`` is float32 ``(B, C, S, S)``,
   already normalised, on ``self.device``; ``tokens`` is ``(B, N, D)`` patch tokens
   (CLS and other prefix tokens dropped) in row-major order, north row first,
@@ -161,8 +162,33 @@ class TorchModel(OnTheFlyModel):
         raise NotImplementedError
 
     def build(self, weights_file: Path):  # pragma: no cover - interface
-        """The network with the checkpoint loaded (see the module docstring)."""
+        """The network with the checkpoint loaded (see the module docstring); usually
+        ``self.load_checkpoint(self.architecture(), weights_file, what)``."""
         raise NotImplementedError
+
+    def load_checkpoint(self, net, weights_file: Path, what: str, *, select=None, may_miss=()):
+        """Load the state dict in ``weights_file`` into ``net`` and return ``net``.
+
+        ``select(state) -> state`` keeps or renames the entries the network uses
+        (a checkpoint may hold more, e.g. other sensors' inputs); ``may_miss`` names
+        parameters the file may lack (a classification head the embedding does not
+        use). Anything else that does not fit -- not a state dict, a missing or
+        unexpected key, a tensor of the wrong shape -- is a WeightsError naming the
+        file and ``what`` it should be (e.g. ``"a DOFA ViT-B/16 state dict"``).
+        """
+        where = f"{str(weights_file)!r} is not {what}"
+        state = self.torch.load(weights_file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise wts.WeightsError(f"{where}: it holds a {type(state).__name__}, not a state dict")
+        try:
+            state = select(state) if select is not None else state
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except Exception as exc:  # noqa: BLE001 - wrong shapes (RuntimeError), a library's filter failing
+            raise wts.WeightsError(f"{where}: {exc}") from exc
+        missing = sorted(set(missing) - set(may_miss))
+        if missing or unexpected:
+            raise wts.WeightsError(f"{where}: missing {missing[:5]}, unexpected {sorted(unexpected)[:5]}")
+        return net
 
     def forward(self, net, x):  # pragma: no cover - interface
         """``(tokens (B, N, D), pooled (B, D) | None)`` for a normalised batch."""
