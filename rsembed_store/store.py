@@ -647,12 +647,13 @@ def _space_bytes(ds) -> Optional[int]:
     """Bytes of a space: its whole directory when local, else its current data files."""
     uri = ds.uri
     if "://" not in uri or uri.startswith("file://"):
-        return _dir_bytes(uri[len("file://"):] if uri.startswith("file://") else uri)
+        return dir_bytes(uri[len("file://"):] if uri.startswith("file://") else uri)
     sizes = [d.file_size_bytes for f in ds.get_fragments() for d in f.data_files()]
     return None if any(s is None for s in sizes) else int(sum(sizes))
 
 
-def _dir_bytes(path: str) -> int:
+def dir_bytes(path: str) -> int:
+    """Bytes of every file below ``path`` (a local directory)."""
     total = 0
     for root, _, files in os.walk(path):
         for f in files:

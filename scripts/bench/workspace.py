@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from rsembed_store import Store
+from rsembed_store.store import dir_bytes
 
 from .config import Config
 from .data import BLOCK, REVISION, RowWriter, VectorData, model_id
-from .machine import dir_bytes
 
 
 def log(msg: str) -> None:

@@ -13,6 +13,7 @@ from rsembed_store.ingest.models.spectral import SpectralModel, feature_names
 from rsembed_store.ingest.providers.base import Pixels
 from rsembed_store.keys import Request, ResolvedRequest, resolve
 from rsembed_store.specs import InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from tests.models.helpers import make_pixels
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 SPECTRA = {  # L2A-like reflectance in BANDS order
@@ -32,16 +33,7 @@ def cover(name, size=64, seed=0, texture=0.08):
 
 
 def pixels(arr, valid=None, roi=None, bands=BANDS):
-    h, w = arr.shape[1:]
-    ones = np.ones((h, w), bool)
-    return Pixels(
-        array=np.asarray(arr, np.float32),
-        bands=tuple(bands),
-        valid=ones if valid is None else valid,
-        roi_mask=ones.copy() if roi is None else roi,
-        crs="EPSG:32632",
-        transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 5100000.0),
-    )
+    return make_pixels(arr, bands, valid, roi)
 
 
 def req(cls, output=None, prep=None, sensor=None) -> ResolvedRequest:
