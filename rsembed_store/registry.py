@@ -93,7 +93,7 @@ def provider_names() -> List[str]:
 
 def model_class(name: str) -> type:
     """The class registered as ``name``; raises :class:`UnknownModelError` listing what exists."""
-    if isinstance(name, str) and name.startswith(_rsembed().PREFIX) and name not in _MODELS:
+    if isinstance(name, str) and name not in _MODELS and name.startswith(_rsembed().PREFIX):
         with _lock:
             if name not in _model_classes:
                 _model_classes[name] = _rsembed().build(name)
@@ -124,7 +124,7 @@ def describe_models() -> List[dict]:
     out = []
     for name in model_names():
         try:
-            bridged = name.startswith(_rsembed().PREFIX) and name not in _MODELS
+            bridged = name not in _MODELS and name.startswith(_rsembed().PREFIX)
             out.append(_rsembed().describe(name) if bridged else model_info(name).to_dict())
         except ImportError as exc:
             out.append({"id": name, "error": str(exc)})
