@@ -86,6 +86,21 @@ def hash_json(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def check_key(key: Any, name: str = "key") -> str:
+    """``key`` if it is a content key (64 lower-case hex digits), else :class:`SpecError`.
+
+    >>> check_key("ab" * 32) == "ab" * 32
+    True
+    """
+    if not isinstance(key, str) or len(key) != 64 or not _HEX_DIGITS.issuperset(key):
+        raise SpecError(f"{name}={key!r} is not a content key; a key is 64 lower-case hex digits "
+                        "(the SHA-256 of a canonical request, e.g. resolve(request).key)")
+    return key
+
+
 @dataclass(frozen=True)
 class Request:
     """One question: this model, this place, this window, these pixels, this output."""

@@ -24,5 +24,26 @@ def upsert_worker(uri: str, worker: int, keys_per_batch: int, rounds: int, barri
         ]
         barrier.wait()
         store.put_many(batch)
-        written += len(batch)
-    return written
+        written.value += len(batch)
+
+
+def steady_writer(uri: str, start: int, count: int, ready, stop, written) -> None:
+    """Upsert new toy rows one small batch at a time until ``stop`` is set (or ``count`` rows);
+    ``written`` (a shared integer) counts the rows committed."""
+    import toy  # noqa: F401  (registers the toy model in this process)
+    from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
+
+    store = Store.open(uri)
+    rng = np.random.default_rng([start, 99])  # never the vectors a test seeded with a plain integer
+    ready.set()
+    while written.value < count and not stop.is_set():
+        batch = [
+            Embedding(
+                request=resolve(Request("toy", PointBuffer(20 + (start + written.value + i) * 1e-4, 10.0, 100),
+                                        TemporalSpec.year(2021))),
+                vector=rng.standard_normal(8).astype(np.float32),
+            )
+            for i in range(10)
+        ]
+        store.put_many(batch)
+        written.value += len(batch)
