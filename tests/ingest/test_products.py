@@ -458,6 +458,95 @@ def test_copernicus_reads_across_greenwich_in_a_0_360_file(copernicus):
     np.testing.assert_allclose(emb.vector, wrap.reshape(768, -1).mean(axis=1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def cop_edges(tmp_path_factory):
+    """Data where the edge cases are: both pole rows, every other cell of row 319 (lat 10.25,
+    "land" and "ocean" alternating), a res-2 hexagon over Ireland whose lon/lat outline and
+    h3's own test disagree, and a res-2 hexagon across the antimeridian (lat -20)."""
+    rng = np.random.default_rng(17)
+    north, south = rng.normal(size=(768, 2, 1440)), rng.normal(size=(768, 1, 1440))
+    band = rng.normal(size=(768, 1, 1440))
+    band[:, :, 1::2] = 0.0  # odd columns empty
+    east, west = rng.normal(size=(768, 18, 6)), rng.normal(size=(768, 18, 14))
+    path = syn.write_copernicus(tmp_path_factory.mktemp("cop_edges") / "edges.tif", [
+        (0, 0, north), (720, 0, south), (319, 0, band), (140, 676, rng.normal(size=(768, 24, 32))),
+        (436, 0, east), (436, 1426, west)], blocksize=32)  # fewer, larger tiles: quicker whole-row reads
+    model = CopernicusModel({"products": {"copernicus": {"path": str(path)}}})
+    as32 = lambda v: v.astype(np.float32)  # noqa: E731 - what the file holds
+    return {"path": path, "model": model, "north": as32(north), "south": as32(south), "band": as32(band)}
+
+
+def stored(path, rows, cols):
+    """``(768, n)``: the values of pixels ``(rows[i], cols[i])``, read straight from the file."""
+    import rasterio
+    from rasterio.windows import Window
+
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    with rasterio.open(path) as ds:
+        block = ds.read(window=Window(0, int(rows.min()), ds.width, int(rows.max() - rows.min()) + 1))
+    return block[:, rows - rows.min(), cols]
+
+
+def close(vector, values):
+    """``vector`` is the mean of the ``(768, n)`` ``values`` with data (not all zero)."""
+    expected = values[:, (values != 0).any(axis=0)].astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_copernicus_bbox_spanning_360_degrees_reads_every_column(cop_edges, copernicus):
+    band, north = cop_edges["band"][:, 0, :], cop_edges["north"]
+    ring, grid, cap = cop_edges["model"].read_batch([
+        req("copernicus", BBox(-180, 10.1, 180, 10.4), 2021),  # centres at lat 10.25: row 319
+        req("copernicus", BBox(-180, 10.1, 180, 10.4), 2021, output=OutputSpec.grid()),
+        req("copernicus", BBox(-180, 89.6, 180, 90), 2021)])  # n = 90 takes the pole row: rows 0 and 1
+    assert (ring.meta["pixels"], ring.meta["valid_pixels"], ring.meta["rows"]) == (1440, 720, [319, 320])
+    close(ring.vector, band)
+    assert grid.grid.shape == (768, 1, 1440) and np.isnan(grid.grid[:, 0, 1::2]).all()
+    np.testing.assert_array_equal(grid.grid[:, 0, ::2], band[:, ::2])  # west to east from -180
+    assert (cap.meta["pixels"], cap.meta["rows"]) == (2880, [0, 2])
+    close(cap.vector, north.reshape(768, -1))
+    # a 0..360 file: the grid still starts at -180 (its column 720), so lon -0.5 is grid column 718
+    alt = CopernicusModel({"products": {"copernicus": {"path": str(copernicus["alt"])}}})
+    wide = alt.read(req("copernicus", BBox(-180, 49.9, 180, 50.1), 2021, output=OutputSpec.grid()))
+    assert wide.grid.shape == (768, 1, 1440) and wide.meta["valid_px"] == 4
+    np.testing.assert_array_equal(wide.grid[:, 0, 718:722], copernicus["wrap"][:, 0, :])
+
+
+def test_copernicus_point_on_a_pole_pools_the_whole_pole_row(cop_edges):
+    # every pixel of a pole row is centred on the pole, one per slice of longitude, and a
+    # square around the pole reaches into every slice: the answer is that row, whatever lon says
+    lons = [-120.0, 0.0, 75.5, 180.0]
+    at_pole = [req("copernicus", PointBuffer(lon, lat, 500), 2021) for lat in (-90.0, 90.0) for lon in lons]
+    # 1.1 km from the pole the square holds no pixel centre: the pixel under its centre
+    near = [req("copernicus", PointBuffer(lon, -89.99, 500), 2021) for lon in lons]
+    answers = cop_edges["model"].read_batch(at_pole + near)
+    for k, emb in enumerate(answers[:8]):
+        row, values = (720, cop_edges["south"]) if k < 4 else (0, cop_edges["north"][:, :1])
+        assert (emb.meta["subpixel"], emb.meta["pixels"], emb.meta["rows"]) == (False, 1440, [row, row + 1])
+        close(emb.vector, values[:, 0, :])
+    for lon, emb in zip(lons, answers[8:]):
+        col = int(np.floor((lon + 180.125) / 0.25)) % 1440
+        assert emb.meta["subpixel"] and emb.meta["cols"] == [col, col + 1]
+        np.testing.assert_array_equal(emb.vector, cop_edges["south"][:, 0, col])
+
+
+@pytest.mark.parametrize("cell", [
+    "82182ffffffffff",  # res 2 over Ireland: its lon/lat outline holds 173 pixel centres, h3 says 177
+    h3.latlng_to_cell(90.0, 0.0, 2),  # holds the north pole
+    h3.latlng_to_cell(-20.0, 180.0, 2),  # across the antimeridian
+    h3.latlng_to_cell(52.3, -7.0, 3),
+])
+def test_copernicus_hexagon_pixels_are_the_ones_h3_puts_in_the_cell(cop_edges, cell):
+    res, (lat0, _) = h3.get_resolution(cell), h3.cell_to_latlng(cell)
+    rows = np.flatnonzero(np.abs(90.0 - 0.25 * np.arange(721) - lat0) < 6.0)
+    lons = -180.0 + 0.25 * np.arange(1440)  # column centres
+    truth = np.array([[h3.latlng_to_cell(90.0 - 0.25 * r, lon, res) == cell for lon in lons] for r in rows])
+    r, c = np.nonzero(truth)
+    emb = cop_edges["model"].read(req("copernicus", H3Cell(cell), 2021))
+    assert not emb.meta["subpixel"] and emb.meta["pixels"] == truth.sum()
+    close(emb.vector, stored(cop_edges["path"], rows[r], c))
+
+
 def test_products_are_registered_with_their_contracts():
     from rsembed_store.registry import model_info
 

@@ -11,7 +11,15 @@ Answers (the file is opened once per batch, and only the rows and columns an ROI
 touches are read):
 
 * an ROI that holds the centre of at least one pixel pools those pixels (mean or
-  max of the cells with data; all-zero cells are no data);
+  max of the cells with data; all-zero cells are no data). A BBox or PointBuffer
+  holds the centres in its lon/lat rectangle ``[w, e) x [s, n)`` (``n = 90`` takes
+  the pole row; -180 to 180 is every column once); an H3 cell holds the centres
+  that h3 itself puts in it (``latlng_to_cell``: its edges are geodesic arcs, not
+  lon/lat lines, which differ by whole pixels at resolutions 0 to 3);
+* poles: every pixel of a pole row is a slice of longitude centred on the pole. An
+  ROI around a pole (a PointBuffer on it, an H3 cell or a BBox that holds it over
+  all longitudes) pools the whole row, 1440 cells, whatever its longitude says; a
+  box that touches the pole over some longitudes takes those slices;
 * an ROI smaller than a pixel (no pixel centre inside it) returns the pixel that
   contains the ROI centre, and says so: ``meta["subpixel"] = True``;
 * grid: ``(768, H, W)`` float32 of the native pixels, north-up, NaN outside the ROI.
@@ -27,14 +35,14 @@ import math
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
+import h3
 import numpy as np
 
 from ...embedding import Embedding
 from ...errors import NoImageryError, ProviderError
 from ...keys import ResolvedRequest
 from ...model import ModelInfo
-from ...specs import EARTH_RADIUS_M, OutputSpec
-from ..providers.local import _points_in_polygon
+from ...specs import EARTH_RADIUS_M, H3Cell, OutputSpec
 from .products import ProductModel, Session, answer
 
 BANDS = 768
@@ -59,6 +67,56 @@ def _runs(cols: np.ndarray) -> List[Tuple[int, int]]:
             out.append((int(cols[start]), int(cols[k - 1]) + 1))
             start = k
     return out
+
+
+def _columns(lon_c: np.ndarray, west: float, span: float) -> np.ndarray:
+    """The columns whose centre lies in ``[west, west + span)`` going east (modulo 360 degrees,
+    so across the antimeridian too), west to east; ``span >= 360`` is every column."""
+    key = (lon_c - west) % 360.0
+    cols = np.arange(lon_c.size) if span >= 360.0 else np.flatnonzero(key < span)
+    return cols[np.argsort(key[cols], kind="stable")]
+
+
+def _hexagon(cell: str, lon_c: np.ndarray, lat_c: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels whose centre h3 itself puts in ``cell`` (``latlng_to_cell`` at its resolution).
+
+    H3 edges are geodesic arcs, not straight lon/lat lines, so the lon/lat outline is no
+    test. Candidates are the pixels of the spherical cap around the cell centre that holds
+    every vertex: a cap holds the arcs between its points, so it holds the whole cell, a
+    pole included when the cell holds one (then every column)."""
+    res = h3.get_resolution(cell)
+    lat0, lon0 = h3.cell_to_latlng(cell)
+    rad = max(h3.great_circle_distance((lat0, lon0), v, unit="rads") for v in h3.cell_to_boundary(cell))
+    r = math.degrees(rad) * 1.01 + 1e-6  # a margin for rounding
+    if abs(lat0) + r >= 90.0:
+        west, span = -180.0, 360.0
+    else:
+        dlon = math.degrees(math.asin(math.sin(math.radians(r)) / math.cos(math.radians(lat0))))
+        west, span = lon0 - dlon, 2.0 * dlon
+    rows = np.flatnonzero(np.abs(lat_c - lat0) <= r)
+    cols = _columns(lon_c, west, span)
+    inside = np.array([h3.latlng_to_cell(lat, lon, res) == cell for lat in lat_c[rows] for lon in lon_c[cols]],
+                      bool).reshape(rows.size, cols.size)
+    rr, cc = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if rr.size == 0:
+        return rows[:0], cols[:0], inside[:0, :0]
+    return rows[rr[0]:rr[-1] + 1], cols[cc[0]:cc[-1] + 1], inside[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1]
+
+
+def _cells_inside(spatial, lon_c: np.ndarray, lat_c: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, inside)``: the rows (file order) and columns (west to east) around the ROI
+    and which of those pixels have their centre in it.
+
+    A BBox or PointBuffer is its lon/lat rectangle, half-open ``[w, e) x [s, n)`` so that
+    neighbouring boxes never share a pixel (``n = 90`` takes the north pole row); ``-180`` to
+    ``180`` is every column once. The pixels of a pole row all centre on the pole, one per
+    slice of longitude: a PointBuffer on a pole spans every longitude and takes the whole row."""
+    if isinstance(spatial, H3Cell):
+        return _hexagon(spatial.cell, lon_c, lat_c)
+    w, s, e, n = spatial.bounds()
+    rows = np.flatnonzero((lat_c >= s) & ((lat_c < n) | (n >= 90.0)))
+    cols = _columns(lon_c, w, e - w)
+    return rows, cols, np.ones((rows.size, cols.size), bool)
 
 
 @dataclass
@@ -110,35 +168,20 @@ class CopernicusModel(ProductModel):
         t, inv = ds.transform, ~ds.transform
         if t.b or t.d:
             raise ProviderError(f"{plan.path} has a rotated geotransform; expected a plain lon/lat grid")
-        global_lon = abs(abs(t.a) * ds.width - 360.0) < 1e-6
+        lon_c = (t.c + (np.arange(ds.width) + 0.5) * t.a + 180.0) % 360.0 - 180.0  # every column's centre
+        lat_c = np.clip(t.f + (np.arange(ds.height) + 0.5) * t.e, -90.0, 90.0)  # every row's centre
         spatial = request.spatial
-        w, s, e, n = spatial.bounds()
-
-        def col_of(lon):  # north-up or south-up, the column only depends on lon
-            x = (lon - t.c) % 360.0 + t.c if global_lon else lon
-            return int(math.floor(inv.a * x + inv.c))
-
-        def row_of(lat):
-            return int(math.floor(inv.e * lat + inv.f))
-
-        rows = sorted({min(max(row_of(lat), 0), ds.height - 1) for lat in (s, n)})
-        row0, row1 = rows[0], rows[-1] + 1
-        c_w, c_e = col_of(w), col_of(e)
-        count = (c_e - c_w) % ds.width + 1 if global_lon else max(min(c_e, ds.width - 1) - max(c_w, 0) + 1, 0)
-        cols = (c_w + np.arange(count)) % ds.width if global_lon else np.arange(max(c_w, 0), max(c_w, 0) + count)
-        lon_c = t.c + (cols + 0.5) * t.a
-        lon_c = (lon_c + 180.0) % 360.0 - 180.0
-        lat_c = t.f + (np.arange(row0, row1) + 0.5) * t.e
-        ring = spatial.polygon()
-        px, py = np.meshgrid(lon_c, lat_c)
-        inside = _points_in_polygon(px, py, np.array([p[0] for p in ring]), np.array([p[1] for p in ring]))
+        rows, cols, inside = _cells_inside(spatial, lon_c, lat_c)
         subpixel = not inside.any()
         if subpixel:  # the pixel that contains the ROI centre
             lon, lat = spatial.center()
-            r, c = row_of(lat), col_of(lon)
+            if abs(abs(t.a) * ds.width - 360.0) < 1e-6:  # a global file: the longitude wraps
+                lon = (lon - t.c) % 360.0 + t.c
+            r, c = int(math.floor(inv.e * lat + inv.f)), int(math.floor(inv.a * lon + inv.c))
             if not (0 <= r < ds.height and 0 <= c < ds.width):
                 raise NoImageryError(f"{spatial!r} lies outside the Copernicus-Embed map {plan.path}")
-            row0, row1, cols, inside = r, r + 1, np.array([c]), np.ones((1, 1), bool)
+            rows, cols, inside = np.array([r]), np.array([c]), np.ones((1, 1), bool)
+        row0, row1 = int(rows[0]), int(rows[-1]) + 1
         reader = session.blocks(plan.path)  # whole blocks, kept for the batch: neighbours share them
         array = np.concatenate([reader.read(row0, row1, c0, c1) for c0, c1 in _runs(cols)], axis=2)
         if t.e > 0:  # stored south-up: answer north-up
