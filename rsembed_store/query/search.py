@@ -36,7 +36,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import h3
 import numpy as np
@@ -451,6 +451,18 @@ def _date_literal(d: date) -> str:
     return f"date '{d.isoformat()}'"
 
 
+def temporal_window(temporal) -> Tuple[date, date]:
+    """The half-open window ``[start, end)`` of a temporal filter (TemporalSpec, its dict, a year,
+    ``"2022"`` or ``"START/END"``)."""
+    if isinstance(temporal, str):
+        spec = parse_time(temporal)
+    elif isinstance(temporal, (int, np.integer)) and not isinstance(temporal, bool):
+        spec = TemporalSpec.year(int(temporal))
+    else:
+        spec = coerce_spec(temporal, TemporalSpec)
+    return spec.window()
+
+
 def temporal_clause(temporal, hints: Optional[Mapping] = None) -> str:
     """Rows whose window ``[start_date, end_date)`` overlaps ``temporal``'s.
 
@@ -459,13 +471,7 @@ def temporal_clause(temporal, hints: Optional[Mapping] = None) -> str:
     answers are slow to intersect); a short one within a long span uses the
     indexes.
     """
-    if isinstance(temporal, str):
-        spec = parse_time(temporal)
-    elif isinstance(temporal, (int, np.integer)) and not isinstance(temporal, bool):
-        spec = TemporalSpec.year(int(temporal))
-    else:
-        spec = coerce_spec(temporal, TemporalSpec)
-    start, end = spec.window()
+    start, end = temporal_window(temporal)
     indexed = False
     if hints and hints.get("start") and hints.get("end"):
         try:
@@ -522,6 +528,17 @@ def within_clause(within, h3_res: int, hints: Optional[Mapping] = None) -> str:
     ``hints`` (the space's lon/lat extent, stored by maintenance) only choose
     between equivalent forms: small areas go through the ``h3`` index first.
     """
+    area = within_area(within)
+    if isinstance(area, BBox):
+        return bbox_clause(area, h3_res, hints)
+    if isinstance(area, list):
+        return cells_clause(area, h3_res)
+    return polygon_clause(area, h3_res, hints)
+
+
+def within_area(within) -> Union[BBox, List[int], Mapping]:
+    """What a ``within`` filter names: a :class:`BBox` (a PointBuffer gives its box), a list of
+    valid H3 cell ids as ints, or a GeoJSON area (a mapping); anything else is a SpecError."""
     if hasattr(within, "__geo_interface__") and not isinstance(within, (BBox, PointBuffer, H3Cell)):
         within = within.__geo_interface__
     if isinstance(within, Mapping):
@@ -529,21 +546,21 @@ def within_clause(within, h3_res: int, hints: Optional[Mapping] = None) -> str:
         if kind in _SPATIAL_SPEC_TYPES:
             within = coerce_spec(within, BBox if kind == "BBox" else (PointBuffer if kind == "PointBuffer" else H3Cell))
         elif kind in _GEOJSON_TYPES:
-            return polygon_clause(within, h3_res, hints)
+            return within
         else:
             raise SpecError(f"within={_short(within)} is not accepted: a GeoJSON object needs type "
                             f"{list(_GEOJSON_TYPES[:2])} (or a Feature/FeatureCollection of them)")
     if isinstance(within, PointBuffer):
         within = BBox(*within.bounds())
     if isinstance(within, BBox):
-        return bbox_clause(within, h3_res, hints)
+        return within
     if isinstance(within, (H3Cell, str, int, np.integer)) and not isinstance(within, bool):
-        return cells_clause([within], h3_res)
+        return [cell_int(within)]
     if isinstance(within, (list, tuple, set, frozenset, np.ndarray)):
         items = list(within)
         if not items:
             raise SpecError("within is an empty list of H3 cells; give at least one cell")
-        return cells_clause(items, h3_res)
+        return sorted({cell_int(c) for c in items})
     raise SpecError(f"within={_short(within)} is not accepted; use a BBox, a GeoJSON Polygon/MultiPolygon dict "
                     "or a list of H3 cells")
 
