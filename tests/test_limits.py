@@ -1,11 +1,16 @@
 """Size limits: a request too large to compute is refused before any fetch or allocation,
 with the same limit and message in Python, on the command line and over HTTP."""
 
+import asyncio
+
 import h3
+import httpx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from rsembed_store import BBox, OutputSpec, PointBuffer, Request, Store, TemporalSpec, resolve
+from rsembed_store.cli import main
 from rsembed_store.errors import LimitError, SpecError
 from rsembed_store.ingest.models.products import ProductModel
 from rsembed_store.ingest.plan import plan
@@ -168,3 +173,70 @@ def test_a_plan_over_the_cells_limit_names_how_to_raise_it(monkeypatch):
         plan(BBox(10, 45, 12, 47), 12, 2023, "spectral", limits=Limits(max_plan_cells=1_000))
     assert_names_limit(str(info.value), "max_plan_cells", 1_000)
     assert "plan(..., max_cells=N)" in str(info.value)
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def post(app, path, body, token):
+    async def send():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rsembed-store") as client:
+            return await client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+
+    return asyncio.run(send())
+
+
+def test_http_answers_413_in_the_one_error_shape_and_writes_nothing(tmp_path, no_work):
+    from rsembed_store.query.service import create_app
+
+    store = Store.open(tmp_path / "db")
+    app = create_app(store, token="tok")
+    world = {"model": "spectral", "spatial": WORLD.to_dict(), "temporal": {"mode": "year", "year": 2023}}
+    res = post(app, "/embeddings", {"request": world, "compute": True}, "tok")
+    assert res.status_code == 413, res.text
+    err = res.json()["error"]
+    assert set(res.json()) == {"error"} and err["code"] == "too_large" and err["field"] == "request"
+    assert_names_limit(err["message"], "max_roi_pixels", 4096 * 4096)
+    res = post(app, "/search", {"model": "spectral", "like": {"request": world}, "compute": True}, "tok")
+    assert res.status_code == 413 and res.json()["error"]["code"] == "too_large", res.text
+    assert store.spaces() == []
+
+
+def test_http_ingest_of_cells_too_large_to_compute_is_413(tmp_path, no_work):
+    from rsembed_store.query.service import create_app
+
+    app = create_app(Store.open(tmp_path / "db", config={"limits": {"max_roi_pixels": 1_000}}), token="tok")
+    body = {"model": "spectral", "region": {"cells": [h3.latlng_to_cell(46.0, 11.0, 8)]}, "h3_res": 8,
+            "windows": [{"mode": "year", "year": 2023}]}
+    res = post(app, "/ingest", body, "tok")  # a res-8 cell is ~ 90 x 90 px at 10 m: over 1,000
+    assert res.status_code == 413, res.text
+    assert "max_roi_pixels=1,000" in res.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_refuses_with_the_flag_named_and_exit_2(tmp_path, no_work):
+    runner = CliRunner()
+    res = runner.invoke(main, ["--db", str(tmp_path / "db"), "get", "-m", "spectral", "--bbox=-180,-90,180,90",
+                               "--year", "2023"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: model 'spectral': BBox(")
+    assert_names_limit(res.stderr, "max_roi_pixels", 4096 * 4096)
+    res = runner.invoke(main, ["--db", str(tmp_path / "db"), "--max-plan-cells", "10", "ingest", "-m", "spectral",
+                               "--bbox", "10,45,11,46", "--year", "2023", "--dry-run"])
+    assert res.exit_code == 2 and "max_plan_cells=10;" in res.stderr, res.output
+    assert "--max-plan-cells N on the command line" in res.stderr
+
+
+def test_cli_limit_flags_reach_the_store(tmp_path, small_scene):
+    out, manifest = small_scene
+    w, s, e, n = manifest["bounds_lonlat"]
+    args = ["--db", str(tmp_path / "db"), "--max-roi-pixels", "2499", "get", "-m", "spectral", "--point",
+            f"{(w + e) / 2},{(s + n) / 2}", "--buffer-m", "250", "--year", "2023",
+            "--source", f"s2-l2a={out / 'scenes'}"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "max_roi_pixels=2,499" in res.stderr, res.output
+    res = CliRunner().invoke(main, ["--max-roi-pixels", "0", "stats"])
+    assert res.exit_code == 2 and "--max-roi-pixels" in res.output and "0 is not in the range" in res.output
