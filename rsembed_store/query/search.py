@@ -42,7 +42,7 @@ import h3
 import numpy as np
 import pyarrow as pa
 
-from ..embedding import Embedding
+from ..embedding import Embedding, check_float32
 from ..errors import RsEmbedStoreError, SpecError, StoreError, VectorError
 from ..keys import Request, ResolvedRequest, resolve
 from ..model import METRICS
@@ -406,6 +406,7 @@ def as_vector(value, dim: int, what: str = "the query vector") -> np.ndarray:
     if not np.all(np.isfinite(v)):
         bad = int(v.size - np.count_nonzero(np.isfinite(v)))
         raise VectorError(f"{what} has {bad} NaN/inf value(s); only finite vectors can be searched")
+    check_float32(v, what)  # searched as float32: a value beyond its range would be inf
     return v.astype(np.float32)
 
 

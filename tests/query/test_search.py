@@ -334,6 +334,8 @@ def test_clear_errors(held):
         search(store, "toy", [1.0, 2.0, 3.0])
     with pytest.raises(VectorError, match="NaN"):
         search(store, "toy", [1.0] * 7 + [float("nan")])
+    with pytest.raises(VectorError, match=r"beyond the float32 range .* 1e\+39 at index \(7,\)"):
+        search(store, "toy", [1.0] * 7 + [1e39])  # finite, but inf once cast to float32
     with pytest.raises(VectorError, match="zeros"):
         search(store, "toy", [0.0] * 8)
     with pytest.raises(VectorError):
