@@ -5,6 +5,7 @@
 
 from .embedding import Embedding
 from .errors import (
+    LimitError,
     MissingExtraError,
     RsEmbedStoreError,
     SpecError,
@@ -24,6 +25,7 @@ __all__ = [
     "Embedding",
     "H3Cell",
     "InputPrepSpec",
+    "LimitError",
     "MissingExtraError",
     "OutputSpec",
     "PointBuffer",

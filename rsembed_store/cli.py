@@ -46,16 +46,27 @@ class Group(click.Group):
     "RSEMBED_STORE_STORAGE_OPTIONS, space-separated). Credentials are better left to the "
     "cloud's own environment variables; see docs/object-storage.md.",
 )
+@click.option("--max-roi-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Size limit: pixels of the grid one request reads (default 16777216 = 4096 x 4096; env "
+                   "RSEMBED_STORE_MAX_ROI_PIXELS). See docs/ingest.md, 'Size limits'.")
+@click.option("--max-array-bytes", type=click.IntRange(min=1), metavar="N",
+              help="Size limit: bytes of the largest array one answer is computed from or returned as "
+                   "(default 1073741824 = 1 GiB; env RSEMBED_STORE_MAX_ARRAY_BYTES).")
+@click.option("--max-plan-cells", type=click.IntRange(min=1), metavar="N",
+              help="Size limit: H3 cells one ingest plan may cover (default 5000000; env "
+                   "RSEMBED_STORE_MAX_PLAN_CELLS).")
 @click.version_option(__version__, prog_name="rsembed-store")
 @click.pass_context
-def main(ctx, db, storage_options):
+def main(ctx, db, storage_options, max_roi_pixels, max_array_bytes, max_plan_cells):
     """rsembed-store: cache, search and query remote-sensing embeddings.
 
     Computes pooled and grid embeddings for H3 cells and time windows, keeps
     each answer content-addressed in LanceDB, and serves cache-first look-ups,
     "find places like this" search and SQL over what was computed.
     """
-    ctx.obj = Context(db, storage_options)
+    limits = {"max_roi_pixels": max_roi_pixels, "max_array_bytes": max_array_bytes,
+              "max_plan_cells": max_plan_cells}
+    ctx.obj = Context(db, storage_options, limits={k: v for k, v in limits.items() if v is not None})
 
 
 @main.command()

@@ -55,6 +55,24 @@ def pool_grid(grid: np.ndarray, pooling: str = "mean") -> np.ndarray:
     return out.astype(np.float32)
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32(values: np.ndarray, what: str) -> None:
+    """Refuse finite values that become inf when cast to float32 (|x| > 3.4e38), naming one."""
+    if not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize <= 4:
+        return  # integers (even int64) and float16/float32 always fit
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflow = np.isfinite(values) & ~np.isfinite(values.astype(np.float32))
+    if overflow.any():
+        first = np.unravel_index(int(np.argmax(overflow)), values.shape)
+        raise VectorError(
+            f"{what} has {int(overflow.sum())} value(s) beyond the float32 range (|x| <= {_F32_MAX:.4g}), e.g. "
+            f"{values[first].item()!r} at index {tuple(int(i) for i in first)}, which would be stored as inf; "
+            "scale the values into the float32 range"
+        )
+
+
 @dataclass
 class Embedding:
     """One stored or computed answer.
@@ -115,6 +133,8 @@ class Embedding:
         if not np.all(np.isfinite(v)):
             bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
             raise VectorError(f"{where}: vector has {bad} NaN/inf value(s); only finite vectors are stored")
+        # vectors are stored as float32: a finite float64 beyond its range would be stored as inf
+        check_float32(v, f"{where}: vector")
         if self.output_mode == "grid":
             if self.grid is None:
                 raise VectorError(f"{where}: output mode is 'grid' but no grid was given")
@@ -125,8 +145,15 @@ class Embedding:
                 grid_codec(self.grid_codec, self.model)
             except VectorError as exc:
                 raise VectorError(f"{where}: {exc}") from None
-            if np.issubdtype(g.dtype, np.floating) and np.isinf(g).any():
-                raise VectorError(f"{where}: grid has infinite values (NaN marks no-data; inf is refused)")
+            if np.issubdtype(g.dtype, np.floating):
+                if np.isinf(g).any():
+                    raise VectorError(f"{where}: grid has infinite values (NaN marks no-data; inf is refused)")
+                with np.errstate(over="ignore", invalid="ignore"):
+                    decoded = grid_codec(self.grid_codec, self.model)(g)  # how it is read back: float32
+                if np.isinf(decoded).any():
+                    check_float32(g, f"{where}: grid")
+                    raise VectorError(f"{where}: grid decodes (codec {self.grid_codec!r}) to infinite values; "
+                                      "only grids with finite values (NaN for no data) are stored")
         elif self.grid is not None:
             raise VectorError(f"{where}: output mode is 'pooled' but a grid was given")
         if not isinstance(self.compute_s, (int, float)) or not math.isfinite(self.compute_s) or self.compute_s < 0:

@@ -17,6 +17,20 @@ class SpecError(RsEmbedStoreError, ValueError):
     """A request spec (spatial, temporal, sensor, output, input prep) is invalid."""
 
 
+class LimitError(SpecError):
+    """A request larger than a size limit (``rsembed_store.limits``), refused before any work.
+
+    ``limit`` is the limit's name, ``size`` the request's size and ``maximum`` the
+    limit's value; the message names all three and how to raise the limit.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", size: float = 0, maximum: float = 0):
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
+        self.maximum = maximum
+
+
 class UnknownModelError(SpecError, LookupError):
     """A model id that is not in the registry."""
 

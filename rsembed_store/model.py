@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SpecError
 from .specs import H3Cell, InputPrepSpec, OutputSpec, SensorSpec, TemporalSpec, coerce_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .limits import Footprint
 
 KINDS = ("on_the_fly", "precomputed")
 METRICS = ("cosine", "l2", "dot")
@@ -284,6 +287,37 @@ class Model:
         """Refuse a spatial spec this model cannot serve (override where needed)."""
         if not isinstance(spatial, (H3Cell,)) and not hasattr(spatial, "bounds"):
             raise SpecError(f"model {cls.info.id!r} cannot read spatial spec {spatial!r}")
+
+    # ------------------------------------------------------------ size
+
+    @classmethod
+    def footprint(cls, request) -> Optional["Footprint"]:
+        """How large computing ``request`` is, estimated from the ROI and the declared scale
+        without building anything; the size limits (``rsembed_store.limits``) are checked on it.
+
+        On-the-fly models: the imagery fetched, ``C x T`` float32 values per pixel (the
+        sensor's bands and those of each extra modality, times the frames) at the
+        sensor's ``scale_m``. Precomputed models: ``dim`` float32 values per pixel at the
+        grid's ``scale_m``, or for a pooled answer at ``params["native_m"]``. None when
+        the model declares no scale (nothing is checked); products with another reading
+        rule override this.
+        """
+        from .limits import Footprint, roi_pixels
+
+        info = cls.info
+        if info.kind == "on_the_fly":
+            sensor = request.sensor
+            if sensor is None:
+                return None
+            channels = len(sensor.bands) + sum(len(s.bands) for _, s in request.modalities or ())
+            frames = request.frames.count if request.frames is not None else 1
+            return Footprint(roi_pixels(request.spatial, sensor.scale_m), channels * frames, 4,
+                             float(sensor.scale_m), f"{sensor.collection!r} imagery")
+        scale = request.output.scale_m if request.output.mode == "grid" else info.params.get("native_m")
+        if not scale:
+            return None
+        return Footprint(roi_pixels(request.spatial, scale), int(info.dim), 4, float(scale),
+                         f"{info.id} embeddings")
 
     # ------------------------------------------------------------ compute
 

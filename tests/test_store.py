@@ -98,6 +98,11 @@ def test_row_columns_describe_the_request(store):
         (lambda e: setattr(e, "vector", np.ones(5, np.float32)), "dimension 5.*dimension 8"),
         (lambda e: setattr(e, "vector", np.ones((2, 4), np.float32)), r"shape \(D,\)"),
         (lambda e: setattr(e, "grid", np.ones((8, 2, 2), np.float32)), "pooled"),
+        # finite as float64, inf once stored as float32
+        (lambda e: setattr(e, "vector", np.array([1, 2, 1e39, 4, 5, 6, 7, 8], np.float64)),
+         r"vector has 1 value\(s\) beyond the float32 range .* e\.g\. 1e\+39 at index \(2,\), which would be stored "
+         "as inf"),
+        (lambda e: setattr(e, "vector", np.array([1, 2, 3, 4, 5, 6, 7, -3.5e38])), r"-3\.5e\+38 at index \(7,\)"),
     ],
 )
 def test_bad_vectors_are_refused_and_nothing_is_written(store, mutate, match):
@@ -110,6 +115,21 @@ def test_bad_vectors_are_refused_and_nothing_is_written(store, mutate, match):
         store.put_many([toy_embedding(req(3, 3)), bad])  # the good one in the batch is not written either
     assert store.count(good.space) == 1
     assert store.dataset(good.space).version == version
+
+
+def test_a_float64_grid_beyond_float32_is_refused_and_nothing_is_written(store):
+    g = resolve(Request("toy", H3Cell("8928308280fffff"), TemporalSpec.year(2021), output=OutputSpec.grid()))
+    good = Embedding.from_grid(g, np.ones((8, 3, 4), np.float64))
+    store.put_many([good])
+    version = store.dataset(good.space).version
+    grid = np.ones((8, 3, 4), np.float64)
+    grid[1, 2, 3] = 1e39  # finite here; read back (float32) it would be inf
+    bad = Embedding(request=g, vector=np.ones(8, np.float32), grid=grid)
+    with pytest.raises(VectorError, match=r"grid has 1 value\(s\) beyond the float32 range .* 1e\+39 at index "
+                                          r"\(1, 2, 3\)"):
+        store.put_many([bad])
+    assert store.dataset(good.space).version == version
+    np.testing.assert_array_equal(store.lookup([g.key])[0].grid_f32(), np.ones((8, 3, 4), np.float32))
 
 
 def test_dimension_mismatch_on_a_new_space_is_refused(store):

@@ -110,7 +110,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
         region = read_cells(cells_file)
     out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
     the_plan = plan(region, h3_res, windows_from(times, years), model, output=out, provider=provider,
-                    modalities=list(modalities) or None)
+                    modalities=list(modalities) or None, limits=obj.limits)
     the_plan.check_cache(obj.store)
     if save_plan:
         the_plan.save(save_plan)

@@ -12,6 +12,10 @@ from .ingest import parse_bbox
 from .request_options import config_from_sources, request_from_options, request_options
 
 
+# the search argument an error concerns (its ``field``) -> the flag that sets it
+_FLAGS = {"where": "--where"}
+
+
 def _cells(values):
     cells = []
     for value in values:
@@ -85,8 +89,14 @@ def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output
         area = _cells(within_h3)
     elif within_geojson:
         area = _geojson(within_geojson)
-    result = run_search(store, model, like, k=k, temporal=during, within=area, where=where,
-                        exclude_self=not include_self, metric=metric, revision=revision, get=get)
+    try:
+        result = run_search(store, model, like, k=k, temporal=during, within=area, where=where,
+                            exclude_self=not include_self, metric=metric, revision=revision, get=get)
+    except SpecError as exc:
+        flag = _FLAGS.get(getattr(exc, "field", None))
+        if flag is None:
+            raise
+        raise SpecError(f"{flag}: {exc}") from None
     if as_json:
         emit_json(result.to_dict())
         return

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..embedding import Embedding
-from ..errors import RsEmbedStoreError
+from ..errors import LimitError, RsEmbedStoreError
 from ..keys import ResolvedRequest
+from ..limits import Limits
 from ..registry import model_class, provider_class
 
 
@@ -124,6 +125,7 @@ class Engine:
         self.fetch_workers = max(1, int(fetch_workers))
         self.batch_size = max(1, int(batch_size))
         self.write_batch = max(1, int(write_batch))
+        self.limits = Limits.from_config(self.config)  # a bad limit is refused before any work
         self._models: Dict[str, object] = {}
         self._providers: Dict[str, object] = {}
 
@@ -145,13 +147,28 @@ class Engine:
 
     def compute(self, requests: Sequence[ResolvedRequest], summary: IngestSummary,
                 pool: Optional[ThreadPoolExecutor] = None) -> List[Embedding]:
-        """Compute answers for ``requests`` (all misses); failures go to ``summary``."""
+        """Compute answers for ``requests`` (all misses); failures go to ``summary``.
+
+        A request over a size limit (:mod:`rsembed_store.limits`) fails here, before
+        anything is fetched, read or allocated for it."""
+        requests = self._within_limits(requests, summary)
         if not requests:
             return []
         kind = model_class(requests[0].model).info.kind
         if kind == "precomputed":
             return self._read_precomputed(requests, summary, pool)
         return self._fetch_and_embed(requests, summary, pool)
+
+    def _within_limits(self, requests: Sequence[ResolvedRequest], summary: IngestSummary) -> List[ResolvedRequest]:
+        ok = []
+        for r in requests:
+            try:
+                self.limits.check_request(r)
+            except LimitError as exc:
+                self._fail(summary, r, exc)
+                continue
+            ok.append(r)
+        return ok
 
     def _fail(self, summary: IngestSummary, request: ResolvedRequest, exc: BaseException) -> None:
         summary.failed += 1

@@ -42,13 +42,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import h3
 
-from ..errors import SpecError, UnknownSpaceError
+from ..errors import LimitError, SpecError, UnknownSpaceError
 from ..keys import Request, ResolvedRequest, canonical_json, hash_json, resolve
+from ..limits import DEFAULT_MAX_PLAN_CELLS, Limits, how_to_raise
 from ..model import Model
 from ..registry import model_class
 from ..specs import EARTH_RADIUS_M, BBox, H3Cell, OutputSpec, PointBuffer, TemporalSpec, parse_time
 
-DEFAULT_MAX_CELLS = 5_000_000
+DEFAULT_MAX_CELLS = DEFAULT_MAX_PLAN_CELLS  # the default of the max_plan_cells limit (rsembed_store.limits)
 PLAN_FORMAT = "rsembed-plan/1"
 
 # Rough seconds to compute one request, per model id (fetching imagery and
@@ -108,7 +109,9 @@ def _lonlat(where: str, lon: Any, lat: Any) -> Tuple[float, float]:
     return lon, lat
 
 
-def _too_many(count: float, h3_res: int, max_cells: int, what: str) -> SpecError:
+def _too_many(count: float, h3_res: int, max_cells: int, what: str, limit: str = "max_cells") -> LimitError:
+    """The refusal of ``count`` cells over ``max_cells``: ``limit`` is ``"max_cells"`` for a cap the
+    caller passed, ``"max_plan_cells"`` for the configured limit (the message says how to raise it)."""
     # each coarser resolution has ~7x fewer cells
     coarser = h3_res
     while coarser > 0 and count / 7 ** (h3_res - coarser) > max_cells:
@@ -117,10 +120,13 @@ def _too_many(count: float, h3_res: int, max_cells: int, what: str) -> SpecError
         hint = f"use a coarser resolution (h3_res={coarser} gives about {int(count / 7 ** (h3_res - coarser)):,})"
     else:
         hint = "split the region"
-    return SpecError(
-        f"{what} gives about {int(count):,} cells at h3_res={h3_res}, more than max_cells={max_cells:,}; "
-        f"{hint}, or raise max_cells"
-    )
+    if limit == "max_cells":
+        message = (f"{what} gives about {int(count):,} cells at h3_res={h3_res}, more than max_cells={max_cells:,}; "
+                   f"{hint}, or raise max_cells")
+    else:
+        message = (f"{what} gives about {int(count):,} cells at h3_res={h3_res}, more than the limit "
+                   f"{limit}={max_cells:,}; {hint}, or raise the limit with {how_to_raise(limit)}")
+    return LimitError(message, limit=limit, size=count, maximum=max_cells)
 
 
 # ---------------------------------------------------------------- polygons
@@ -264,11 +270,11 @@ def _strips(poly: Polygon) -> List[Polygon]:
     return out
 
 
-def _polygon_cells(polys: List[Polygon], h3_res: int, max_cells: int, what: str) -> set:
+def _polygon_cells(polys: List[Polygon], h3_res: int, max_cells: int, what: str, limit: str) -> set:
     area_km2 = sum(_polygon_area_m2(p) for p in polys) / 1e6
     estimate = area_km2 / h3.average_hexagon_area(h3_res, unit="km^2")
     if estimate > max_cells:
-        raise _too_many(estimate, h3_res, max_cells, what)
+        raise _too_many(estimate, h3_res, max_cells, what, limit)
     cells: set = set()
     for poly in polys:
         for piece in _strips(poly):
@@ -327,7 +333,7 @@ def _item(where: str, item: Any) -> Tuple[str, Any]:
     raise SpecError(f"{where}={item!r} is neither an H3 cell id nor a (lon, lat) point; {_REGION_HELP}")
 
 
-def _list_cells(items: Sequence[Any], h3_res: int, max_cells: int) -> set:
+def _list_cells(items: Sequence[Any], h3_res: int, max_cells: int, limit: str) -> set:
     if len(items) == 2 and all(_is_number(v) and not _is_int(v) for v in items):
         raise SpecError(
             f"region={tuple(items)!r} looks like a single (lon, lat) point; pass a list of points "
@@ -352,7 +358,7 @@ def _list_cells(items: Sequence[Any], h3_res: int, max_cells: int) -> set:
         coarse = sorted(set(coarse))
         total = len(cells) + sum(h3.cell_to_children_size(c, h3_res) for c in coarse)
         if total > max_cells:
-            raise _too_many(total, h3_res, max_cells, f"the cell list ({len(coarse)} coarser cells)")
+            raise _too_many(total, h3_res, max_cells, f"the cell list ({len(coarse)} coarser cells)", limit)
         for c in coarse:
             cells.update(h3.cell_to_children(c, h3_res))
     return cells
@@ -361,7 +367,8 @@ def _list_cells(items: Sequence[Any], h3_res: int, max_cells: int) -> set:
 # ---------------------------------------------------------------- region_cells
 
 
-def region_cells(region: Any, h3_res: int, *, max_cells: int = DEFAULT_MAX_CELLS) -> List[str]:
+def region_cells(region: Any, h3_res: int, *, max_cells: Optional[int] = None,
+                 limits: Optional[Limits] = None) -> List[str]:
     """The H3 cells (hex ids at ``h3_res``) that cover ``region``, sorted and unique.
 
     ``region`` is one of:
@@ -381,17 +388,23 @@ def region_cells(region: Any, h3_res: int, *, max_cells: int = DEFAULT_MAX_CELLS
 
     A region estimated (area / average hexagon area, or exact children count)
     to give more than ``max_cells`` cells is refused before any cell is
-    enumerated. Bad input raises :class:`~rsembed_store.errors.SpecError`
-    naming the value and what is accepted.
+    enumerated (:class:`~rsembed_store.errors.LimitError`); without ``max_cells``
+    the cap is the ``max_plan_cells`` limit of ``limits`` (default: the
+    environment's, see :mod:`rsembed_store.limits`). Bad input raises
+    :class:`~rsembed_store.errors.SpecError` naming the value and what is accepted.
     """
     h3_res = _check_res(h3_res)
+    if max_cells is None:
+        max_cells, limit = (limits or Limits.from_config(None)).max_plan_cells, "max_plan_cells"
+    else:
+        limit = "max_cells"
     if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells <= 0:
         raise SpecError(f"max_cells={max_cells!r} is not accepted; use a positive integer")
 
     if isinstance(region, BBox):
         w, s, e, n = region.bounds()
         what = f"the bbox {region.bounds()}"
-        cells = _polygon_cells([[[(w, s), (e, s), (e, n), (w, n)]]], h3_res, max_cells, what)
+        cells = _polygon_cells([[[(w, s), (e, s), (e, n), (w, n)]]], h3_res, max_cells, what, limit)
     elif isinstance(region, os.PathLike) or (
         isinstance(region, str) and region.strip().lower().endswith((".geojson", ".json"))
     ):
@@ -400,21 +413,21 @@ def region_cells(region: Any, h3_res: int, *, max_cells: int = DEFAULT_MAX_CELLS
         if not polys:
             raise SpecError(f"region file {str(path)!r} holds no polygon; {_REGION_HELP}")
         what = f"the polygons of {str(path)!r}"
-        cells = _polygon_cells(polys, h3_res, max_cells, what)
+        cells = _polygon_cells(polys, h3_res, max_cells, what, limit)
     elif isinstance(region, Mapping) or hasattr(region, "__geo_interface__"):
         polys = _geojson_polygons(region)
         if not polys:
             raise SpecError(f"region {region!r} holds no polygon; {_REGION_HELP}")
         what = "the GeoJSON region"
-        cells = _polygon_cells(polys, h3_res, max_cells, what)
+        cells = _polygon_cells(polys, h3_res, max_cells, what, limit)
     elif isinstance(region, (str, H3Cell, PointBuffer)) or _is_int(region):
-        cells = _list_cells([region], h3_res, max_cells)
+        cells = _list_cells([region], h3_res, max_cells, limit)
         what = None
     elif isinstance(region, (list, tuple)) or (hasattr(region, "tolist") and hasattr(region, "ndim")):
         items = region.tolist() if hasattr(region, "tolist") and not isinstance(region, (list, tuple)) else region
         if len(items) == 0:
             raise SpecError(f"region={region!r} is empty; {_REGION_HELP}")
-        cells = _list_cells(items, h3_res, max_cells)
+        cells = _list_cells(items, h3_res, max_cells, limit)
         what = None
     elif region is None:
         raise SpecError(f"region is required; {_REGION_HELP}")
@@ -427,7 +440,7 @@ def region_cells(region: Any, h3_res: int, *, max_cells: int = DEFAULT_MAX_CELLS
             "inside); use a finer resolution or pass the place as a list of (lon, lat) points"
         )
     if len(cells) > max_cells:
-        raise _too_many(len(cells), h3_res, max_cells, what or "the region")
+        raise _too_many(len(cells), h3_res, max_cells, what or "the region", limit)
     return sorted(cells)
 
 
@@ -678,7 +691,8 @@ def plan(
     provider: Optional[str] = None,
     *,
     modalities=None,
-    max_cells: int = DEFAULT_MAX_CELLS,
+    max_cells: Optional[int] = None,
+    limits: Optional[Limits] = None,
 ) -> Plan:
     """Plan ``model`` over the cells of ``region`` (see :func:`region_cells`) x ``windows``.
 
@@ -690,11 +704,17 @@ def plan(
     model) are kept once, the dropped requests counted in
     ``duplicates_dropped``. Requests are ordered by cell, then by window in
     the order given.
+
+    ``limits`` (default: the environment's, see :mod:`rsembed_store.limits`) caps
+    the cells (``max_plan_cells``, unless ``max_cells`` is given) and, checked on
+    one cell per window, the pixels and bytes of each request: a plan whose
+    requests could not be computed is refused with a LimitError.
     """
     h3_res = _check_res(h3_res)
     wins = _windows(windows)
     cls = model_class(model)  # UnknownModelError names the registered models
-    cells = region_cells(region, h3_res, max_cells=max_cells)
+    limits = limits or Limits.from_config(None)
+    cells = region_cells(region, h3_res, max_cells=max_cells, limits=limits)
 
     # one template per window, resolved by resolve() itself on the first cell
     templates: List[Tuple[str, str]] = []
@@ -708,6 +728,7 @@ def plan(
         t = _template(rr)
         resolved_output, revision, model_id = rr.output, rr.revision, rr.model
         if t not in proto:
+            limits.check_request(rr)  # cells of one resolution are about the same size
             proto[t] = rr
             templates.append(t)
 

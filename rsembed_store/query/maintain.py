@@ -29,6 +29,7 @@ maintenance folds them into the index.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from datetime import datetime, timezone
@@ -38,6 +39,10 @@ import numpy as np
 
 from ..errors import SpecError, StoreError
 from .search import SETTINGS_KEY, nearest_query, settings_of
+
+# failures maintenance survives (a concurrent writer won a commit, ...) are logged here with the
+# space and what failed; failures it cannot work around raise StoreError
+logger = logging.getLogger("rsembed_store.maintain")
 
 VECTOR_INDEX_NAME = "vector_idx"
 INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_SQ", "IVF_HNSW_SQ")
@@ -109,6 +114,8 @@ def maintain_space(store, space: str, *, min_rows_for_index: int, target_recall:
                              "fragments_added": int(metrics.fragments_added),
                              "seconds": round(time.perf_counter() - t, 3)}
     except Exception as exc:  # e.g. a concurrent writer won the commit; the next run compacts
+        logger.warning("maintain %s: compaction failed, left for the next run: %s: %s", space,
+                       type(exc).__name__, _first_line(exc))
         out["compaction"] = {"error": _first_line(exc), "seconds": round(time.perf_counter() - t, 3)}
     _refresh(store, space)
     out["compaction"]["fragments_after"] = len(store.dataset(space).get_fragments())
@@ -143,11 +150,14 @@ def maintain_space(store, space: str, *, min_rows_for_index: int, target_recall:
 # ---------------------------------------------------------------- scalar indexes
 
 
-def _indices(table) -> List:
+def _indices(table, space: str) -> List:
+    """The indexes of a space's table. Not knowing them is an error, not "none": maintenance
+    would rebuild every index of a space whose listing merely failed."""
     try:
         return list(table.list_indices())
-    except Exception:
-        return []
+    except Exception as exc:
+        raise StoreError(f"cannot list the indexes of space {space!r}: {type(exc).__name__}: "
+                         f"{_first_line(exc)}") from exc
 
 
 def _scalar_indexes(store, space: str, force: bool) -> dict:
@@ -155,7 +165,7 @@ def _scalar_indexes(store, space: str, force: bool) -> dict:
 
     table = store.table(space)
     have = {}
-    for idx in _indices(table):
+    for idx in _indices(table, space):
         cols = list(idx.columns)
         if len(cols) == 1 and cols[0] in SCALAR_INDEXES:
             have[cols[0]] = idx.name
@@ -173,8 +183,8 @@ def _scalar_indexes(store, space: str, force: bool) -> dict:
 # ---------------------------------------------------------------- vector index
 
 
-def _vector_index_of(table):
-    for idx in _indices(table):
+def _vector_index_of(table, space: str):
+    for idx in _indices(table, space):
         if list(idx.columns) == ["vector"]:
             return idx
     return None
@@ -219,7 +229,7 @@ def _vector_index(store, space: str, info, rows: int, *, target_recall: float, f
                   index_type: Optional[str], sample_size: int, margin: float, seed: int,
                   log: Callable[[str], None], extent: Optional[dict] = None) -> dict:
     table = store.table(space)
-    existing = _vector_index_of(table)
+    existing = _vector_index_of(table, space)
     settings = settings_of(store.dataset(space))
     old = settings.get("index") or {}
     t = time.perf_counter()
@@ -249,8 +259,11 @@ def _vector_index(store, space: str, info, rows: int, *, target_recall: float, f
     else:
         params = {k: old[k] for k in ("type", "num_partitions", "num_sub_vectors", "rows_at_build") if k in old}
         params.update({"name": existing.name, "metric": info.metric})
-        unindexed = _unindexed(table, existing.name)
-        if unindexed:
+        unindexed = _unindexed(table, existing.name, space)
+        if unindexed is None:  # unknown: fold whatever is new in (a no-op when nothing is)
+            store.dataset(space).optimize.optimize_indices(index_names=[existing.name])
+            action, reason = "updated", "index statistics unreadable: new rows (if any) added to the index"
+        elif unindexed:
             store.dataset(space).optimize.optimize_indices(index_names=[existing.name])
             action, reason = "updated", f"{unindexed} rows added to the index"
         else:
@@ -295,12 +308,15 @@ def _vector_index(store, space: str, info, rows: int, *, target_recall: float, f
     }
 
 
-def _unindexed(table, name: str) -> int:
+def _unindexed(table, name: str, space: str) -> Optional[int]:
+    """Rows the index ``name`` does not cover yet; None (logged) when its statistics cannot be read."""
     try:
         stats = table.index_stats(name)
         return int(getattr(stats, "num_unindexed_rows", 0) or 0)
-    except Exception:
-        return 0
+    except Exception as exc:
+        logger.warning("maintain %s: cannot read the statistics of index %r (%s: %s); updating it anyway",
+                       space, name, type(exc).__name__, _first_line(exc))
+        return None
 
 
 def _extent(ds) -> dict:
@@ -327,8 +343,9 @@ def _refresh(store, space: str) -> None:
     """Point the LanceDB table at the latest version after work done on the Lance dataset."""
     try:
         store.table(space).checkout_latest()
-    except Exception:
-        pass
+    except Exception as exc:  # the next store.table() call checks out the latest version again
+        logger.warning("maintain %s: cannot point the table at its latest version: %s: %s", space,
+                       type(exc).__name__, _first_line(exc))
 
 
 def _write_settings(store, space: str, record: dict) -> None:

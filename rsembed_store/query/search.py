@@ -42,7 +42,7 @@ import h3
 import numpy as np
 import pyarrow as pa
 
-from ..embedding import Embedding
+from ..embedding import Embedding, check_float32
 from ..errors import RsEmbedStoreError, SpecError, StoreError, VectorError
 from ..keys import Request, ResolvedRequest, resolve
 from ..model import METRICS
@@ -252,7 +252,7 @@ def _prepare(store, model, like, *, k, temporal, within, where, exclude_self, me
     if temporal is not None:
         clauses.append(temporal_clause(temporal, hints))
     if where is not None:
-        clauses.append(f"({check_where(where)})")
+        clauses.append(f"({check_where(where, filter_columns(ds))})")
     if exclude_self and self_key is not None:
         clauses.insert(0, _exclude_clause(ds, self_key, alone=not clauses))
     clauses = [c for c in clauses if c]
@@ -354,11 +354,47 @@ def _rows(table: pa.Table, k: int) -> Tuple[List[dict], List[str]]:
 
 
 def _query_error(exc: Exception, q: _Prepared) -> RsEmbedStoreError:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = lance_message(exc)
     if q.where is not None:
-        return SpecError(f"the filter where={q.where!r} was refused by LanceDB: {message}. Write a SQL "
-                         "predicate on stored columns, e.g. \"year = 2023 AND provider = 'local'\"")
+        columns = filter_columns(q.dataset)
+        unknown = _NO_FIELD.search(str(exc))
+        if unknown:
+            return where_error(f"the filter where={q.where!r} names {unknown.group(1).strip(chr(34))!r}, which is "
+                               f"not a stored column; the columns you may filter on: {columns}")
+        return where_error(f"the filter where={q.where!r} was refused by LanceDB: {message}. Write a SQL "
+                           "predicate on stored columns, e.g. \"year = 2023 AND provider = 'local'\"; the columns "
+                           f"you may filter on: {columns}")
     return StoreError(f"search in space {q.space!r} failed (filter {q.filter!r}): {message}")
+
+
+# what LanceDB's errors carry besides the reason: its source locations, its own wrapper
+# words, and (for an unknown column) every field of the scan, internal ones included
+_NO_FIELD = re.compile(r"No field named ([^\s,]+?)\.?(?:\s|,|$)")
+_RUST_PLACE = re.compile(r",?\s*(?:/[^\s,]*)?\.rs:\d+:\d+")
+_VALID_FIELDS = re.compile(r"\s*Valid fields are .*?\.(?=,|\s*$)", re.DOTALL)
+_WRAPPERS = re.compile(r"(?:Invalid user input|Schema error|Error during planning):\s*")
+
+
+def lance_message(exc: BaseException) -> str:
+    """The first line of a LanceDB error without its Rust source paths, wrapper words and field list."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    text = _VALID_FIELDS.sub("", _RUST_PLACE.sub("", text.splitlines()[0]))
+    return _WRAPPERS.sub("", text).strip().rstrip(".,") or type(exc).__name__
+
+
+def where_error(message: str) -> SpecError:
+    """A SpecError about ``where`` (its ``field``, so the service and the CLI can name the input)."""
+    err = SpecError(message)
+    err.field = "where"
+    return err
+
+
+def filter_columns(ds) -> List[str]:
+    """The stored columns a ``where`` may name: the space's columns but the vector and the grid
+    (Lance's internal ``_rowid``-like columns are not among them)."""
+    return [name for name in ds.schema.names if name not in ("vector", "grid") and not name.startswith("_")]
 
 
 # ---------------------------------------------------------------- settings
@@ -406,6 +442,7 @@ def as_vector(value, dim: int, what: str = "the query vector") -> np.ndarray:
     if not np.all(np.isfinite(v)):
         bad = int(v.size - np.count_nonzero(np.isfinite(v)))
         raise VectorError(f"{what} has {bad} NaN/inf value(s); only finite vectors can be searched")
+    check_float32(v, what)  # searched as float32: a value beyond its range would be inf
     return v.astype(np.float32)
 
 
@@ -493,21 +530,29 @@ _WHERE_REFUSED = re.compile(
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 
 
-def check_where(where) -> str:
-    """Refuse what is plainly not a filter predicate; Lance parses the rest."""
+def check_where(where, columns: Optional[Sequence[str]] = None) -> str:
+    """Refuse what is plainly not a filter predicate on stored columns; Lance parses the rest.
+
+    ``columns`` (the space's :func:`filter_columns`) are named in the error for a
+    column that is internal to Lance (``_rowid``, ``_rowaddr``, ...)."""
     if not isinstance(where, str) or not where.strip():
-        raise SpecError(f"where={where!r} must be a non-empty SQL predicate such as \"year = 2023\"")
+        raise where_error(f"where={where!r} must be a non-empty SQL predicate such as \"year = 2023\"")
     if len(where) > 10_000:
-        raise SpecError(f"where has {len(where)} characters; at most 10000 are accepted")
+        raise where_error(f"where has {len(where)} characters; at most 10000 are accepted")
     bare = _QUOTED.sub("''", where)
     if bare.count("'") % 2 or bare.count('"') % 2:
-        raise SpecError(f"where={where!r} has an unclosed quote")
+        raise where_error(f"where={where!r} has an unclosed quote")
     if ";" in bare or "--" in bare or "/*" in bare:
-        raise SpecError(f"where={where!r} is refused: ';' and SQL comments are not part of a filter predicate")
+        raise where_error(f"where={where!r} is refused: ';' and SQL comments are not part of a filter predicate")
     word = _WHERE_REFUSED.search(bare)
     if word:
-        raise SpecError(f"where={where!r} is refused: {word.group(0)!r} is not part of a filter predicate; "
-                        "write a condition on stored columns, e.g. \"year = 2023\"")
+        raise where_error(f"where={where!r} is refused: {word.group(0)!r} is not part of a filter predicate; "
+                          "write a condition on stored columns, e.g. \"year = 2023\"")
+    internal = _INTERNAL_COLUMN.search(_LITERALS.sub("''", where))  # "_rowid" quoted is still a column
+    if internal:
+        listed = f"; the columns you may filter on: {list(columns)}" if columns is not None else ""
+        raise where_error(f"where={where!r} names {internal.group(1)!r}, a column internal to LanceDB, not a "
+                          f"stored column{listed}")
     depth = 0
     for ch in bare:
         depth += ch == "("
@@ -515,8 +560,12 @@ def check_where(where) -> str:
         if depth < 0:
             break
     if depth != 0:
-        raise SpecError(f"where={where!r} has unbalanced parentheses")
+        raise where_error(f"where={where!r} has unbalanced parentheses")
     return where.strip()
+
+
+_LITERALS = re.compile(r"'(?:[^']|'')*'")
+_INTERNAL_COLUMN = re.compile(r"(?<![A-Za-z0-9_])(_row\w*|_distance|_score)(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- within: areas and H3 cells
@@ -912,6 +961,7 @@ __all__ = [
     "cells_clause",
     "check_metric",
     "check_where",
+    "filter_columns",
     "explain",
     "fetch_k",
     "nearest_query",

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import (
     ComputeError,
+    LimitError,
     MissingExtraError,
     NoImageryError,
     ProviderError,
@@ -80,6 +81,7 @@ ERROR_RULES: Tuple[Tuple[type, int, str], ...] = (
     (UnknownModelError, 404, "unknown_model"),
     (UnknownProviderError, 404, "unknown_provider"),
     (UnknownSpaceError, 404, "unknown_space"),
+    (LimitError, 413, "too_large"),
     (NoImageryError, 422, "no_imagery"),
     (ProviderError, 502, "provider_error"),
     (ComputeError, 422, "compute_error"),
@@ -748,6 +750,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
         starts); the answer is 202 ``{"job_id", ...}``; poll ``GET /jobs/{job_id}``.
         """
         from ..ingest.plan import plan, region_cells
+        from ..limits import Limits
         from ..registry import model_class
         from ..specs import OutputSpec
 
@@ -774,7 +777,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
         limit(len(cells) * len(windows), "this ingest (cells x windows)", "region", max_ingest_requests)
         with field_of("region"):
             the_plan = plan(cells, body.h3_res, windows, body.model, output=output,
-                            max_cells=max_ingest_requests)
+                            max_cells=max_ingest_requests, limits=Limits.from_config(store.config))
         return ok(jobs.submit(the_plan), 202)
 
     @app.get("/jobs/{job_id}", tags=["ingest"], summary="The state of an ingest job", responses=errors)

@@ -14,6 +14,7 @@ from rsembed_store.errors import SpecError, UnknownModelError
 from rsembed_store.ingest import plan as plan_mod
 from rsembed_store.ingest.plan import Plan, plan, region_cells
 from rsembed_store.keys import Request, ResolvedRequest, resolve
+from rsembed_store.limits import Limits
 from rsembed_store.specs import (
     BBox,
     H3Cell,
@@ -260,7 +261,7 @@ def test_too_many_cells_is_refused_before_enumerating(monkeypatch):
 
     monkeypatch.setattr(plan_mod.h3, "h3shape_to_cells", boom)
     monkeypatch.setattr(plan_mod.h3, "cell_to_children", boom)
-    with pytest.raises(SpecError, match=r"gives about [\d,]+ cells at h3_res=15.*max_cells=5,000,000.*coarser resolution"):
+    with pytest.raises(SpecError, match=r"gives about [\d,]+ cells at h3_res=15.*max_plan_cells=5,000,000.*coarser resolution"):
         region_cells(BBox(-10, 40, 10, 50), 15)
     with pytest.raises(SpecError, match=r"about 2,401 cells.*max_cells=100.*coarser"):
         region_cells([h3.latlng_to_cell(45, 10, 5)], 9, max_cells=100)
@@ -354,8 +355,9 @@ def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):
     for c in cells:
         by_res.setdefault(h3.get_resolution(c), []).append(c)
     checked = 0
+    huge = Limits(max_roi_pixels=10**15, max_array_bytes=10**18)  # keys only: cells of every size
     for res, group in by_res.items():
-        p = plan(group, res, windows, model, **kwargs)
+        p = plan(group, res, windows, model, limits=huge, **kwargs)
         assert p.cells == sorted(group)
         wins = [plan_mod._window("w", w) for w in windows]
         it = iter(p.requests)

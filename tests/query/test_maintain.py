@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
-from rsembed_store.errors import SpecError, UnknownSpaceError
+from rsembed_store.errors import SpecError, StoreError, UnknownSpaceError
 from rsembed_store.query.maintain import choose_index, ladder, maintain
 from rsembed_store.query.search import SETTINGS_KEY, explain, read_settings, search
 from rsembed_store.store import SCALAR_INDEXES
@@ -209,3 +209,64 @@ def test_cli_maintain(tmp_path):
     assert text.exit_code == 0 and "recall@10" in text.output and "kept" in text.output
     bad = runner.invoke(main, ["--db", str(tmp_path / "db"), "maintain", "--space", "nope__v1"])
     assert bad.exit_code == 2 and "nope__v1" in bad.output
+
+
+# ---------------------------------------------------------------- failures are logged or raised, never silent
+
+
+def _fail(*args, **kwargs):
+    raise RuntimeError("commit conflict: another writer won")
+
+
+def test_a_failed_compaction_is_logged_and_reported(tmp_path, monkeypatch, caplog):
+    store = Store.open(tmp_path / "db")
+    write(store, clustered(60, seed=7), batch=20)
+    space = store.space_for("toy").space
+    monkeypatch.setattr(type(store.dataset(space).optimize), "compact_files", _fail)
+    with caplog.at_level("WARNING", logger="rsembed_store.maintain"):
+        (s,) = maintain(store, min_rows_for_index=MIN_ROWS)["spaces"]
+    assert s["compaction"]["error"] == "commit conflict: another writer won"
+    assert s["scalar_indexes"]["action"] == "built"  # the rest of the maintenance went on
+    (record,) = [r for r in caplog.records if r.name == "rsembed_store.maintain"]
+    assert record.levelname == "WARNING"
+    assert space in record.getMessage() and "compaction failed" in record.getMessage()
+    assert "RuntimeError: commit conflict" in record.getMessage()
+
+
+def test_indexes_that_cannot_be_listed_raise_instead_of_being_rebuilt(tmp_path, monkeypatch):
+    store = Store.open(tmp_path / "db")
+    write(store, clustered(60, seed=8))
+    space = store.space_for("toy").space
+    maintain(store, min_rows_for_index=MIN_ROWS)
+    monkeypatch.setattr(type(store.table(space)), "list_indices", _fail)
+    monkeypatch.setattr(store, "create_scalar_indexes", lambda *a, **k: pytest.fail("rebuilt every index"))
+    with pytest.raises(StoreError, match=rf"cannot list the indexes of space '{space}': RuntimeError: commit"):
+        maintain(store, min_rows_for_index=MIN_ROWS)
+
+
+def test_unreadable_index_statistics_are_logged_and_the_index_still_updated(tmp_path, monkeypatch, caplog):
+    store = Store.open(tmp_path / "db")
+    write(store, clustered(300, seed=9))
+    space = store.space_for("toy").space
+    maintain(store, min_rows_for_index=200, sample_size=20)
+    store.put_many(clustered(5, seed=10, start=300))
+    monkeypatch.setattr(type(store.table(space)), "index_stats", _fail)
+    with caplog.at_level("WARNING", logger="rsembed_store.maintain"):
+        vi = maintain(store, min_rows_for_index=200, sample_size=20)["spaces"][0]["vector_index"]
+    assert vi["action"] == "updated" and "statistics unreadable" in vi["reason"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "rsembed_store.maintain"]
+    assert any(space in m and "'vector_idx'" in m and "commit conflict" in m for m in messages), messages
+    monkeypatch.undo()
+    assert store.table(space).index_stats("vector_idx").num_unindexed_rows == 0  # the new rows were folded in
+
+
+def test_a_failed_refresh_is_logged(caplog):
+    from types import SimpleNamespace
+
+    from rsembed_store.query.maintain import _refresh
+
+    store = SimpleNamespace(table=lambda space: SimpleNamespace(checkout_latest=_fail))
+    with caplog.at_level("WARNING", logger="rsembed_store.maintain"):
+        _refresh(store, "toy__toy-v1")
+    (record,) = caplog.records
+    assert "toy__toy-v1" in record.getMessage() and "latest version" in record.getMessage()

@@ -334,6 +334,8 @@ def test_clear_errors(held):
         search(store, "toy", [1.0, 2.0, 3.0])
     with pytest.raises(VectorError, match="NaN"):
         search(store, "toy", [1.0] * 7 + [float("nan")])
+    with pytest.raises(VectorError, match=r"beyond the float32 range .* 1e\+39 at index \(7,\)"):
+        search(store, "toy", [1.0] * 7 + [1e39])  # finite, but inf once cast to float32
     with pytest.raises(VectorError, match="zeros"):
         search(store, "toy", [0.0] * 8)
     with pytest.raises(VectorError):
@@ -363,7 +365,7 @@ def test_clear_errors(held):
 
 @pytest.mark.parametrize("where, why", [
     ("year = = 2021", "refused by LanceDB"),
-    ("no_such_column = 1", "refused by LanceDB"),
+    ("no_such_column = 1", "not a stored column"),
     ("year = 2021; DROP TABLE x", "';'"),
     ("year IN (SELECT 1)", "'SELECT'"),
     ("year = 2021) OR (1 = 1", "parentheses"),
@@ -376,6 +378,60 @@ def test_bad_where_is_refused_naming_the_filter(held, where, why):
         search(store, "toy", [1.0] * 8, where=where)
     if where:
         assert repr(where)[1:-1].split(";")[0][:10] in str(err.value)
+
+
+def test_an_unknown_or_internal_column_is_named_with_the_columns_one_may_filter_on(held):
+    store, _, _ = held
+    for where, name in (("nosuchcol = 1", "nosuchcol"), ("year = 2021 AND Bogus > 2", "Bogus"),
+                        ("_rowid = 1", "_rowid"), ('"_rowaddr" > 0', "_rowaddr"), ("_distance < 1", "_distance")):
+        with pytest.raises(SpecError) as err:
+            search(store, "toy", [1.0] * 8, where=where)
+        message = str(err.value)
+        assert f"names {name!r}" in message and err.value.field == "where", message
+        listed = message.split("the columns you may filter on: ")[1]
+        assert all(c in listed for c in ("'year'", "'provider'", "'start_date'", "'h3'", "'lon'")), message
+        assert "_row" not in listed and "'vector'" not in listed and "_distance" not in listed, message
+        assert ".rs:" not in message and "/home/" not in message, message
+    # a literal that looks like an internal column is only a string
+    assert len(search(store, "toy", [1.0] * 8, where="provider != '_rowid'", k=2)) == 2
+
+
+def test_lance_errors_lose_their_rust_source_paths(held):
+    store, _, _ = held
+    with pytest.raises(SpecError) as err:
+        search(store, "toy", [1.0] * 8, where="year = 'abc'")
+    message = str(err.value)
+    assert "could not convert" in message and ".rs:" not in message and "Invalid user input" not in message
+
+
+def test_cli_and_http_name_the_where_input(held):
+    from click.testing import CliRunner
+
+    from rsembed_store.cli import main
+
+    store, _, _ = held
+    res = CliRunner().invoke(main, ["--db", store.uri, "search", "-m", "toy", "--like-key", held[1][0].key,
+                                    "--where", "nosuchcol = 1"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --where: "), res.output
+    assert "'nosuchcol', which is not a stored column" in res.stderr and "'year'" in res.stderr
+    assert ".rs:" not in res.stderr and "_rowaddr" not in res.stderr
+
+    import asyncio
+
+    import httpx
+
+    from rsembed_store.query.service import create_app
+
+    async def send():
+        transport = httpx.ASGITransport(app=create_app(store), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rsembed-store") as client:
+            return await client.post("/search", json={"model": "toy", "like": {"vector": [1.0] * 8},
+                                                      "where": "nosuchcol = 1"})
+
+    answer = asyncio.run(send())
+    assert answer.status_code == 422, answer.text
+    err = answer.json()["error"]
+    assert err["code"] == "spec_error" and err["field"] == "where" and "nosuchcol" in err["message"]
 
 
 def test_keywords_inside_quotes_are_fine(held):

@@ -153,6 +153,15 @@ class CopernicusModel(ProductModel):
         out = super().resolve_output(output)
         return replace(out, scale_m=NATIVE_SCALE_M) if out.mode == "grid" else out
 
+    @classmethod
+    def footprint(cls, request: ResolvedRequest):
+        """The 0.25-degree cells an ROI's rows and columns span, 768 float32 values each."""
+        from ...limits import Footprint
+
+        w, s, e, n = request.spatial.bounds()
+        cells = (math.ceil((e - w) / RES_DEG) + 1) * (math.ceil((n - s) / RES_DEG) + 1)
+        return Footprint(float(cells), BANDS, 4, NATIVE_SCALE_M, "copernicus embeddings")
+
     def plan(self, request: ResolvedRequest) -> _Plan:
         path = self.settings.get("path")
         if not path:

@@ -140,6 +140,20 @@ class GseModel(ProductModel):
 
     # ------------------------------------------------------------ planning
 
+    @classmethod
+    def footprint(cls, request: ResolvedRequest):
+        """As :meth:`Model.footprint`; a pooled answer is read at the finest level that holds at
+        most :data:`MAX_POOL_PIXELS` pixels (int8 from the COGs, float32 from Earth Engine)."""
+        if request.output.mode == "grid":
+            return super().footprint(request)
+        from ...limits import Footprint, roi_pixels
+
+        scale = NATIVE_M
+        while roi_pixels(request.spatial, scale) > MAX_POOL_PIXELS:
+            scale *= 2
+        return Footprint(roi_pixels(request.spatial, scale), cls.info.dim, 4 if request.provider == "gee" else 1,
+                         scale, "gse embeddings")
+
     def catalogue(self) -> cat.Catalogue:
         root = self.settings.get("root")
         if not root:
@@ -153,7 +167,7 @@ class GseModel(ProductModel):
         out, spatial = request.output, request.spatial
         if out.mode == "grid":
             check_grid_size(spatial, out.scale_m, MAX_GRID_PIXELS, self.info.id)
-            return target_grid(spatial, out.scale_m), float(out.scale_m)
+            return target_grid(spatial, out.scale_m, max_pixels=self.limits.max_roi_pixels), float(out.scale_m)
         scale = NATIVE_M
         while estimate_pixels(spatial, scale) > MAX_POOL_PIXELS:  # before a grid is allocated
             scale *= 2

@@ -39,6 +39,7 @@ import numpy as np
 from ...embedding import Embedding
 from ...errors import ComputeError, ProviderError, SpecError
 from ...keys import ResolvedRequest
+from ...limits import Limits
 from ...model import Model, ModelInfo
 from ...specs import EARTH_RADIUS_M, H3Cell, OutputSpec
 
@@ -244,6 +245,7 @@ class ProductModel(Model):
     def __init__(self, config: Optional[Mapping] = None):
         self.config = dict(config or {})
         self.settings = product_settings(self.config, self.section, self.env, self.setting_keys)
+        self.limits = Limits.from_config(self.config)  # the size limits of this run (rsembed_store.limits)
         self.check_version()
 
     # ------------------------------------------------------------ resolution

@@ -189,7 +189,7 @@ class TesseraModel(ProductModel):
         year = request.temporal.year
         scale = out.scale_m if out.mode == "grid" else NATIVE_M
         check_grid_size(request.spatial, scale, MAX_POOL_PIXELS, self.info.id)  # before allocating it
-        out_grid = target_grid(request.spatial, scale)
+        out_grid = target_grid(request.spatial, scale, max_pixels=self.limits.max_roi_pixels)
         factor = int(round(scale / NATIVE_M))
         if out.mode == "grid" and factor > 1 and abs(factor * NATIVE_M - scale) < 1e-6 and \
                 out_grid.width * out_grid.height * factor * factor <= MAX_POOL_PIXELS:

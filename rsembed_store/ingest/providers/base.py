@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import NoImageryError, ProviderError
 from ...keys import ResolvedRequest
+from ...limits import Limits
 from ...model import FramePlan
 from ...specs import SensorSpec
 
@@ -80,6 +81,7 @@ class Provider:
 
     def __init__(self, config: Optional[Mapping] = None):
         self.config = dict(config or {})
+        self.limits = Limits.from_config(self.config)  # the size limits of this run (rsembed_store.limits)
 
     def inputs(self, request: ResolvedRequest):
         """``(sensor, temporal, spatial)`` of a request, refusing one without a sensor or window."""

@@ -401,7 +401,7 @@ class EarthEngineProvider(Provider):
         empty frame is seen as empty and back-filled like the local provider does.
         """
         sensor, _, spatial = self.inputs(request)
-        grid = target_grid(spatial, sensor.scale_m)
+        grid = target_grid(spatial, sensor.scale_m, max_pixels=self.limits.max_roi_pixels)
         compositor = lambda s, start, end: self._fetch(s, spatial, grid, start, end)  # noqa: E731
         return self._counted(lambda: self.assemble(request, compositor))
 

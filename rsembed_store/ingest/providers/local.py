@@ -66,6 +66,7 @@ from rasterio.warp import Resampling, transform as warp_transform, transform_bou
 
 from ...errors import NoImageryError, ProviderError
 from ...keys import ResolvedRequest
+from ...limits import Limits
 from ...specs import BBox, H3Cell, PointBuffer
 from .base import Pixels, Provider
 
@@ -188,7 +189,7 @@ def _points_in_polygon(px: np.ndarray, py: np.ndarray, vx: np.ndarray, vy: np.nd
     return inside
 
 
-def target_grid(spatial, scale_m: float) -> TargetGrid:
+def target_grid(spatial, scale_m: float, *, max_pixels: Optional[int] = None) -> TargetGrid:
     """The grid a request is answered on: UTM zone of the ROI centre, ``scale_m`` metre pixels.
 
     * ``PointBuffer(lon, lat, buffer_m)``: ``n = ceil(2 * buffer_m / scale_m)`` pixels
@@ -201,6 +202,10 @@ def target_grid(spatial, scale_m: float) -> TargetGrid:
       ``roi_mask`` marks the pixel centres inside the hexagon.
 
     ``roi_mask`` is all True for the square ROIs.
+
+    A grid of more than ``max_pixels`` pixels (default: the ``max_roi_pixels`` limit of
+    the environment, see :mod:`rsembed_store.limits`; callers with a configuration pass
+    theirs) is refused with a LimitError before anything is allocated.
     """
     s = float(scale_m)
     if not (math.isfinite(s) and s > 0):
@@ -233,6 +238,8 @@ def target_grid(spatial, scale_m: float) -> TargetGrid:
         raise ProviderError(
             f"the local provider cannot grid a {type(spatial).__name__}; accepted: PointBuffer, BBox, H3Cell"
         )
+    limits = Limits.from_config(None) if max_pixels is None else Limits(max_roi_pixels=int(max_pixels))
+    limits.check_pixels(int(width), int(height), f"{spatial!r} at {s:g} m")
     transform = Affine(s, 0.0, float(left), 0.0, -s, float(top))
     if hexagon is None:
         roi = np.ones((height, width), dtype=bool)
@@ -848,7 +855,7 @@ class LocalProvider(Provider):
         """One composite of the window, or one per frame (see ``Provider.assemble``); extra
         modalities are read on the primary sensor's grid."""
         sensor, _, spatial = self.inputs(request)
-        grid = target_grid(spatial, sensor.scale_m)
+        grid = target_grid(spatial, sensor.scale_m, max_pixels=self.limits.max_roi_pixels)
         return self.assemble(request, lambda s, start, end: self._composite(s, spatial, grid, start, end))
 
     def _composite(self, sensor, spatial, grid: TargetGrid, start: date, end: date) -> Pixels:
