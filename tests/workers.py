@@ -24,7 +24,8 @@ def upsert_worker(uri: str, worker: int, keys_per_batch: int, rounds: int, barri
         ]
         barrier.wait()
         store.put_many(batch)
-        written.value += len(batch)
+        written += len(batch)
+    return written
 
 
 def steady_writer(uri: str, start: int, count: int, ready, stop, written) -> None:
