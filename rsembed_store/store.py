@@ -158,6 +158,7 @@ class Store:
         self.h3_res = h3_res
         self.config = dict(config or {})
         self._getter = None
+        self._serving = None
         self._lock = threading.RLock()
         self._tables: Dict[str, object] = {}
         self._datasets: Dict[str, object] = {}
@@ -493,6 +494,13 @@ class Store:
         found: Dict[str, Embedding] = {}
         wanted = pa.array(sorted(set(keys)), pa.string())
         for sp in spaces:
+            view = self.serving.view(sp) if version is None and columns is None else None
+            if view is not None:
+                missing = [k for k in wanted.to_pylist() if k not in found]
+                found.update((e.key, e) for e in view.lookup(missing) if e is not None)
+                if len(found) == len(wanted):
+                    break
+                continue
             ds = self.dataset(sp, version)
             tbl = ds.to_table(filter=pc.field("key").isin(wanted), columns=columns or EMBEDDING_COLUMNS)
             for e in table_to_embeddings(tbl):
@@ -502,6 +510,18 @@ class Store:
         return [found.get(k) for k in keys]
 
     # ------------------------------------------------------------ cache-first faces
+
+    @property
+    def serving(self):
+        """The serving tiers of this store (:class:`~rsembed_store.query.serving.Serving`): look-ups and
+        searches answered from memory, in step with Lance. Configured by ``config["serving"]``."""
+        if self._serving is None:
+            with self._lock:
+                if self._serving is None:
+                    from .query.serving import Serving
+
+                    self._serving = Serving(self, self.config)
+        return self._serving
 
     @property
     def getter(self):
@@ -552,6 +572,15 @@ class Store:
         return search(self, model, like, k=k, temporal=temporal, within=within, where=where,
                       exclude_self=exclude_self, metric=metric, revision=revision, get=getter)
 
+    def search_many(self, model: str, vectors, k: int = 10, *, temporal=None, within=None,
+                    where: Optional[str] = None, metric: Optional[str] = None, revision: Optional[str] = None):
+        """:meth:`search` for many query vectors at once: one SearchResult per row of ``vectors``
+        (batched through the serving tier's graph when it can answer)."""
+        from .query.search import search_many
+
+        return search_many(self, model, vectors, k=k, temporal=temporal, within=within, where=where,
+                           metric=metric, revision=revision)
+
     def sql(self, query: str, *, limit: Optional[int] = 10_000, timeout_s: Optional[float] = 30.0, version=None):
         """Run one read-only DuckDB query over the spaces (views named after them, plus
         ``embeddings``); returns a pyarrow Table. See docs/sql.md."""
@@ -574,9 +603,12 @@ class Store:
 
     def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:
         """Which keys are stored in ``space`` (reads only the key column)."""
-        keys = list(keys)
+        keys = [check_key(k) for k in keys]
         if not keys:
             return []
+        view = self.serving.view(space)
+        if view is not None:
+            return view.contains(keys)
         ds = self.dataset(space)
         tbl = ds.to_table(filter=pc.field("key").isin(pa.array(list(set(keys)), pa.string())), columns=["key"])
         held = set(tbl.column("key").to_pylist())

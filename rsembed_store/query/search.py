@@ -199,8 +199,15 @@ def search(store, model: str, like, *, k: int = 10, temporal=None, within=None, 
     space's; another metric than the vector index's searches exactly.
     """
     t0 = time.perf_counter()
+    query = _query(store, model, like, k=k, metric=metric, revision=revision, get=get)
+    k, info, metric_, vector, self_key, like_kind = query
+    served = _served(store, info, metric_, temporal, within, where)
+    if served is not None:
+        view, filters = served
+        found, plan = view.search(vector, k, filters=filters, exclude=self_key if exclude_self else None)
+        return _result_from(found, info, metric_, k, {"like": like_kind, **plan}, t0)
     q = _prepare(store, model, like, k=k, temporal=temporal, within=within, where=where,
-                 exclude_self=exclude_self, metric=metric, revision=revision, get=get)
+                 exclude_self=exclude_self, metric=metric, revision=revision, get=get, query=query)
     nearest = dict(q.nearest)
     for _ in range(8):
         try:
@@ -233,16 +240,17 @@ def explain(store, model: str, like, *, k: int = 10, temporal=None, within=None,
     return {"space": q.space, "metric": q.metric, "k": q.k, "filter": q.filter, **q.plan, "lance_plan": text}
 
 
-def _prepare(store, model, like, *, k, temporal, within, where, exclude_self, metric, revision, get) -> _Prepared:
+def check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise SpecError(f"k={k!r} is not accepted; use an integer in [1, {MAX_K}]")
-    k = int(k)
-    info = store.space_for(model, revision)  # UnknownModelError / UnknownSpaceError name what is held
-    metric = check_metric(metric if metric is not None else info.metric)
-    vector, self_key, like_kind = query_vector(store, info, like, get)
-    if metric == "cosine" and not np.any(vector):
-        raise VectorError("the query vector is all zeros: it has no direction, so cosine distance is undefined")
+    return int(k)
 
+
+def _prepare(store, model, like, *, k, temporal, within, where, exclude_self, metric, revision, get,
+             query=None) -> _Prepared:
+    if query is None:
+        query = _query(store, model, like, k=k, metric=metric, revision=revision, get=get)
+    k, info, metric, vector, self_key, like_kind = query
     ds = store.dataset(info.space)
     settings = settings_of(ds)
     hints = settings.get("extent") or {}
@@ -263,6 +271,74 @@ def _prepare(store, model, like, *, k, temporal, within, where, exclude_self, me
     plan = {"like": like_kind, **plan}
     return _Prepared(space=info.space, model=info.model, metric=metric, k=k, vector=vector, filter=filt,
                      where=where, nearest=nearest, plan=plan, dataset=ds)
+
+
+def _query(store, model, like, *, k, metric, revision, get) -> tuple:
+    """The checked arguments every search needs: (k, space info, metric, query vector, own key, like kind)."""
+    k = check_k(k)
+    info = store.space_for(model, revision)  # UnknownModelError / UnknownSpaceError name what is held
+    metric = check_metric(metric if metric is not None else info.metric)
+    vector, self_key, like_kind = query_vector(store, info, like, get)
+    if metric == "cosine" and not np.any(vector):
+        raise VectorError("the query vector is all zeros: it has no direction, so cosine distance is undefined")
+    return k, info, metric, vector, self_key, like_kind
+
+
+def _served(store, info, metric: str, temporal, within, where):
+    """(view, filters) when the serving tier can answer exactly this search, else None (the Lance path)."""
+    serving = getattr(store, "serving", None)
+    if serving is None or metric != info.metric:
+        return None
+    from .serving import plan as plan_filters
+
+    filters = plan_filters(temporal, within, where, info.h3_res)
+    if filters is None:
+        return None
+    view = serving.view(info.space)
+    return (view, filters) if view is not None else None
+
+
+def _result_from(found, info, metric: str, k: int, plan: dict, t0: float) -> SearchResult:
+    rows, canonical = [], []
+    for distance, _, source, i in found:
+        row, text = source.result(i, distance)
+        rows.append(row)
+        canonical.append(text)
+    return SearchResult(rows=rows, space=info.space, model=info.model, metric=metric, k=k, filter=None,
+                        plan=plan, seconds=time.perf_counter() - t0, canonical=canonical)
+
+
+def search_many(store, model: str, vectors, *, k: int = 10, temporal=None, within=None,
+                where: Optional[str] = None, metric: Optional[str] = None,
+                revision: Optional[str] = None) -> List[SearchResult]:
+    """:func:`search` for many query vectors at once (one result per row of ``vectors``).
+
+    On the serving tier, unfiltered queries run as one batch through the graph
+    (FAISS spreads them over the cores); otherwise each is searched in turn.
+    """
+    t0 = time.perf_counter()
+    k = check_k(k)
+    info = store.space_for(model, revision)
+    metric = check_metric(metric if metric is not None else info.metric)
+    try:
+        Q = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise VectorError(f"vectors must be a list of vectors of dimension {info.dim}") from None
+    if Q.ndim != 2 or Q.shape[1] != info.dim:
+        raise VectorError(f"vectors must have shape (n, {info.dim}); got {Q.shape}")
+    Q = np.stack([as_vector(q, info.dim, f"vectors[{i}]") for i, q in enumerate(Q)]) if len(Q) else Q
+    if metric == "cosine":
+        zero = [i for i, q in enumerate(Q) if not np.any(q)]
+        if zero:
+            raise VectorError(f"vectors[{zero[0]}] is all zeros: it has no direction, so cosine distance is "
+                              "undefined")
+    served = _served(store, info, metric, temporal, within, where)
+    if served is not None:
+        view, filters = served
+        found, plan = view.search_many(Q.astype(np.float32), k, filters=filters)
+        return [_result_from(f, info, metric, k, {"like": "vector", **plan}, t0) for f in found]
+    return [search(store, model, q, k=k, temporal=temporal, within=within, where=where, metric=metric,
+                   revision=revision) for q in Q]
 
 
 def _exclude_clause(ds, key: str, *, alone: bool) -> Optional[str]:

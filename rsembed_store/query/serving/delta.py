@@ -1,0 +1,76 @@
+"""What changed in a space since a tier's Lance version: rows to add, tier rows to forget.
+
+Lance never rewrites a committed data file in place. Between the tier's
+version ``V`` and a later version ``L``:
+
+- a fragment that exists in ``L`` but not in ``V`` (or whose data files
+  changed) holds rows written after ``V``: they are read whole, as the delta;
+- a fragment of ``V`` that is gone in ``L`` (compacted, or every row deleted)
+  takes all its tier rows with it;
+- a fragment whose deletion file changed lost some rows (an upsert replaced
+  them, or a delete removed them): its row addresses in ``L`` say which tier
+  rows are still there.
+
+So a row committed by any process after ``V`` is in the delta, and a row
+replaced or removed after ``V`` is masked out of the tier: neither depends on
+who wrote it or how.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from .rows import COLUMNS, Rows, empty_rows, key_bytes
+from .tier import Tier, fragment_layout
+
+
+class Delta:
+    """Rows newer than a tier (searched exactly) and the tier rows no longer current (immutable)."""
+
+    def __init__(self, version: int, rows: Rows, removed: Optional[np.ndarray]):
+        self.version = int(version)
+        self.rows = rows
+        self.removed = removed  # bool mask over the tier's rows, or None when nothing was removed
+        self.n_removed = int(removed.sum()) if removed is not None else 0
+        self._by_key: Dict[bytes, int] = {bytes(k): i for i, k in enumerate(rows.keys)}
+
+    def position(self, key: bytes) -> int:
+        return self._by_key.get(key, -1)
+
+
+def empty_delta(tier: Tier) -> Delta:
+    return Delta(tier.version, empty_rows(tier.rows.dim, tier.rows.model, tier.rows.revision, tier.rows.zdict),
+                 None)
+
+
+def read_delta(tier: Tier, ds) -> Delta:
+    """The delta of ``tier`` at the Lance dataset ``ds`` (a later version of the same space)."""
+    now = fragment_layout(ds)
+    fragments = {int(f.fragment_id): f for f in ds.get_fragments()}
+    new = [fid for fid, (files, _) in now.items() if fid not in tier.layout or tier.layout[fid][0] != files]
+    removed = np.zeros(tier.n, dtype=bool)
+    frag_of = (tier.rows.addr >> np.uint64(32)).astype(np.int64)
+    for fid, (files, deletion) in tier.layout.items():
+        if fid not in now or now[fid][0] != files:
+            removed |= frag_of == fid  # gone or rewritten: its current rows (if any) are in the delta
+        elif now[fid][1] != deletion:
+            live = fragments[fid].to_table(columns=["key"], with_row_address=True).column("_rowaddr")
+            mine = frag_of == fid
+            removed[mine] = ~np.isin(tier.rows.addr[mine], live.to_numpy().astype(np.uint64))
+    if new:
+        table = ds.scanner(columns=COLUMNS, with_row_address=True,
+                           fragments=[fragments[fid] for fid in new]).to_table()
+        rows = Rows.from_arrow(table, dim=tier.rows.dim, model=tier.rows.model, revision=tier.rows.revision,
+                               zdict=tier.rows.zdict)
+    else:
+        rows = empty_rows(tier.rows.dim, tier.rows.model, tier.rows.revision, tier.rows.zdict)
+    # a key written again after V lives in the delta now, whatever its tier row's fragment says
+    if rows.n:
+        again = tier.positions(rows.keys)
+        removed[again[again >= 0]] = True
+    return Delta(ds.version, rows, removed if removed.any() else None)
+
+
+__all__ = ["Delta", "empty_delta", "read_delta", "key_bytes"]

@@ -1,0 +1,155 @@
+"""Reads through a tier and its delta: look-ups and nearest-neighbour search, merged as one snapshot.
+
+A :class:`View` pairs an immutable :class:`~.tier.Tier` (rows at version V)
+with the :class:`~.delta.Delta` of one later version L: it answers exactly as
+version L would, with the tier rows that L replaced or removed masked out and
+the rows written after V searched exactly. The plan for a filtered search
+depends on how many rows the filter keeps: up to :data:`EXACT_MAX_ROWS` they
+are scanned exactly (that is faster than a graph walk that must skip most of
+what it meets); more go through the graph with the filter as an allow-list.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ...embedding import Embedding
+from .delta import Delta
+from .filters import Filters
+from .rows import Rows, distances, key_bytes, top_k
+from .tier import Tier
+
+EXACT_MAX_ROWS = 40_000
+MAX_EF = 1024
+
+Candidate = Tuple[float, bytes, Rows, int]
+
+
+class View:
+    """One consistent snapshot of a space for reading (immutable; safe from many threads)."""
+
+    def __init__(self, tier: Tier, delta: Delta, fetch_grids: Callable[[Sequence[int]], List[dict]]):
+        self.tier, self.delta = tier, delta
+        self.version = delta.version
+        self._fetch_grids = fetch_grids
+
+    # ------------------------------------------------------------ look-ups
+
+    def find(self, keys: Sequence[str]) -> List[Optional[Tuple[Rows, int]]]:
+        """Where each key's current row lives ((rows, position)), None where not stored."""
+        kb = key_bytes(keys)
+        in_tier = self.tier.positions(kb)
+        removed = self.delta.removed
+        out: List[Optional[Tuple[Rows, int]]] = []
+        for key, pos in zip(kb, in_tier):
+            d = self.delta.position(bytes(key)) if self.delta.rows.n else -1
+            if d >= 0:
+                out.append((self.delta.rows, d))
+            elif pos >= 0 and (removed is None or not removed[pos]):
+                out.append((self.tier.rows, int(pos)))
+            else:
+                out.append(None)
+        return out
+
+    def lookup(self, keys: Sequence[str]) -> List[Optional[Embedding]]:
+        places = self.find(keys)
+        grid_at = [p[0].addr[p[1]] for p in places if p is not None and p[0].has_grid[p[1]]]
+        grids = dict(zip((int(a) for a in grid_at), self._fetch_grids([int(a) for a in grid_at]))) if grid_at else {}
+        out = []
+        for p in places:
+            if p is None:
+                out.append(None)
+                continue
+            rows, i = p
+            out.append(rows.embedding(i, grids.get(int(rows.addr[i])) if rows.has_grid[i] else None))
+        return out
+
+    def contains(self, keys: Sequence[str]) -> List[bool]:
+        return [p is not None for p in self.find(keys)]
+
+    # ------------------------------------------------------------ search
+
+    def search(self, q: np.ndarray, k: int, *, filters: Optional[Filters] = None,
+               exclude: Optional[str] = None) -> Tuple[List[Candidate], dict]:
+        """The ``k`` nearest current rows to ``q`` that pass ``filters``, nearest first (ties by key),
+        and how the search ran."""
+        tier, delta = self.tier, self.delta
+        own = key_bytes([exclude]) if exclude else None
+        allowed = filters.mask(tier.rows) if filters else None
+        if delta.removed is not None:
+            allowed = ~delta.removed if allowed is None else allowed & ~delta.removed
+        own_pos = int(tier.positions(own)[0]) if own is not None else -1
+        plan = {"path": "serving", "tier_version": tier.version, "delta_rows": delta.rows.n,
+                "removed_rows": delta.n_removed}
+        found = self._tier_candidates(q, k, allowed, own_pos, plan)
+        if delta.rows.n:
+            found += self._delta_candidates(q, k, filters, own)
+        found.sort(key=lambda c: (c[0], c[1]))
+        return found[:k], plan
+
+    def _tier_candidates(self, q, k, allowed, own_pos, plan) -> List[Candidate]:
+        tier = self.tier
+        if allowed is not None and own_pos >= 0:
+            allowed = allowed.copy() if allowed is not None else allowed
+            allowed[own_pos] = False
+        n_allowed = tier.n if allowed is None else int(allowed.sum())
+        plan["rows_allowed"] = n_allowed - (1 if allowed is None and own_pos >= 0 else 0)
+        if n_allowed == 0:
+            plan.update(index=None, exact=True)
+            return []
+        if tier.index is None or (allowed is not None and n_allowed <= EXACT_MAX_ROWS):
+            positions = np.flatnonzero(allowed) if allowed is not None else None
+            dist = tier.exact(q, positions)
+            if positions is None and own_pos >= 0:
+                dist[own_pos] = np.inf
+            best = top_k(dist, tier.rows.keys if positions is None else tier.rows.keys[positions], k)
+            chosen = best if positions is None else positions[best]
+            plan.update(index=None, exact=True)
+            return [(float(dist[b]), bytes(tier.rows.keys[c]), tier.rows, int(c))
+                    for b, c in zip(best, chosen) if np.isfinite(dist[b])]
+        ef = tier.ef or 64
+        if allowed is None:
+            count = k + (1 if own_pos >= 0 else 0)
+            D, I = tier.graph(q, count, ef=ef)
+        else:
+            ef = min(MAX_EF, max(ef, int(math.ceil(ef * min(4.0, tier.n / n_allowed)))))
+            D, I = tier.graph(q, k, allowed=allowed, ef=ef)
+        plan.update(index="hnsw", exact=False, ef=int(max(ef, k)))
+        out = [(float(d), bytes(tier.rows.keys[i]), tier.rows, int(i))
+               for d, i in zip(D[0], I[0]) if i >= 0 and i != own_pos]
+        if len(out) < min(k, n_allowed) and allowed is not None:
+            # the graph ran out of allowed rows to reach: scan them exactly instead
+            positions = np.flatnonzero(allowed)
+            dist = tier.exact(q, positions)
+            best = top_k(dist, tier.rows.keys[positions], k)
+            plan.update(index=None, exact=True, widened=True)
+            return [(float(dist[b]), bytes(tier.rows.keys[positions[b]]), tier.rows, int(positions[b]))
+                    for b in best]
+        return out[:k]
+
+    def _delta_candidates(self, q, k, filters, own) -> List[Candidate]:
+        rows = self.delta.rows
+        mask = filters.mask(rows) if filters else np.ones(rows.n, dtype=bool)
+        if own is not None:
+            mask &= rows.keys != own[0]
+        positions = np.flatnonzero(mask)
+        if not len(positions):
+            return []
+        dist = distances(rows.vectors[positions], q, self.tier.metric)
+        best = top_k(dist, rows.keys[positions], k)
+        return [(float(dist[b]), bytes(rows.keys[positions[b]]), rows, int(positions[b])) for b in best]
+
+    def search_many(self, Q: np.ndarray, k: int, *, filters: Optional[Filters] = None) -> Tuple[list, dict]:
+        """:meth:`search` for each row of ``Q``; unfiltered queries on a graph tier run as one batch."""
+        tier = self.tier
+        if tier.index is None or filters or self.delta.removed is not None or self.delta.rows.n:
+            results = [self.search(q, k, filters=filters) for q in Q]
+            return [r[0] for r in results], (results[0][1] if results else {"path": "serving"})
+        D, I = tier.graph(Q, k, ef=tier.ef)
+        out = [[(float(d), bytes(tier.rows.keys[i]), tier.rows, int(i)) for d, i in zip(drow, irow) if i >= 0]
+               for drow, irow in zip(D, I)]
+        return out, {"path": "serving", "tier_version": tier.version, "index": "hnsw", "exact": False,
+                     "ef": int(max(tier.ef or 64, k)), "delta_rows": 0, "removed_rows": 0}
