@@ -73,7 +73,7 @@ def main(ctx, db, storage_options, max_roi_pixels, max_array_bytes, max_plan_cel
 @json_option
 @click.pass_obj
 def stats(obj: Context, as_json):
-    """What the store holds: rows per space, pooled/grid, versions, bytes."""
+    """What the store holds: rows per space, pooled/grid, versions, bytes, and what serves each space."""
     data = obj.store.stats()
     if as_json:
         emit_json(data)
@@ -87,6 +87,12 @@ def stats(obj: Context, as_json):
             f"  {s['space']}: {s['rows']} rows ({s['pooled_rows']} pooled, {s['grid_rows']} grid), "
             f"dim {s['dim']}, {s['metric']}, version {s['version']}, {size}"
         )
+        sv = s.get("serving") or {}
+        if sv.get("path") == "serving":
+            click.echo(f"    served from memory: {sv['kind']} tier of version {sv['version']} "
+                       f"({sv['bytes'] / 2**20:.1f} MiB; {sv['delta_rows']} newer rows read as a delta)")
+        else:
+            click.echo(f"    served by Lance: {sv.get('reason')}")
     click.echo(f"total rows: {data['total_rows']}")
 
 

@@ -675,10 +675,19 @@ class Store:
                     "versions": len(ds.versions()),
                     "bytes": _space_bytes(ds),
                     "indices": indices,
+                    "serving": self._serving_summary(s.space),
                 }
             )
         out["total_rows"] = sum(s["rows"] for s in out["spaces"])
         return out
+
+    def _serving_summary(self, space: str) -> dict:
+        """Which path serves ``space`` and the memory its tier holds (loads a saved tier; builds no graph)."""
+        try:
+            self.serving.view(space, build=False)
+        except Exception as exc:  # stats must not fail because a tier could not be read
+            return {"path": "lance", "reason": f"the tier could not be loaded: {exc}"}
+        return self.serving.describe(space)
 
 
 def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:

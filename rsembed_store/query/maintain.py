@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -54,6 +54,7 @@ RECALL_K = 10
 def maintain(store, *, spaces: Optional[Sequence[str]] = None, min_rows_for_index: int = 50_000,
              target_recall: float = 0.95, force: bool = False, index_type: Optional[str] = None,
              sample_size: int = 100, margin: float = 0.02, seed: int = 0,
+             prune_older_than: Optional[timedelta] = None,
              log: Optional[Callable[[str], None]] = None) -> dict:
     """Compact, refresh indexes and (re)tune the vector search of each space; returns a JSON-ready report.
 
@@ -62,8 +63,15 @@ def maintain(store, *, spaces: Optional[Sequence[str]] = None, min_rows_for_inde
     the recall@10 the chosen query settings must reach on the sample (plus
     ``margin`` as a safety allowance for queries unlike the sample).
     ``force``: rebuild the scalar and vector indexes. ``index_type``: one of
-    :data:`INDEX_TYPES` instead of the automatic choice.
+    :data:`INDEX_TYPES` instead of the automatic choice. ``prune_older_than``
+    (a timedelta): afterwards, delete the files of versions older than that,
+    never a tagged version and never the latest (time travel to pruned
+    versions ends there). Each space's serving tier is rebuilt last, so it
+    covers the compacted latest version.
     """
+    if prune_older_than is not None and (not isinstance(prune_older_than, timedelta)
+                                         or prune_older_than.total_seconds() < 0):
+        raise SpecError(f"prune_older_than={prune_older_than!r} must be a non-negative timedelta")
     if isinstance(min_rows_for_index, bool) or not isinstance(min_rows_for_index, int) or min_rows_for_index < 1:
         raise SpecError(f"min_rows_for_index={min_rows_for_index!r} must be a positive integer")
     if not isinstance(target_recall, (int, float)) or not 0 < float(target_recall) <= 1:
@@ -87,14 +95,15 @@ def maintain(store, *, spaces: Optional[Sequence[str]] = None, min_rows_for_inde
         report["spaces"].append(
             maintain_space(store, name, min_rows_for_index=min_rows_for_index, target_recall=float(target_recall),
                            force=force, index_type=index_type.upper() if index_type else None,
-                           sample_size=sample_size, margin=margin, seed=seed, log=log))
+                           sample_size=sample_size, margin=margin, seed=seed, prune_older_than=prune_older_than,
+                           log=log))
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report
 
 
 def maintain_space(store, space: str, *, min_rows_for_index: int, target_recall: float, force: bool,
                    index_type: Optional[str], sample_size: int, margin: float, seed: int,
-                   log: Callable[[str], None]) -> dict:
+                   log: Callable[[str], None], prune_older_than: Optional[timedelta] = None) -> dict:
     info = store.space_info(space)
     t0 = time.perf_counter()
     out: dict = {"space": space, "metric": info.metric, "dim": info.dim}
@@ -143,8 +152,28 @@ def maintain_space(store, space: str, *, min_rows_for_index: int, target_recall:
         out["vector_index"] = _vector_index(store, space, info, rows, target_recall=target_recall, force=force,
                                             index_type=index_type, sample_size=sample_size, margin=margin,
                                             seed=seed, log=log, extent=extent)
+    if prune_older_than is not None:
+        out["prune"] = prune(store, space, prune_older_than)
+        log(f"{space}: pruned {out['prune']['versions_removed']} versions, "
+            f"{out['prune']['bytes_removed'] / 2**20:.1f} MiB freed")
+    if store.serving.enabled:
+        t = time.perf_counter()
+        out["serving"] = store.serving.build(space)
+        log(f"{space}: serving tier {out['serving'].get('kind')} of {out['serving'].get('rows')} rows "
+            f"in {time.perf_counter() - t:.1f} s ({out['serving']['path']})")
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+def prune(store, space: str, older_than: timedelta) -> dict:
+    """Delete the files of versions of ``space`` older than ``older_than`` (never tagged ones, never the
+    latest); returns how many versions and bytes went."""
+    ds = store.dataset(space)
+    before = len(ds.versions())
+    stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
+    return {"older_than_s": older_than.total_seconds(), "versions_before": before,
+            "versions_removed": int(getattr(stats, "old_versions", 0) or 0),
+            "bytes_removed": int(getattr(stats, "bytes_removed", 0) or 0)}
 
 
 # ---------------------------------------------------------------- scalar indexes

@@ -463,6 +463,18 @@ def _models():
         revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
         compute: bool = Field(False, description="With like.request: compute it on a miss (needs the token).")
 
+    class SearchBatchBody(Body):
+        model: str = Field(description="The model whose space is searched.", examples=["spectral"])
+        vectors: List[List[float]] = Field(min_length=1, description="Query vectors of the space's dimension "
+                                                                     "(at most max_batch).")
+        k: int = Field(10, ge=1, description="How many results per vector (at most max_batch).")
+        temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
+                                                                     "TemporalSpec dict.")
+        within: Optional[Area] = Field(None, description="Keep rows inside this area.")
+        where: Optional[str] = Field(None, description="An extra filter on stored columns.")
+        metric: Optional[str] = Field(None, description="cosine, l2 or dot (default: the space's metric).")
+        revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
+
     class SqlBody(Body):
         query: str = Field(description="One read-only SELECT.", examples=["SELECT space, count(*) AS n FROM "
                                                                           "embeddings GROUP BY ALL"])
@@ -682,6 +694,18 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
                               exclude_self=body.exclude_self, metric=body.metric, revision=body.revision,
                               compute=body.compute)
         return ok({"results": result.to_dicts()})
+
+    @app.post("/search/batch", tags=["search"], summary="Many query vectors at once", responses=errors)
+    def search_batch(body: m.SearchBatchBody, creds=Depends(reader)):
+        """The ``k`` nearest stored answers for each of ``vectors`` (one result list per vector, in order)."""
+        limit(len(body.vectors), "vectors", "vectors")
+        limit(body.k, "k", "k")
+        temporal = _temporal(body.temporal, "temporal")
+        within = _area(body.within, "within") if body.within is not None else None
+        with field_of("vectors"):
+            results = store.search_many(body.model, body.vectors, k=body.k, temporal=temporal, within=within,
+                                        where=body.where, metric=body.metric, revision=body.revision)
+        return ok({"results": [r.to_dicts() for r in results]})
 
     def _like(body):
         like = body.like

@@ -28,6 +28,11 @@ def clustered(n, seed, start=0):
     return out
 
 
+# these tests are about the Lance path's vector index and settings (the serving tier's own
+# tests are in test_serving.py), so the tier is off here
+LANCE_ONLY = {"serving": {"enabled": False}}
+
+
 def write(store, embs, batch=1000):
     for i in range(0, len(embs), batch):  # several writes: several fragments to compact
         store.put_many(embs[i: i + batch])
@@ -35,7 +40,7 @@ def write(store, embs, batch=1000):
 
 @pytest.fixture(scope="module")
 def maintained(tmp_path_factory):
-    store = Store.open(tmp_path_factory.mktemp("maintain") / "db")
+    store = Store.open(tmp_path_factory.mktemp("maintain") / "db", config=LANCE_ONLY)
     embs = clustered(N_ROWS, seed=0)
     write(store, embs)
     space = store.space_for("toy").space
@@ -122,7 +127,7 @@ def test_versions_are_kept(maintained):
 
 
 def test_rows_added_after_the_index_are_found_at_once(tmp_path):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(2500, seed=3))
     maintain(store, min_rows_for_index=MIN_ROWS)
     space = store.space_for("toy").space
@@ -151,7 +156,7 @@ def test_rows_added_after_the_index_are_found_at_once(tmp_path):
 
 
 def test_small_spaces_get_no_vector_index(tmp_path):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(300, seed=4))
     report = maintain(store, min_rows_for_index=MIN_ROWS)
     (s,) = report["spaces"]
@@ -163,7 +168,7 @@ def test_small_spaces_get_no_vector_index(tmp_path):
 
 
 def test_force_rebuilds_and_a_chosen_type(tmp_path):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(2200, seed=6))
     first = maintain(store, min_rows_for_index=MIN_ROWS)["spaces"][0]["vector_index"]
     assert first["action"] == "built"
@@ -180,7 +185,7 @@ def test_choices_and_bad_arguments(tmp_path):
     big = choose_index(20_000_000, 768)
     assert big["type"] == "IVF_PQ" and 768 % big["num_sub_vectors"] == 0 and big["num_partitions"] == 4472
     assert [s["nprobes"] for s in ladder({"type": "IVF_FLAT", "num_partitions": 1000})][:3] == [10, 20, 30]
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     assert maintain(store)["spaces"] == []
     with pytest.raises(UnknownSpaceError):
         maintain(store, spaces=["nope__v1"])
@@ -197,7 +202,7 @@ def test_cli_maintain(tmp_path):
 
     from rsembed_store.cli import main
 
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(2100, seed=8))
     runner = CliRunner()
     db = str(tmp_path / "db")
@@ -219,7 +224,7 @@ def _fail(*args, **kwargs):
 
 
 def test_a_failed_compaction_is_logged_and_reported(tmp_path, monkeypatch, caplog):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(60, seed=7), batch=20)
     space = store.space_for("toy").space
     monkeypatch.setattr(type(store.dataset(space).optimize), "compact_files", _fail)
@@ -234,7 +239,7 @@ def test_a_failed_compaction_is_logged_and_reported(tmp_path, monkeypatch, caplo
 
 
 def test_indexes_that_cannot_be_listed_raise_instead_of_being_rebuilt(tmp_path, monkeypatch):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(60, seed=8))
     space = store.space_for("toy").space
     maintain(store, min_rows_for_index=MIN_ROWS)
@@ -245,7 +250,7 @@ def test_indexes_that_cannot_be_listed_raise_instead_of_being_rebuilt(tmp_path, 
 
 
 def test_unreadable_index_statistics_are_logged_and_the_index_still_updated(tmp_path, monkeypatch, caplog):
-    store = Store.open(tmp_path / "db")
+    store = Store.open(tmp_path / "db", config=LANCE_ONLY)
     write(store, clustered(300, seed=9))
     space = store.space_for("toy").space
     maintain(store, min_rows_for_index=200, sample_size=20)
@@ -270,3 +275,41 @@ def test_a_failed_refresh_is_logged(caplog):
         _refresh(store, "toy__toy-v1")
     (record,) = caplog.records
     assert "toy__toy-v1" in record.getMessage() and "latest version" in record.getMessage()
+
+
+def test_maintain_builds_the_serving_tier_and_prunes_old_versions(tmp_path):
+    from datetime import timedelta
+
+    store = Store.open(tmp_path / "db", config={"serving": {"background": False}})
+    embs = clustered(300, 0)
+    for i in range(0, 300, 50):  # six versions, each a small fragment
+        store.put_many(embs[i:i + 50])
+    space = store.space_for("toy").space
+    store.tag(space, "first", 2)
+    report = maintain(store, prune_older_than=timedelta(0))
+    s = report["spaces"][0]
+    assert s["serving"]["path"] == "serving" and s["serving"]["rows"] == 300
+    assert s["serving"]["version"] == store.dataset(space).version
+    assert s["prune"]["versions_removed"] > 0 and s["prune"]["bytes_removed"] > 0
+    versions = [v["version"] for v in store.versions(space)]
+    assert 2 in versions and store.dataset(space).version in versions  # the tagged and the latest stay
+    assert store.count(space, version="first") == 50
+    assert search(store, "toy", embs[0].vector, k=3, exclude_self=False).keys[0] == embs[0].key
+    with pytest.raises(SpecError, match="prune_older_than"):
+        maintain(store, prune_older_than=-1)
+
+
+def test_cli_maintain_prune_reports_and_refuses_a_bad_age(tmp_path):
+    from click.testing import CliRunner
+
+    from rsembed_store.cli import main
+
+    store = Store.open(tmp_path / "db")
+    embs = clustered(60, 1)
+    store.put_many(embs[:30])
+    store.put_many(embs[30:])
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "maintain", "--prune", "0s"])
+    assert res.exit_code == 0, res.output
+    assert "pruned" in res.output and "served by serving" in res.output
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "maintain", "--prune", "soon"])
+    assert res.exit_code != 0 and "--prune 'soon' is not an age" in res.output

@@ -261,3 +261,20 @@ def test_time_travel_reads_lance_as_of_a_version(space, tmp_path):
     assert np.array_equal(store.lookup_many([reqs[0].key], space=SPACE, version=v1)[0].vector, X[0])
     assert np.array_equal(store.lookup_many([reqs[0].key], space=SPACE)[0].vector, -X[0])
     assert store.to_arrow(SPACE, version=v1).filter(pc.equal(pc.field("key"), reqs[0].key)).num_rows == 1
+
+
+def test_search_batch_over_http(space):
+    import httpx
+
+    from rsembed_store.query.service import create_app
+    from scripts.load_service import served_in_thread
+
+    path, reqs, X, *_ = space
+    store = _open(path)
+    with served_in_thread(create_app(store)) as base, httpx.Client(base_url=base) as http:
+        res = http.post("/search/batch", json={"model": "toy", "vectors": X[:4].tolist(), "k": 3})
+        assert res.status_code == 200, res.text
+        got = res.json()["results"]
+        assert [[r["key"] for r in one] for one in got] == [r.keys for r in store.search_many("toy", X[:4], k=3)]
+        bad = http.post("/search/batch", json={"model": "toy", "vectors": [[1.0, 2.0]], "k": 3})
+        assert bad.status_code == 422 and "shape (n, 8)" in bad.json()["error"]["message"]

@@ -92,8 +92,11 @@ class Serving:
 
     # ------------------------------------------------------------ reading
 
-    def view(self, space: str) -> Optional[View]:
-        """The current view of ``space``, or None when reads of it take the Lance path."""
+    def view(self, space: str, *, build: bool = True) -> Optional[View]:
+        """The current view of ``space``, or None when reads of it take the Lance path.
+
+        ``build=False`` loads a saved tier (and makes small exact ones) but starts no graph build.
+        """
         if not self.enabled:
             return None
         st = self._state(space)
@@ -105,7 +108,7 @@ class Serving:
             v = st.view
             if v is not None and v.version == latest:
                 return v
-            if st.tier is None and not self._obtain(space, st):
+            if st.tier is None and not self._obtain(space, st, build):
                 return None
             tier = st.tier
             if tier.version == latest:
@@ -138,7 +141,7 @@ class Serving:
                 st = self._states[space] = _State(lock=threading.Lock())
             return st
 
-    def _obtain(self, space: str, st: _State) -> bool:
+    def _obtain(self, space: str, st: _State, build: bool = True) -> bool:
         """Give ``st`` a tier: load the saved one, or build (now if small). False: use Lance for now."""
         info = self.store.space_info(space)
         if not st.loaded:
@@ -157,9 +160,12 @@ class Serving:
             st.reason = (f"over the memory budget ({estimate_bytes(rows, info.dim, True) / 2**20:,.0f} MiB "
                          f"needed, {self.budget / 2**20:,.0f} MiB allowed in all)")
             return False
-        if rows <= self.graph_min_rows or not self.background:
+        if rows <= self.graph_min_rows or (build and not self.background):
             self._build_into(space, st)
             return st.tier is not None
+        if not build:
+            st.reason = "no saved tier (maintain builds one; the first search starts one)"
+            return False
         st.reason = "building the tier in the background"
         self._start_build(space, st)
         return False
