@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("retrieval", "search", "filtered", "ingest", "sql")
+SECTIONS = ("retrieval", "search", "filtered", "serving", "ingest", "sql")
 
 
 def bench(args, cwd=ROOT, env_path=None, timeout=600):
@@ -67,19 +67,23 @@ def test_quick_run_reports_every_section(tmp_path):
         check_latency(f["store_get_hit"], model)
         check_latency(f["recompute"], model)
         assert f["speedup_p50"] > 1, (model, f)  # a hit must beat fetching imagery and featurising
-    big = ret["big_space"]
-    check_latency(big["store_get_hit"], "get")
-    assert big["lookup_many_batch"]["median_ms"] > 0
+    for path in ("serving", "lance"):
+        big = ret["big_space"][path]
+        check_latency(big["store_get_hit"], f"get ({path})")
+        check_latency(big["lookup_many_1"], f"lookup_many ({path})")
+        assert big["lookup_many_batch"]["median_ms"] > 0
 
     (point,) = report["sections"]["search"]["points"]
     assert (point["rows"], point["dim"]) == (20_000, 64)
-    for engine in ("store", "store_exact_scan", "numpy_exact", "duckdb_brute"):
+    for engine in ("store", "store_lance", "store_exact_scan", "numpy_exact", "duckdb_brute"):
         check_search_engine(point[engine], engine)
     # the exact engines must agree with the exact answer; an index may miss a little
     for engine in ("store_exact_scan", "numpy_exact", "duckdb_brute"):
         assert point[engine]["recall_at_10"] == 1.0, engine
-    assert point["store"]["recall_at_10"] >= 0.8
-    assert point["store"]["disk_bytes"] > point["store"]["index_bytes"] > 0
+    assert point["store"]["recall_at_10"] >= 0.95 and point["store"]["path"] == "serving"
+    assert point["store"]["index_bytes"] > point["store"]["raw_vector_bytes"] > 0
+    assert point["store_lance"]["recall_at_10"] >= 0.8
+    assert point["store_lance"]["disk_bytes"] > point["store_lance"]["index_bytes"] > 0
     for engine in ("faiss_hnsw", "faiss_ivfpq"):
         if faiss_installed():
             check_search_engine(point[engine], engine)
@@ -89,9 +93,24 @@ def test_quick_run_reports_every_section(tmp_path):
 
     filt = report["sections"]["filtered"]
     assert 0.02 <= filt["share"] <= 0.08, filt["share"]  # "about 5 % of the rows"
-    for engine in ("store_bbox", "store_polygon", "numpy_exact", "duckdb_brute"):
+    for engine in ("store_bbox", "store_lance_bbox", "store_polygon", "numpy_exact", "duckdb_brute"):
         check_search_engine(filt[engine], engine)
     assert filt["duckdb_brute"]["recall_at_10"] == 1.0
+    assert [f["share_asked"] for f in filt["by_share"]] == [0.01, 0.5]
+    for f in filt["by_share"]:
+        check_search_engine(f["store"], f"store at {f['share']}")
+        assert f["store"]["recall_at_10"] >= 0.95, f
+
+    srv = report["sections"]["serving"]
+    assert srv["memory"]["tier_bytes"] > srv["memory"]["raw_vector_bytes"] > 0
+    assert srv["search_many"]["queries_per_s"] > 0 and srv["search_many"]["recall_at_10"] >= 0.95
+    assert srv["restart"]["tier_source"] == "loaded" and srv["restart"]["median_s"] > 0
+    assert [t["threads"] for t in srv["threads"]] == [1, 4]
+    assert all(t["errors"] == 0 and t["calls"] > 0 for t in srv["threads"]), srv["threads"]
+    assert [c["clients"] for c in srv["http"]["clients"]] == [1, 4]
+    assert all(c["failed_all_runs"] == 0 for c in srv["http"]["clients"]), srv["http"]
+    assert srv["bulk_write"]["rows_per_s"] > 0
+    assert srv["disk"]["bytes_after"] <= srv["disk"]["bytes_before"]
 
     models = report["sections"]["ingest"]["models"]
     assert set(models) == {"spectral", "mosaiks", "gse"}
@@ -110,7 +129,8 @@ def test_quick_run_reports_every_section(tmp_path):
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
     assert rendered.stdout == (tmp_path / "report.md").read_text()
-    assert "| rsembed_store (maintained index) |" in rendered.stdout
+    assert "| rsembed_store, serving tier |" in rendered.stdout
+    assert "| rsembed_store, Lance path (maintained index) |" in rendered.stdout
     check_page(tmp_path, rendered.stdout)
 
 

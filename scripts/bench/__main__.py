@@ -31,13 +31,13 @@ from datetime import datetime, timezone  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
 from . import config as configs  # noqa: E402
-from . import filtered, ingest, retrieval, search, sql  # noqa: E402
+from . import filtered, ingest, retrieval, search, serving, sql  # noqa: E402
 from .machine import loadavg, machine  # noqa: E402
 from .render import render  # noqa: E402
 from .workspace import Workspace, log  # noqa: E402
 
 ORDER = (("search", search.run), ("filtered", filtered.run), ("retrieval", retrieval.run),
-         ("sql", sql.run), ("ingest", ingest.run))
+         ("sql", sql.run), ("ingest", ingest.run), ("serving", serving.run))  # serving adds rows: last
 
 
 def point(text: str) -> tuple:

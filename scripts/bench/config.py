@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-SECTIONS = ("retrieval", "search", "filtered", "ingest", "sql")
+SECTIONS = ("retrieval", "search", "filtered", "serving", "ingest", "sql")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class Config:
     # filtered search and SQL run over this space (rows, dim); retrieval's look-ups too
     big_space: Tuple[int, int] = (1_000_000, 64)
     filter_share: float = 0.05
+    filter_shares: Tuple[float, ...] = (0.001, 0.01, 0.05, 0.2, 0.5)  # the serving tier across selectivities
+    # serving: batch queries, threads, HTTP clients, bulk writes
+    batch_queries: int = 2_000
+    thread_counts: Tuple[int, ...] = (1, 2, 4, 8)
+    thread_seconds: float = 30.0
+    http_clients: Tuple[int, ...] = (1, 4, 8)
+    http_requests: int = 1_000
+    bulk_rows: int = 10_000
     # retrieval
     get_samples: int = 500
     recompute_requests: int = 20
@@ -57,4 +65,5 @@ def quick() -> Config:
     return Config(runs=1, search_matrix=((20_000, 64),), queries=50, tune_queries=30, slow_queries=10,
                   big_space=(20_000, 64),
                   get_samples=100, recompute_requests=4, batch_keys=2_000, scene_px=256, gse_px=256,
-                  quick=True)
+                  filter_shares=(0.01, 0.5), batch_queries=200, thread_counts=(1, 4), thread_seconds=1.0,
+                  http_clients=(1, 4), http_requests=100, bulk_rows=1_000, quick=True)

@@ -61,10 +61,13 @@ def truth(X: np.ndarray, Q: np.ndarray, rows: Optional[np.ndarray] = None) -> np
 # ---------------------------------------------------------------- the store
 
 
-def store_search(sp, **filters) -> Callable[[np.ndarray], List[int]]:
-    """A function: query vector -> row numbers, through the store's public search."""
+def store_search(sp, *, lance: bool = False, **filters) -> Callable[[np.ndarray], List[int]]:
+    """A function: query vector -> row numbers, through the store's public search (``lance``: with the
+    serving tier off, i.e. the Lance path alone)."""
+    store = sp.lance if lance else sp.store
+
     def run(q: np.ndarray) -> List[int]:
-        res = search(sp.store, sp.model, q, k=K, **filters)
+        res = search(store, sp.model, q, k=K, **filters)
         return [sp.key_to_row[r["key"]] for r in res.rows]
 
     return run

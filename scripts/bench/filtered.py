@@ -69,7 +69,10 @@ def run(ws: Workspace) -> dict:
            "bbox": list(box.bounds()), "rows_kept": int(len(kept)), "share": round(len(kept) / sp.rows, 4),
            "polygon_rows_kept": int(len(kept_poly)), "polygon_share": round(len(kept_poly) / sp.rows, 4)}
     out["store_bbox"] = measure(engines.store_search(sp, temporal=window, within=box), Q, tr, cfg.runs)
-    log(f"  store year + bbox: {brief(out['store_bbox'])}")
+    log(f"  store year + bbox (serving tier): {brief(out['store_bbox'])}")
+    out["store_lance_bbox"] = measure(engines.store_search(sp, lance=True, temporal=window, within=box), Q, tr,
+                                      cfg.runs)
+    log(f"  store year + bbox (Lance path): {brief(out['store_lance_bbox'])}")
     out["store_polygon"] = measure(engines.store_search(sp, temporal=window, within=poly), Q, tr_poly, cfg.runs)
     log(f"  store year + polygon: {brief(out['store_polygon'])}")
 
@@ -88,7 +91,23 @@ def run(ws: Workspace) -> dict:
         out["duckdb_brute"] = measure(engines.duckdb_search(session, sp, where), slow_q, tr, cfg.runs)
     log(f"  duckdb: {brief(out['duckdb_brute'])}")
     out["faiss_hnsw"] = faiss_filtered(ws, sp, Q, tr, year, lon, lat, box)
+    out["by_share"] = [at_share(ws, sp, Q, year, lon, lat, in_year, share) for share in cfg.filter_shares]
     return out
+
+
+def at_share(ws, sp, Q, year, lon, lat, in_year, share: float) -> dict:
+    """Year + box filters keeping ``share`` of the rows: the serving tier and FAISS with an ID selector."""
+    cfg = ws.config
+    box = box_for_share(lon, lat, in_year, share)
+    kept = np.nonzero(in_year & (lon >= box.minlon) & (lon <= box.maxlon) & (lat >= box.minlat)
+                      & (lat <= box.maxlat))[0]
+    tr = engines.truth(sp.X, Q, kept)
+    fig = {"share_asked": share, "rows_kept": int(len(kept)), "share": round(len(kept) / sp.rows, 5)}
+    fig["store"] = measure(engines.store_search(sp, temporal=TemporalSpec.year(FILTER_YEAR), within=box), Q, tr,
+                           cfg.runs)
+    fig["faiss_hnsw"] = faiss_filtered(ws, sp, Q, tr, year, lon, lat, box)
+    log(f"  {100 * fig['share']:.2f} % kept: store {brief(fig['store'])}; faiss {brief(fig['faiss_hnsw'])}")
+    return fig
 
 
 def faiss_filtered(ws, sp, Q, tr, year, lon, lat, box) -> dict:

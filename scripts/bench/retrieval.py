@@ -70,20 +70,32 @@ def hit_vs_recompute(ws: Workspace, model: str) -> dict:
 
 
 def big_space_lookups(ws: Workspace) -> dict:
+    """Look-ups on the big space: through the serving tier, and with it off (the Lance path)."""
     cfg = ws.config
     sp = ws.space(*cfg.big_space)
+    out = {"rows": sp.rows, "dim": sp.dim}
+    for name, store in (("serving", sp.store), ("lance", sp.lance)):
+        out[name] = _lookups(ws, sp, store)
+        log(f"retrieval on {sp.rows:,} rows ({name}): get p50 {out[name]['store_get_hit']['p50_ms']} ms, "
+            f"lookup_many([key]) p50 {out[name]['lookup_many_1']['p50_ms']} ms, "
+            f"batch of {out[name]['lookup_many_batch']['keys']:,} {out[name]['lookup_many_batch']['median_ms']} ms")
+    return out
+
+
+def _lookups(ws: Workspace, sp, store) -> dict:
+    cfg = ws.config
     rng = np.random.default_rng(cfg.seed + 11)
     rows = rng.integers(0, sp.rows, size=cfg.get_samples)
     requests = [sp.data.request(int(i), sp.model) for i in rows]
     keys = [sp.keys[int(i)] for i in rows]
-    out = {"rows": sp.rows, "dim": sp.dim}
+    out = {}
     gets, singles = [], []
     for _ in range(cfg.runs):
-        secs, got = time_calls(sp.store.get, requests)
+        secs, got = time_calls(store.get, requests)
         if [e.key if e else None for e in got] != keys:
             raise RuntimeError("store.get on the big space returned other rows than the ones asked for")
         gets.append(latency(secs))
-        secs, _ = time_calls(lambda k: sp.store.lookup_many([k], space=sp.space), keys)
+        secs, _ = time_calls(lambda k: store.lookup_many([k], space=sp.space), keys)
         singles.append(latency(secs))
     out["store_get_hit"] = median_latency(gets)
     out["lookup_many_1"] = median_latency(singles)
@@ -94,14 +106,12 @@ def big_space_lookups(ws: Workspace) -> dict:
         misses = [resolve(sp.data.missing_request(int(i), sp.model)).key for i in rng.choice(sp.rows, half, False)]
         batch = [sp.keys[int(i)] for i in hit_rows] + misses
         batch = [batch[i] for i in rng.permutation(len(batch))]
-        secs, got = timed(lambda: sp.store.lookup_many(batch, space=sp.space))
+        secs, got = timed(lambda: store.lookup_many(batch, space=sp.space))
         if sum(g is not None for g in got) != half:
             raise RuntimeError(f"batch look-up found {sum(g is not None for g in got)} of {half} stored keys")
         batch_s.append(secs)
     out["lookup_many_batch"] = {"keys": 2 * half, "hits": half, "median_ms": round(median(batch_s) * 1e3, 3),
                                 "runs_ms": [round(s * 1e3, 3) for s in batch_s]}
-    log(f"retrieval on {sp.rows:,} rows: get p50 {out['store_get_hit']['p50_ms']} ms, "
-        f"batch of {2 * half:,} {out['lookup_many_batch']['median_ms']} ms")
     return out
 
 

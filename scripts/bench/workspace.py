@@ -45,6 +45,7 @@ class Space:
     maintain_s: float
     maintain_report: dict
     key_to_row: Dict[str, int] = field(default_factory=dict)
+    lance: Optional[Store] = None  # the same store with the serving tier off: the Lance path alone
 
     def disk_bytes(self) -> dict:
         """Bytes on disk of the space's table, and of its indexes alone."""
@@ -91,9 +92,12 @@ class Workspace:
                                 target_recall=cfg.target_recall, seed=cfg.seed)
         maintain_s = time.perf_counter() - t
         vi = report["spaces"][0].get("vector_index") or {}
-        log(f"maintained in {maintain_s:.1f} s: {vi.get('type')} {vi.get('query')} recall {vi.get('recall_at_10')}")
+        tier = report["spaces"][0].get("serving") or {}
+        log(f"maintained in {maintain_s:.1f} s: {vi.get('type')} {vi.get('query')} recall {vi.get('recall_at_10')}; "
+            f"serving tier {tier.get('kind')} in {tier.get('build_s')} s, ef {tier.get('ef')}")
         sp = Space(rows, dim, store, path, model, writer.space, data, X, keys, write_s, maintain_s,
-                   report["spaces"][0], {k: i for i, k in enumerate(keys)})
+                   report["spaces"][0], {k: i for i, k in enumerate(keys)},
+                   lance=Store.open(path, config={"serving": {"enabled": False}}))
         if len(sp.key_to_row) != rows:
             raise RuntimeError(f"{rows - len(sp.key_to_row)} duplicate keys among the benchmark rows")
         self._spaces[(rows, dim)] = sp
