@@ -6,6 +6,7 @@
 from .embedding import Embedding
 from .errors import (
     MissingExtraError,
+    NoStoreError,
     RsEmbedStoreError,
     SpecError,
     StoreError,
@@ -25,6 +26,7 @@ __all__ = [
     "H3Cell",
     "InputPrepSpec",
     "MissingExtraError",
+    "NoStoreError",
     "OutputSpec",
     "PointBuffer",
     "Request",
