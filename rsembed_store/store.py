@@ -204,9 +204,11 @@ class Store:
         local = "://" not in uri
 
         def no_store(why: str) -> NoStoreError:
-            return NoStoreError(redact(
+            err = NoStoreError(redact(
                 f"no store at {uri!r} ({why}); create one with Store.open({uri!r}) and an ingest, or from the "
                 f"shell with `rsembed-store --db {uri} ingest ...` (or `rsembed-store --db {uri} demo`)", options))
+            err.uri, err.reason = uri, why  # for callers that word their own advice (the CLI)
+            return err
 
         if local and not os.path.isdir(uri):
             if os.path.exists(uri):
@@ -214,17 +216,25 @@ class Store:
             if not create:
                 raise no_store("the directory does not exist")
             os.makedirs(uri, exist_ok=True)
+        from datetime import timedelta
+
         try:
-            db = _lancedb().connect(uri, storage_options=options)
+            # every read of a table handle sees the latest commit of any process (the catalog
+            # above all: a space another process adds must be found by this one)
+            db = _lancedb().connect(uri, storage_options=options, read_consistency_interval=timedelta(0))
         except Exception as exc:  # lancedb raises plain exceptions for bad URIs
             raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
         store = cls(db, uri, options, h3_res, config)
-        # the catalog marks a store: made at once when creating, so an empty store is one too
+        # the catalog marks a store: made at once when creating, so an empty store is one too. Its
+        # handle is not kept: the first read opens it, at the version current then.
         try:
-            catalog = store._catalog(create=create)
+            exists = CATALOG in store._table_names()
+            if not exists and create:
+                store._create_table(CATALOG, catalog_schema())
+                exists = True
         except Exception as exc:  # the object store refused the listing or the write
             raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
-        if catalog is None:
+        if not exists:
             raise no_store("it holds no rsembed-store catalog" if local else "no catalog table there")
         if config and config.get("models"):
             from .ingest.models.weights import use_weights_config

@@ -59,3 +59,12 @@ def test_a_bad_h3_res_is_a_spec_error_not_an_os_error(tmp_path, res):
     assert not isinstance(err.value, OSError)  # the HTTP service maps OSError-family errors to 500
     assert f"h3_res={res!r}" in str(err.value) and "[0, 15]" in str(err.value)
     assert not (tmp_path / "db").exists()
+
+
+def test_a_space_another_writer_adds_is_seen_by_a_store_opened_before(tmp_path):
+    early = Store.open(tmp_path / "db")
+    assert early.spaces() == []  # the (empty) catalog is read before the other writer's commit
+    rows = [toy(i * 0.01) for i in range(3)]
+    Store.open(tmp_path / "db").put_many(rows)  # another process, as far as `early` knows
+    assert [s.space for s in early.spaces()] == [rows[0].space]
+    assert early.count(rows[0].space) == 3
