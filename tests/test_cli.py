@@ -266,12 +266,20 @@ def test_get_exits_4_when_the_computation_fails_and_checks_the_source_first(tmp_
     assert failed.exit_code == 4 and "the request failed" in failed.output and "2019-01-01" in failed.output
 
 
-def test_help_documents_the_exit_codes_and_the_write_settings():
+def test_help_and_docs_document_the_exit_codes_and_the_write_settings():
+    from pathlib import Path
+
     text = run("ingest", "--help").output
     for words in ("3  some requests failed", "4  every request that had to be computed failed", "--allow-failures",
                   "--flush-seconds", "--write-batch", "kill -9"):
         assert words in text, words
     assert "4 the computation" in run("get", "--help").output
+    assert "3  some requests failed" in run("--help").output
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "ingest.md").read_text(encoding="utf-8")
+    for words in ("--flush-seconds", "--write-batch", "--allow-failures", '{"ingest": {"flush_seconds": 10}}',
+                  "| 3 | some requests failed", "| 4 | every request that had to be computed failed",
+                  "no store at PATH", "NoStoreError"):
+        assert words in docs, words
 
 
 def test_serve_request_creates_a_store_only_for_a_write(tmp_path, small_scene):
