@@ -331,7 +331,8 @@ class LocalExecutor:
         summary.cached += len(requests) - sum(len(v) for v in by_space.values())  # repeated keys
         clock = self.clock
         held = _Held(engine, summary)
-        pacer = _Pacer(engine.flush_seconds, smallest=engine.fetch_workers, largest=engine.batch_size)
+        pacer = _Pacer(engine.flush_seconds, smallest=engine.fetch_workers,
+                       largest=min(engine.batch_size, engine.write_batch))
         try:
             with ThreadPoolExecutor(max_workers=engine.fetch_workers, thread_name_prefix="fetch") as pool:
                 for space, items in by_space.items():
@@ -345,8 +346,8 @@ class LocalExecutor:
                         while done < len(misses):
                             chunk = misses[done:done + pacer.size(len(misses) - done)]
                             done += len(chunk)
-                            if held.due(clock(), ahead=pacer.estimate(len(chunk))):
-                                held.write()  # the chunk would end past the time limit: write first
+                            if held.due(clock(), ahead=pacer.estimate(len(chunk)), more=len(chunk)):
+                                held.write()  # the chunk would end past a limit: write first
                             began = clock()
                             computed = engine.compute(chunk, summary, pool)
                             pacer.observe(len(chunk), clock() - began)
@@ -390,12 +391,14 @@ class _Held:
                 self.since = began
             self.items.extend(answers)
 
-    def due(self, now: float, ahead: float = 0.0) -> bool:
-        """Whether to write now: the count is reached, or the held work (plus ``ahead``
-        seconds of work about to start) reaches the time limit."""
+    def due(self, now: float, ahead: float = 0.0, more: int = 0) -> bool:
+        """Whether to write now: the held answers (plus ``more`` about to be computed)
+        would pass the count, or the held work (plus ``ahead`` seconds of work about to
+        start) reaches the time limit."""
         if not self.items:
             return False
-        return len(self.items) >= self.write_batch or now - self.since + ahead >= self.flush_seconds
+        return (len(self.items) + max(more, 1) > self.write_batch
+                or now - self.since + ahead >= self.flush_seconds)
 
     def write(self) -> None:
         if self.items:
@@ -408,7 +411,8 @@ class _Held:
 class _Pacer:
     """Sizes the chunks a batch's misses are computed in: about half of ``flush_seconds``
     of work each, from the measured seconds per request; at least ``smallest`` (the
-    fetch workers, kept busy) and at most ``largest`` (the look-up batch)."""
+    fetch workers, kept busy) and at most ``largest`` (the look-up batch, and
+    ``write_batch`` so that no more answers than that are ever held)."""
 
     def __init__(self, flush_seconds: float, *, smallest: int, largest: int):
         self.target = flush_seconds / 2
