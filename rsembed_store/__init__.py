@@ -7,6 +7,7 @@ from .embedding import Embedding
 from .errors import (
     LimitError,
     MissingExtraError,
+    NoStoreError,
     RsEmbedStoreError,
     SpecError,
     StoreError,
@@ -27,6 +28,7 @@ __all__ = [
     "InputPrepSpec",
     "LimitError",
     "MissingExtraError",
+    "NoStoreError",
     "OutputSpec",
     "PointBuffer",
     "Request",

@@ -63,6 +63,18 @@ def main(ctx, db, storage_options, max_roi_pixels, max_array_bytes, max_plan_cel
     Computes pooled and grid embeddings for H3 cells and time windows, keeps
     each answer content-addressed in LanceDB, and serves cache-first look-ups,
     "find places like this" search and SQL over what was computed.
+
+    Commands that only read (stats, sql, search, maintain, get --no-compute,
+    ingest --dry-run, serve --request but for POST /embeddings and /ingest)
+    never create a store: a --db that holds none is an error.
+
+    \b
+    Exit codes:
+      0  success
+      1  a miss (get --no-compute) or a non-2xx answer (serve --request)
+      2  bad input or options, no store at --db, or another error
+      3  some requests failed, the others are stored (ingest)
+      4  every request to compute failed (ingest; get: its one request)
     """
     limits = {"max_roi_pixels": max_roi_pixels, "max_array_bytes": max_array_bytes,
               "max_plan_cells": max_plan_cells}

@@ -51,6 +51,10 @@ class StoreError(RsEmbedStoreError, OSError):
     """The store could not be opened, read or written."""
 
 
+class NoStoreError(StoreError, FileNotFoundError):
+    """No store exists at the URI, and the caller asked not to create one (``create=False``)."""
+
+
 class ProviderError(RsEmbedStoreError, RuntimeError):
     """A provider could not deliver pixels for a request."""
 

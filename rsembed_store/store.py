@@ -174,6 +174,7 @@ class Store:
         storage_options: Optional[Mapping[str, str]] = None,
         h3_res: int = DEFAULT_H3_RES,
         config: Optional[Mapping] = None,
+        create: bool = True,
     ) -> "Store":
         """Create or open a store at ``uri`` (default ``$RSEMBED_STORE_DB`` or ``./rsembed-store``).
 
@@ -190,22 +191,59 @@ class Store:
         ``{"models": {id: {"weights": path}}}`` entry registers custom weights
         for that model in this process (``weights.use_weights``) before any
         request is resolved, so their answers get the weights' own revision.
+
+        ``create=True`` (the default) makes the store (its directory and its
+        empty catalog) when none is there. Readers pass ``create=False``: then a
+        URI that holds no store (a missing directory, or one without the
+        catalog) raises :class:`NoStoreError` and nothing is created, so a
+        mistyped path is reported instead of read as an empty store.
         """
+        from .errors import NoStoreError, SpecError
+
         uri = os.fspath(uri) if uri is not None else default_uri()
-        if not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
-            raise StoreError(f"h3_res={h3_res!r} must be an integer H3 resolution in [0, 15]")
+        if isinstance(h3_res, bool) or not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
+            raise SpecError(f"h3_res={h3_res!r} is not accepted; use an integer H3 resolution in [0, 15]")
         options = _check_options(storage_options) if storage_options is not None else storage_options_from_env()
-        if "://" not in uri:
+        local = "://" not in uri
+
+        def no_store(why: str) -> NoStoreError:
+            err = NoStoreError(redact(
+                f"no store at {uri!r} ({why}); create one with Store.open({uri!r}) and an ingest, or from the "
+                f"shell with `rsembed-store --db {uri} ingest ...` (or `rsembed-store --db {uri} demo`)", options))
+            err.uri, err.reason = uri, why  # for callers that word their own advice (the CLI)
+            return err
+
+        if local and not os.path.isdir(uri):
+            if os.path.exists(uri):
+                raise StoreError(f"cannot open the store at {uri!r}: it is a file, not a directory")
+            if not create:
+                raise no_store("the directory does not exist")
             os.makedirs(uri, exist_ok=True)
+        from datetime import timedelta
+
         try:
-            db = _lancedb().connect(uri, storage_options=options)
+            # every read of a table handle sees the latest commit of any process (the catalog
+            # above all: a space another process adds must be found by this one)
+            db = _lancedb().connect(uri, storage_options=options, read_consistency_interval=timedelta(0))
         except Exception as exc:  # lancedb raises plain exceptions for bad URIs
             raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
+        store = cls(db, uri, options, h3_res, config)
+        # the catalog marks a store: made at once when creating, so an empty store is one too. Its
+        # handle is not kept: the first read opens it, at the version current then.
+        try:
+            exists = CATALOG in store._table_names()
+            if not exists and create:
+                store._create_table(CATALOG, catalog_schema())
+                exists = True
+        except Exception as exc:  # the object store refused the listing or the write
+            raise StoreError(redact(f"cannot open the store at {uri!r}: {exc}", options)) from None
+        if not exists:
+            raise no_store("it holds no rsembed-store catalog" if local else "no catalog table there")
         if config and config.get("models"):
             from .ingest.models.weights import use_weights_config
 
             use_weights_config(config)
-        return cls(db, uri, options, h3_res, config)
+        return store
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"

@@ -205,6 +205,17 @@ def test_writes_land_in_the_bucket_not_on_disk(s3, filled, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_reader_finds_no_store_at_an_empty_prefix_and_writes_nothing(s3):
+    from rsembed_store import NoStoreError
+
+    uri = s3.new_uri()
+    with pytest.raises(NoStoreError, match="no catalog table there"):
+        Store.open(uri, storage_options=s3.storage_options, create=False)
+    assert s3.objects(uri) == []
+    Store.open(uri, storage_options=s3.storage_options)  # creating writes the empty catalog
+    assert Store.open(uri, storage_options=s3.storage_options, create=False).stats()["spaces"] == []
+
+
 def test_lookup_get_and_stats_on_s3(s3, filled):
     uri, rows = filled
     store = Store.open(uri, storage_options=s3.storage_options)  # a second client sees the first one's writes

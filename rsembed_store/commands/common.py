@@ -7,6 +7,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import click
 
+#: exit codes of commands that compute requests (0 success, 1 a miss or a non-2xx answer,
+#: 2 bad input or an error: click's usage errors and the CLI's own)
+EXIT_SOME_FAILED = 3  # some requests failed; the others are stored
+EXIT_ALL_FAILED = 4  # every request that had to be computed failed
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 
 
@@ -15,7 +20,12 @@ def emit_json(data: Any) -> None:
 
 
 class Context:
-    """What every subcommand needs: the store URI and its storage options (opened lazily)."""
+    """What every subcommand needs: the store URI and its storage options (opened lazily).
+
+    Commands that only read use :attr:`store`, which never creates a store: a
+    ``--db`` where none exists is a :class:`~rsembed_store.errors.NoStoreError`
+    that says how to make one. Commands that write use :attr:`writable_store`.
+    """
 
     def __init__(self, db: str, storage_options: Sequence[str] = (), limits: Optional[Mapping[str, int]] = None):
         self.db = db
@@ -38,18 +48,35 @@ class Context:
         items = self._option_items
         return parse_storage_options(items, source="--storage-option") if items else None
 
-    def open_store(self, config: Optional[Mapping] = None):
+    def open_store(self, config: Optional[Mapping] = None, *, create: bool = True):
         """A new Store at ``--db`` with the group's storage options and ``config`` (plus the
-        ``--max-*`` size limits, which every computation through the store then obeys)."""
-        from ..store import Store
+        ``--max-*`` size limits, which every computation through the store then obeys);
+        ``create=False`` refuses a ``--db`` that holds no store."""
+        from ..errors import NoStoreError
+        from ..store import Store, redact
 
         config = dict(config or {})
         if self._limit_flags:
             config["limits"] = {**(config.get("limits") or {}), **self._limit_flags}
-        return Store.open(self.db, storage_options=self.storage_options, config=config or None)
+        try:
+            return Store.open(self.db, storage_options=self.storage_options, config=config or None, create=create)
+        except NoStoreError as exc:
+            reason = getattr(exc, "reason", "nothing there")
+            raise NoStoreError(redact(
+                f"no store at {self.db!r} ({reason}). Create one with `rsembed-store --db {self.db} ingest "
+                f"-m MODEL --bbox W,S,E,N --year YEAR --source s2-l2a=DIR` (or try `rsembed-store --db {self.db} "
+                "demo`), or point --db (or $RSEMBED_STORE_DB) at an existing store", self.storage_options)) from None
 
     @property
     def store(self):
+        """The store at ``--db`` for reading: never created here."""
         if self._store is None:
-            self._store = self.open_store()
+            self._store = self.open_store(create=False)
+        return self._store
+
+    @property
+    def writable_store(self):
+        """The store at ``--db`` for writing: created (empty) when absent."""
+        if self._store is None:
+            self._store = self.open_store(create=True)
         return self._store

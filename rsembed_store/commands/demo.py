@@ -25,7 +25,7 @@ def demo(obj, workdir, h3_res, size_px, seed, k, as_json):
     from ..demo import run_demo
 
     log = (lambda *_: None) if as_json else click.echo
-    report = run_demo(obj.store, workdir, h3_res=h3_res, size_px=size_px, seed=seed, k=k,
+    report = run_demo(obj.writable_store, workdir, h3_res=h3_res, size_px=size_px, seed=seed, k=k,
                       progress=False if as_json else None, log=log)
     if as_json:
         emit_json(report)

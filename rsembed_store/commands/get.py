@@ -7,7 +7,7 @@ import sys
 import click
 import numpy as np
 
-from .common import emit_json, json_option
+from .common import EXIT_ALL_FAILED, emit_json, json_option
 from .request_options import config_from_sources, request_from_options, request_options
 
 
@@ -25,18 +25,33 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
     """Get the embedding of one place and window: from the store, or computed and stored.
 
     \b
+    Exit codes: 0 found or computed; 1 a miss with --no-compute; 2 bad input
+    (or no store at --db with --no-compute); 4 the computation failed
+    (e.g. no imagery in the window), nothing stored.
+
+    \b
     Example:
       rsembed-store get -m spectral --point 11.0,46.0 --buffer-m 250 --year 2023 \\
           --source s2-l2a=./rsembed-demo/source/scenes
     """
+    from ..errors import ComputeError, ProviderError
+    from ..keys import resolve
+
     request = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling,
                                    provider=provider, modalities=list(modalities) or None)
-    emb = obj.store.get(request, compute=not no_compute, config=config_from_sources(sources))
+    resolved = resolve(request)  # a bad request fails here, before a store is opened or created
+    config = config_from_sources(sources)  # so does a --source that is not a directory
+    store = obj.store if no_compute else obj.writable_store  # a look-up only never creates a store
+    try:
+        emb = store.get(resolved, compute=not no_compute, config=config)
+    except (ProviderError, ComputeError) as exc:  # the request itself failed: nothing was stored
+        click.echo(f"error: the request failed: {exc}", err=True)
+        sys.exit(EXIT_ALL_FAILED)
     if emb is None:
         if as_json:
-            emit_json({"found": False, "key": _key(request)})
+            emit_json({"found": False, "key": resolved.key})
         else:
-            click.echo(f"miss: {_key(request)} is not stored (--no-compute)", err=True)
+            click.echo(f"miss: {resolved.key} is not stored (--no-compute)", err=True)
         sys.exit(1)
     if as_json:
         emit_json({"found": True, **emb.to_dict(with_grid=with_grid)})
@@ -49,8 +64,3 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
         click.echo(f"grid     {tuple(emb.grid.shape)} {emb.grid.dtype}")
     click.echo(f"compute  {emb.compute_s:.3f} s")
 
-
-def _key(request) -> str:
-    from ..keys import resolve
-
-    return resolve(request).key

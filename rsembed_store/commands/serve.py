@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..errors import SpecError, require
+from ..errors import NoStoreError, SpecError, require
 from .common import emit_json
 from .ingest import parse_sources
 
@@ -24,6 +24,14 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: the endpoints that may write: the store is created for them when absent
+_WRITES = {("POST", "/embeddings"), ("POST", "/ingest")}
+
+
+def _may_write(method: str, path: str) -> bool:
+    return (method.upper(), path.split("?", 1)[0].rstrip("/") or "/") in _WRITES
 
 
 def _read_body(body: str | None) -> str | None:
@@ -58,13 +66,26 @@ def serve(obj, host, port, token, protect_reads, sources, one_request, body):
       rsembed-store serve --source s2-l2a=./rsembed-demo/scenes --token "$TOKEN"
       rsembed-store serve --request GET /stats
       rsembed-store serve --request POST /sql --body '{"query": "SELECT count(*) FROM embeddings"}'
+
+    \b
+    --request reads need a store at --db (exit 2 when there is none); only
+    POST /embeddings and POST /ingest may create it.
     """
     from ..query.service import create_app
 
     if body is not None and not one_request:
         raise SpecError("--body goes with --request METHOD PATH")
     config = {"sources": parse_sources(sources)} if sources else {}
-    store = obj.open_store(config)
+    if one_request:
+        # one request creates the store only if it may write (compute a miss, start an ingest)
+        store = obj.open_store(config, create=_may_write(*one_request))
+    else:
+        try:
+            store = obj.open_store(config, create=False)
+        except NoStoreError:  # a server takes writes, so it may start on an empty store, but says so
+            store = obj.open_store(config, create=True)
+            click.echo(f"note: there was no store at {obj.db!r}: created an empty one "
+                       "(ingest jobs and computed misses fill it)", err=True)
     app = create_app(store, token=token or None, protect_reads=protect_reads)
     if one_request:
         sys.exit(_one_request(app, one_request[0], one_request[1], _read_body(body), token))

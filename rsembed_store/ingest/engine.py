@@ -2,11 +2,20 @@
 
 For each batch of requests the engine asks the store which keys it already
 holds (one query), fetches the pixels of the misses on a bounded thread pool,
-runs the model on what arrived, and upserts the answers in one write. A request
-that fails (no imagery, a bad pixel block, a model error) is recorded with its
-reason and never stored; the rest go on. Interrupting loses at most the batch in
-flight: everything written before stays, and running the same ingest again
-computes only what is missing.
+runs the model on what arrived, and upserts the answers. A request that fails
+(no imagery, a bad pixel block, a model error) is recorded with its reason and
+never stored; the rest go on.
+
+What a crash can lose is bounded in time as well as in count: answers are
+written once ``write_batch`` of them are held or once the oldest held one began
+computing ``flush_seconds`` ago (default 10 s), whichever comes first. The
+misses of a batch are computed in chunks sized from the measured cost per
+request (about half of ``flush_seconds`` each), so a slow model's batch of 256
+is not one long stretch of unwritten work. ``kill -9`` therefore loses about
+``flush_seconds`` of work at most (plus a single request that alone takes
+longer); Ctrl-C or an exception writes what is held before it propagates.
+Each write is one atomic Lance commit, so the store never holds half a write,
+and running the same ingest again computes only what is missing.
 
 Executors decide where the work runs. :class:`LocalExecutor` (threads in this
 process) is the default; :class:`~rsembed_store.ingest.ray_executor.RayExecutor`
@@ -15,17 +24,67 @@ implements the same ``run(engine, requests)`` method on a Ray cluster.
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..embedding import Embedding
-from ..errors import LimitError, RsEmbedStoreError
+from ..errors import LimitError, RsEmbedStoreError, SpecError
 from ..keys import ResolvedRequest
 from ..limits import Limits
 from ..registry import model_class, provider_class
+
+
+log = logging.getLogger(__name__)
+
+#: most computed answers held in memory before they are written
+DEFAULT_WRITE_BATCH = 2048
+#: most seconds of computed work held in memory before it is written (what ``kill -9`` may lose)
+DEFAULT_FLUSH_SECONDS = 10.0
+#: the settings a configuration's ``"ingest"`` section may hold
+INGEST_SETTINGS = ("write_batch", "flush_seconds")
+
+
+def check_write_batch(value, source: str = "write_batch") -> int:
+    """``value`` as the most answers held before a write: a positive integer, or :class:`SpecError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{source}={value!r} is not accepted; use a positive integer (default {DEFAULT_WRITE_BATCH})")
+    return value
+
+
+def check_flush_seconds(value, source: str = "flush_seconds") -> float:
+    """``value`` as the most seconds of work held before a write: a number > 0 (``inf``: by count only)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not value > 0:
+        raise SpecError(f"{source}={value!r} is not accepted; use a number of seconds > 0 "
+                        f"(default {DEFAULT_FLUSH_SECONDS:g}; inf writes by count only)")
+    return float(value)
+
+
+def write_settings(config: Optional[Mapping] = None, write_batch: Optional[int] = None,
+                   flush_seconds: Optional[float] = None) -> Tuple[int, float]:
+    """``(write_batch, flush_seconds)``: each from the argument when given, else from
+    ``config["ingest"]``, else the default; every value is checked.
+
+    >>> write_settings({"ingest": {"flush_seconds": 2}})
+    (2048, 2.0)
+    """
+    section = (config or {}).get("ingest") or {}
+    if not isinstance(section, Mapping):
+        raise SpecError(f"config 'ingest'={section!r} is not accepted; use a mapping such as "
+                        "{'flush_seconds': 10, 'write_batch': 2048}")
+    unknown = sorted(set(section) - set(INGEST_SETTINGS))
+    if unknown:
+        raise SpecError(f"config 'ingest' has unknown setting(s) {unknown}; accepted: {list(INGEST_SETTINGS)}")
+    if write_batch is None:
+        write_batch = check_write_batch(section.get("write_batch", DEFAULT_WRITE_BATCH), "config ingest.write_batch")
+    if flush_seconds is None:
+        flush_seconds = check_flush_seconds(section.get("flush_seconds", DEFAULT_FLUSH_SECONDS),
+                                            "config ingest.flush_seconds")
+    return check_write_batch(write_batch), check_flush_seconds(flush_seconds)
 
 
 @dataclass
@@ -114,17 +173,24 @@ class Engine:
     """Computes answers for resolved requests and keeps them in a store.
 
     ``config`` is per-run configuration that never enters a key, e.g.
-    ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider, or model
-    settings such as checkpoint paths under ``{"models": {"name": {...}}}``.
+    ``{"sources": {"s2-l2a": "/data/s2"}}`` for the local provider, model
+    settings such as checkpoint paths under ``{"models": {"name": {...}}}``, or
+    ``{"ingest": {"flush_seconds": 10, "write_batch": 2048}}``.
+
+    ``write_batch`` and ``flush_seconds`` bound what is held in memory before
+    a write (and so what a crash can lose): at most that many answers, and
+    work that began at most that many seconds ago. Left out, they come from
+    ``config["ingest"]``, else 2048 answers and 10 s.
     """
 
     def __init__(self, store, config: Optional[Mapping] = None, *, fetch_workers: int = 4,
-                 batch_size: int = 256, write_batch: int = 2048):
+                 batch_size: int = 256, write_batch: Optional[int] = None,
+                 flush_seconds: Optional[float] = None):
         self.store = store
         self.config = dict(config or {})
         self.fetch_workers = max(1, int(fetch_workers))
         self.batch_size = max(1, int(batch_size))
-        self.write_batch = max(1, int(write_batch))
+        self.write_batch, self.flush_seconds = write_settings(self.config, write_batch, flush_seconds)
         self.limits = Limits.from_config(self.config)  # a bad limit is refused before any work
         self._models: Dict[str, object] = {}
         self._providers: Dict[str, object] = {}
@@ -271,42 +337,125 @@ class Engine:
 class LocalExecutor:
     """Runs an ingest in this process: a thread pool fetches, the caller's thread computes and writes."""
 
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+
     def run(self, engine: Engine, requests: List[ResolvedRequest], *, progress=None, on_batch=None) -> IngestSummary:
         summary = IngestSummary(requested=len(requests))
         t0 = time.perf_counter()
         bar = Progress(len(requests), progress)
         by_space = unique_by_space(requests)
         summary.cached += len(requests) - sum(len(v) for v in by_space.values())  # repeated keys
-        pending: List[Embedding] = []
+        clock = self.clock
+        held = _Held(engine, summary)
+        pacer = _Pacer(engine.flush_seconds, smallest=engine.fetch_workers,
+                       largest=min(engine.batch_size, engine.write_batch))
         try:
             with ThreadPoolExecutor(max_workers=engine.fetch_workers, thread_name_prefix="fetch") as pool:
                 for space, items in by_space.items():
-                    for start in range(0, len(items), max(engine.batch_size, 1)):
+                    for start in range(0, len(items), engine.batch_size):
                         batch = items[start:start + engine.batch_size]
-                        held = held_keys(engine.store, space, [r.key for r in batch])
-                        misses = [r for r, h in zip(batch, held) if not h]
+                        held_now = held_keys(engine.store, space, [r.key for r in batch])
+                        misses = [r for r, h in zip(batch, held_now) if not h]
                         summary.cached += len(batch) - len(misses)
-                        computed = engine.compute(misses, summary, pool)
-                        summary.computed += len(computed)
-                        pending.extend(computed)
-                        if len(pending) >= engine.write_batch:
-                            engine.store.put_many(pending)
-                            pending = []
-                        bar.update(len(batch), summary)
-                        if on_batch is not None:
+                        bar.update(len(batch) - len(misses), summary)
+                        done = 0
+                        while done < len(misses):
+                            chunk = misses[done:done + pacer.size(len(misses) - done)]
+                            done += len(chunk)
+                            if held.due(clock(), ahead=pacer.estimate(len(chunk)), more=len(chunk)):
+                                held.write()  # the chunk would end past a limit: write first
+                            began = clock()
+                            computed = engine.compute(chunk, summary, pool)
+                            pacer.observe(len(chunk), clock() - began)
+                            summary.computed += len(computed)
+                            held.add(computed, began)
+                            if held.due(clock()):
+                                held.write()
+                            bar.update(len(chunk), summary)
+                            if on_batch is not None:
+                                on_batch(summary)
+                        if not misses and on_batch is not None:
                             on_batch(summary)
-                if pending:
-                    engine.store.put_many(pending)
-                    pending = []
+                held.write()
         except BaseException:
             # Ctrl-C or a crash: keep what was already computed, then stop
-            if pending:
-                engine.store.put_many(pending)
+            held.write()
             raise
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - t0
         return summary
+
+
+class _Held:
+    """Computed answers not yet written, and when the oldest of them began computing.
+
+    This is exactly what ``kill -9`` would lose; :meth:`due` says when to write.
+    """
+
+    def __init__(self, engine: Engine, summary: IngestSummary):
+        self.store = engine.store
+        self.write_batch = engine.write_batch
+        self.flush_seconds = engine.flush_seconds
+        self.summary = summary
+        self.items: List[Embedding] = []
+        self.since: Optional[float] = None
+
+    def add(self, answers: List[Embedding], began: float) -> None:
+        if answers:
+            if not self.items:
+                self.since = began
+            self.items.extend(answers)
+
+    def due(self, now: float, ahead: float = 0.0, more: int = 0) -> bool:
+        """Whether to write now: the held answers (plus ``more`` about to be computed)
+        would pass the count, or the held work (plus ``ahead`` seconds of work about to
+        start) reaches the time limit."""
+        if not self.items:
+            return False
+        return (len(self.items) + max(more, 1) > self.write_batch
+                or now - self.since + ahead >= self.flush_seconds)
+
+    def write(self) -> None:
+        if self.items:
+            self.store.put_many(self.items)
+            self.summary.calls["store.writes"] = self.summary.calls.get("store.writes", 0) + 1
+        self.items = []
+        self.since = None
+
+
+class _Pacer:
+    """Sizes the chunks a batch's misses are computed in: about half of ``flush_seconds``
+    of work each, from the measured seconds per request; at least ``smallest`` (the
+    fetch workers, kept busy) and at most ``largest`` (the look-up batch, and
+    ``write_batch`` so that no more answers than that are ever held)."""
+
+    def __init__(self, flush_seconds: float, *, smallest: int, largest: int):
+        self.target = flush_seconds / 2
+        self.smallest = max(1, smallest)
+        self.largest = max(1, largest)
+        self.per_request: Optional[float] = None  # a moving average
+
+    def size(self, remaining: int) -> int:
+        if math.isinf(self.target):
+            n = self.largest  # writes by count only: no need to measure
+        elif self.per_request is None:
+            n = self.smallest  # nothing measured yet: a small first chunk
+        elif self.per_request <= 0:
+            n = self.largest
+        else:
+            n = int(self.target / self.per_request)
+        return max(1, min(remaining, self.largest, max(self.smallest, n)))
+
+    def estimate(self, n: int) -> float:
+        return 0.0 if self.per_request is None else n * self.per_request
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n <= 0:
+            return
+        per = max(0.0, seconds) / n
+        self.per_request = per if self.per_request is None else 0.5 * self.per_request + 0.5 * per
 
 
 def _stats_of(obj) -> Dict[str, int]:
@@ -316,8 +465,16 @@ def _stats_of(obj) -> Dict[str, int]:
         return {}
     try:
         return {str(k): int(v) for k, v in stats().items()}
-    except Exception:
+    except Exception as exc:  # counters are diagnostics: the ingest goes on, but the failure is said (once)
+        name = type(obj).__name__
+        if name not in _stats_warned:
+            _stats_warned.add(name)
+            log.warning("the call counters of %s are left out of ingest summaries: its stats() failed: %s: %s",
+                        name, type(exc).__name__, exc)
         return {}
+
+
+_stats_warned: set = set()  # classes whose failing stats() was already logged
 
 
 def _merge_stats(summary: IngestSummary, before: Mapping[str, int], after: Mapping[str, int]) -> None:
@@ -351,11 +508,15 @@ def held_keys(store, space: str, keys: List[str], batch_size: int = 50_000) -> L
 
 def ingest(store, requests: Iterable[ResolvedRequest], config: Optional[Mapping] = None, *,
            progress: Optional[bool] = None, fetch_workers: int = 4, batch_size: int = 256,
-           write_batch: int = 2048, executor=None) -> IngestSummary:
+           write_batch: Optional[int] = None, flush_seconds: Optional[float] = None, executor=None,
+           on_batch: Optional[Callable[[IngestSummary], None]] = None) -> IngestSummary:
     """Ingest resolved requests (e.g. ``plan(...).requests``) into ``store``, cache-first.
 
     ``executor`` decides where the work runs: ``None`` for this process
-    (:class:`LocalExecutor`), or e.g. a ``RayExecutor``.
+    (:class:`LocalExecutor`), or e.g. a ``RayExecutor``. ``write_batch`` and
+    ``flush_seconds`` bound the answers held in memory before a write (see
+    :class:`Engine`). ``on_batch(summary)`` is called as the counts grow.
     """
-    engine = Engine(store, config, fetch_workers=fetch_workers, batch_size=batch_size, write_batch=write_batch)
-    return engine.run(requests, progress=progress, executor=executor)
+    engine = Engine(store, config, fetch_workers=fetch_workers, batch_size=batch_size, write_batch=write_batch,
+                    flush_seconds=flush_seconds)
+    return engine.run(requests, progress=progress, executor=executor, on_batch=on_batch)

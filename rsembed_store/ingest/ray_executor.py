@@ -10,7 +10,9 @@ How it divides the work, and why:
   imagery: the same COG tiles, the same product files.
 - Each partition is one Ray task that fetches, embeds and writes its own
   answers (:func:`run_partition`, which runs the local executor on the
-  partition). ``Store.put_many`` is an upsert on the key that is safe with many
+  partition, with the driver's ``write_batch`` and ``flush_seconds``: a
+  worker killed mid-task loses at most that much work, and Ray's retry looks
+  the partition up again and computes only the rest). ``Store.put_many`` is an upsert on the key that is safe with many
   writer processes, so there is no single writer and no key is stored twice;
   vectors never travel back to the driver, only each partition's summary.
 - Ray retries a task whose worker died (``max_retries``). A request that fails
@@ -127,6 +129,7 @@ class _Job:
     fetch_workers: int
     batch_size: int
     write_batch: int
+    flush_seconds: float
     classes: bytes  # cloudpickled {"models": {name: class}, "providers": {name: class}}
 
 
@@ -188,7 +191,7 @@ def _engine_for(job: _Job) -> Engine:
         _install_classes(job.classes)
         store = Store.open(job.uri, storage_options=job.storage_options, h3_res=job.h3_res)
         engine = Engine(store, job.config, fetch_workers=job.fetch_workers, batch_size=job.batch_size,
-                        write_batch=job.write_batch)
+                        write_batch=job.write_batch, flush_seconds=job.flush_seconds)
         _worker_engines.clear()
         _worker_engines[job.run_id] = engine
     return engine
@@ -327,6 +330,7 @@ class RayExecutor:
             fetch_workers=engine.fetch_workers,
             batch_size=engine.batch_size,
             write_batch=engine.write_batch,
+            flush_seconds=engine.flush_seconds,
             classes=_pickle_classes(misses),
         )
 

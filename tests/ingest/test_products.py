@@ -256,7 +256,9 @@ def test_gse_ingest_through_the_engine_opens_each_file_once_per_batch(gse, store
     summary = Engine(store, gse["config"], batch_size=1000).run(p.requests, progress=False)
     assert summary.failed == 0 and summary.computed == len(p.requests)
     opened = {k: v - before.get(k, 0) for k, v in products.OPEN_COUNTS.items() if v != before.get(k, 0)}
-    assert opened and max(opened.values()) == 1 and len(opened) <= 2
+    # at most twice: a first small chunk measures the cost per request (the engine sizes its
+    # chunks to write every flush_seconds), then the rest of the batch is read in one go
+    assert opened and max(opened.values()) <= 2 and len(opened) <= 2
     assert store.count(p.requests[0].space) == len(p.requests)
     again = Engine(store, gse["config"]).run(p.requests, progress=False)
     assert again.cached == len(p.requests)

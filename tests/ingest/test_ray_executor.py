@@ -301,7 +301,9 @@ def test_two_concurrent_ray_ingests_of_overlapping_plans_store_each_key_once(tmp
     size = len(a) // 2 + 1
     tasks = len(partition(a, size)) + len(partition(b, size))
     (tmp_path / "room").mkdir()
-    config = {**scene_config, "models": {"spectral_gathering": {"room": str(tmp_path / "room"), "expected": tasks}}}
+    # one embed_batch per task (no flush by time, so a partition is computed in one chunk): it counts the tasks
+    config = {**scene_config, "models": {"spectral_gathering": {"room": str(tmp_path / "room"), "expected": tasks}},
+              "ingest": {"flush_seconds": float("inf")}}
     store = Store.open(tmp_path / "db")  # empty: the ingests also race to create the space
     results = {}
 

@@ -494,6 +494,9 @@ def test_real_uvicorn_on_loopback(tmp_path, small_scene, scene_config):
 def test_serve_request_is_an_api_smoke_test(tmp_path, small_scene):
     db = str(tmp_path / "db")
     runner = CliRunner()
+    nothing = runner.invoke(main, ["--db", db, "serve", "--request", "GET", "/health"], catch_exceptions=False)
+    assert nothing.exit_code == 2 and "no store at" in nothing.output  # a read creates no store
+    Store.open(db)
     ok = runner.invoke(main, ["--db", db, "serve", "--request", "GET", "/health"], catch_exceptions=False)
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["ok"] is True
