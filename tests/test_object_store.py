@@ -261,12 +261,26 @@ def test_search_exact_then_through_a_vector_index_on_s3(s3, filled):
     (space,) = report["spaces"]
     assert space["vector_index"]["action"] == "built"
     # the tuned settings live in the Lance manifest on S3: a fresh client finds and uses them
-    fresh = Store.open(uri, storage_options=s3.storage_options)
+    # (on the Lance path: the serving tier, which would answer first, is off for this client)
+    fresh = Store.open(uri, storage_options=s3.storage_options, config={"serving": {"enabled": False}})
     indexed = fresh.search("toy", target.vector, k=5)
     assert not indexed.plan["exact"] and indexed.plan["index"] == space["vector_index"]["type"]
     assert indexed.rows[0]["key"] == target.key and indexed.rows[0]["distance"] == pytest.approx(0, abs=1e-5)
     by_key = fresh.search("toy", rows[10].key, k=3, where="lat > 0.7")
     assert by_key.rows and all(r["lat"] == 1.0 for r in by_key.rows)
+
+
+def test_the_serving_tier_of_an_s3_space_is_saved_in_the_local_cache(s3, filled, tmp_path):
+    uri, rows = filled
+    config = {"serving": {"cache_dir": str(tmp_path / "cache"), "background": False}}
+    store = Store.open(uri, storage_options=s3.storage_options, config=config)
+    res = store.search("toy", rows[42].vector, k=3)
+    assert res.plan["path"] == "serving" and res.rows[0]["key"] == rows[42].key
+    saved = list((tmp_path / "cache" / "serving").glob("*/*/v*/tier.json"))
+    assert len(saved) == 1  # keyed by the store URI's digest and the space
+    again = Store.open(uri, storage_options=s3.storage_options, config=config)
+    assert again.search("toy", rows[42].vector, k=3).keys == res.keys
+    assert again.serving.describe(rows[42].space)["source"] == "loaded"
 
 
 def test_sql_on_s3_with_time_travel(s3, filled):
