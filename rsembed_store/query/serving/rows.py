@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import h3
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...embedding import Embedding
-from ...keys import StoredRequest
+from ...keys import ResolvedRequest, StoredRequest, _has_series_fields
 
 # the columns a tier reads from Lance (plus the row address)
 COLUMNS = ["key", "request", "vector", "lon", "lat", "h3", "cell", "start_date", "end_date", "year", "meta",
@@ -33,6 +33,7 @@ GRID_COLUMNS = ["grid", "grid_shape", "grid_dtype", "grid_codec"]
 NO_START = np.iinfo(np.int32).max
 NO_END = np.iinfo(np.int32).min
 _EPOCH = date(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 ARRAYS = ("keys", "vectors", "lon", "lat", "h3", "cell", "start", "end", "year", "compute_s", "created_us",
           "has_grid", "addr", "req_offsets", "req_blob", "meta_offsets", "meta_blob")
@@ -123,26 +124,40 @@ class Rows:
 
     def meta(self, i: int) -> dict:
         text = self.meta_blob[self.meta_offsets[i]:self.meta_offsets[i + 1]].tobytes()
-        return json.loads(text) if text else {}
+        return {} if text in (b"", b"{}") else json.loads(text.decode("utf-8"))
+
+    def embeddings(self, positions: Sequence[int], grids: Optional[Dict[int, dict]] = None) -> List[Embedding]:
+        """Rows at ``positions`` as Embeddings, converting the array columns in one go (a batch look-up).
+
+        ``grids``: the grid columns of grid rows, by row address.
+        """
+        idx = np.asarray(positions, dtype=np.int64)
+        vectors = self.vectors[idx]  # one gather; each Embedding gets its own row of this fresh copy
+        # (pyarrow's tz-aware to_pylist costs ~3 us a row; adding a timedelta to the epoch ~0.3 us)
+        created = [_EPOCH_UTC + timedelta(microseconds=us) for us in self.created_us[idx].tolist()]
+        compute = self.compute_s[idx].tolist()
+        has_grid = self.has_grid[idx]
+        hexes = self.keys[idx].tobytes().hex()  # all keys in one call (a bytes scalar would lose trailing zeros)
+        meta_len = (self.meta_offsets[idx + 1] - self.meta_offsets[idx]).tolist()  # "{}" (or nothing): no parse
+        out = []
+        for j, i in enumerate(idx.tolist()):
+            grid_row = grids.get(int(self.addr[i])) if grids and has_grid[j] else None
+            grid, codec = None, "raw"
+            if grid_row is not None and grid_row.get("grid") is not None:
+                grid = np.frombuffer(grid_row["grid"], dtype=np.dtype(grid_row["grid_dtype"])).reshape(
+                    grid_row["grid_shape"])
+                codec = grid_row.get("grid_codec") or "raw"
+            out.append(Embedding(
+                request=PackedRequest(self, i, hexes[64 * j:64 * j + 64]),
+                vector=vectors[j], grid=grid, grid_codec=codec,
+                meta={} if meta_len[j] <= 2 else self.meta(i), compute_s=compute[j],
+                created_at=created[j], cached=True))
+        return out
 
     def embedding(self, i: int, grid_row: Optional[dict] = None) -> Embedding:
         """Row ``i`` as the Embedding a Lance read gives (``grid_row``: its grid columns, for grid rows)."""
-        grid, codec = None, "raw"
-        if grid_row is not None and grid_row.get("grid") is not None:
-            grid = np.frombuffer(grid_row["grid"], dtype=np.dtype(grid_row["grid_dtype"])).reshape(
-                grid_row["grid_shape"])
-            codec = grid_row.get("grid_codec") or "raw"
-        created = datetime.fromtimestamp(int(self.created_us[i]) / 1e6, tz=timezone.utc)
-        return Embedding(
-            request=StoredRequest(self.request(i), self.key(i), self.model, self.revision),
-            vector=self.vectors[i].copy(),
-            grid=grid,
-            grid_codec=codec,
-            meta=self.meta(i),
-            compute_s=float(self.compute_s[i]),
-            created_at=created,
-            cached=True,
-        )
+        grids = {int(self.addr[i]): grid_row} if grid_row is not None else None
+        return self.embeddings([i], grids)[0]
 
     def result(self, i: int, distance: float) -> Tuple[dict, str]:
         """Row ``i`` as a search result row (the shape :class:`SearchResult` holds) and its request JSON."""
@@ -161,6 +176,51 @@ class Rows:
             "year": year if year != np.iinfo(np.int32).min else None,
             "request": json.loads(text),
         }, text)
+
+
+class PackedRequest(StoredRequest):
+    """A stored request whose canonical JSON stays compressed in its tier until something reads it.
+
+    A batch look-up of thousands of keys mostly wants vectors; decompressing
+    every request (and checking it for frames) cost a third of its time. The
+    JSON, and the frames and modalities parsed from it, are made on first
+    access; pickling (e.g. to a Ray worker) sends a plain StoredRequest.
+    """
+
+    def __init__(self, rows: "Rows", i: int, key: str):  # noqa: D107 - no super(): nothing to parse yet
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "model", rows.model)
+        object.__setattr__(self, "revision", rows.revision)
+        object.__setattr__(self, "_rows", rows)
+        object.__setattr__(self, "_i", i)
+
+    @property
+    def canonical(self) -> str:
+        text = self.__dict__.get("_canonical")
+        if text is None:
+            text = self._rows.request(self._i)
+            object.__setattr__(self, "_canonical", text)
+        return text
+
+    @property
+    def frames(self):
+        return self._series()[0]
+
+    @property
+    def modalities(self):
+        return self._series()[1]
+
+    def _series(self) -> tuple:
+        got = self.__dict__.get("_series_fields")
+        if got is None:
+            text = self.canonical
+            full = ResolvedRequest.from_canonical(text) if _has_series_fields(text) else None
+            got = (full.frames, full.modalities) if full else (None, None)
+            object.__setattr__(self, "_series_fields", got)
+        return got
+
+    def __reduce__(self):
+        return StoredRequest, (self.canonical, self.key, self.model, self.revision)
 
 
 def empty_rows(dim: int, model: str, revision: str, zdict: bytes = b"") -> Rows:

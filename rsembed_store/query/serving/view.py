@@ -41,30 +41,31 @@ class View:
     def find(self, keys: Sequence[str]) -> List[Optional[Tuple[Rows, int]]]:
         """Where each key's current row lives ((rows, position)), None where not stored."""
         kb = key_bytes(keys)
-        in_tier = self.tier.positions(kb)
-        removed = self.delta.removed
-        out: List[Optional[Tuple[Rows, int]]] = []
-        for key, pos in zip(kb, in_tier):
-            d = self.delta.position(bytes(key)) if self.delta.rows.n else -1
-            if d >= 0:
-                out.append((self.delta.rows, d))
-            elif pos >= 0 and (removed is None or not removed[pos]):
-                out.append((self.tier.rows, int(pos)))
-            else:
-                out.append(None)
+        pos = self.tier.positions(kb)
+        if self.delta.removed is not None:
+            held = pos >= 0
+            pos[held] = np.where(self.delta.removed[pos[held]], -1, pos[held])
+        tier_rows, delta = self.tier.rows, self.delta
+        out: List[Optional[Tuple[Rows, int]]] = [None if p < 0 else (tier_rows, p) for p in pos.tolist()]
+        if delta.rows.n:
+            for j, key in enumerate(kb):
+                d = delta.position(bytes(key))
+                if d >= 0:
+                    out[j] = (delta.rows, d)
         return out
 
     def lookup(self, keys: Sequence[str]) -> List[Optional[Embedding]]:
         places = self.find(keys)
-        grid_at = [p[0].addr[p[1]] for p in places if p is not None and p[0].has_grid[p[1]]]
-        grids = dict(zip((int(a) for a in grid_at), self._fetch_grids([int(a) for a in grid_at]))) if grid_at else {}
-        out = []
-        for p in places:
-            if p is None:
-                out.append(None)
+        out: List[Optional[Embedding]] = [None] * len(places)
+        for rows in (self.tier.rows, self.delta.rows):
+            mine = [j for j, p in enumerate(places) if p is not None and p[0] is rows]
+            if not mine:
                 continue
-            rows, i = p
-            out.append(rows.embedding(i, grids.get(int(rows.addr[i])) if rows.has_grid[i] else None))
+            positions = [places[j][1] for j in mine]
+            addrs = [int(rows.addr[i]) for i in positions if rows.has_grid[i]]
+            grids = dict(zip(addrs, self._fetch_grids(addrs))) if addrs else None
+            for j, emb in zip(mine, rows.embeddings(positions, grids)):
+                out[j] = emb
         return out
 
     def contains(self, keys: Sequence[str]) -> List[bool]:
