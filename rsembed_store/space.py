@@ -8,6 +8,7 @@ table name, the Arrow schema of a row, and the conversion between rows and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ HEAVY_COLUMNS = ("vector", "grid")
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+@functools.lru_cache(maxsize=1024)
 def space_name(model: str, revision: str) -> str:
     """Table name of a space: ``<model>__<revision>``, made safe, hashed if long.
 
@@ -194,11 +196,41 @@ def table_to_embeddings(table: pa.Table, *, cached: bool = True) -> List[Embeddi
 
 
 def check_dim(embeddings: Sequence[Embedding], dim: int, space: str) -> None:
+    """Validate a batch for a space of dimension ``dim``; nothing is written unless all pass.
+
+    Pooled batches are checked as one matrix (shape, finiteness, the float32
+    range, compute seconds); anything else, and any batch that fails, goes row by
+    row so the error names the row and what is wrong with it.
+    """
+    if _pooled_batch_ok(embeddings, dim):
+        return
     for e in embeddings:
         try:
             e.validate(dim)
         except VectorError as exc:
             raise VectorError(f"space {space!r}: {exc}") from None
+
+
+def _pooled_batch_ok(embeddings: Sequence[Embedding], dim: int) -> bool:
+    """Whether every embedding is a valid pooled answer of dimension ``dim`` (checked as one matrix)."""
+    import math
+
+    vectors = []
+    for e in embeddings:
+        v = e.vector
+        if e.grid is not None or not isinstance(v, np.ndarray) or v.shape != (dim,) or v.dtype.kind != "f":
+            return False
+        c = e.compute_s
+        if not isinstance(c, (int, float)) or not (c >= 0 and math.isfinite(c)):
+            return False
+        vectors.append(v)
+    if not vectors:
+        return True
+    if any(e.request.output.mode != "pooled" for e in embeddings):
+        return False
+    m = np.stack(vectors)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(m.astype(np.float32, copy=False)).all())  # NaN, inf and float32 overflow
 
 
 def catalog_schema() -> pa.Schema:
