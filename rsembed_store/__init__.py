@@ -5,13 +5,21 @@
 
 from .embedding import Embedding
 from .errors import (
+    ApiError,
+    ComputeError,
     MissingExtraError,
+    NoImageryError,
+    NotStoredError,
+    ProviderError,
     RsEmbedStoreError,
     SpecError,
+    SqlError,
     StoreError,
     UnknownModelError,
+    UnknownProviderError,
     UnknownSpaceError,
     VectorError,
+    WeightsError,
 )
 from .keys import Request, ResolvedRequest, key_of, resolve
 from .specs import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
@@ -20,24 +28,32 @@ from .store import Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiError",
     "BBox",
+    "ComputeError",
     "Embedding",
     "H3Cell",
     "InputPrepSpec",
     "MissingExtraError",
+    "NoImageryError",
+    "NotStoredError",
     "OutputSpec",
     "PointBuffer",
+    "ProviderError",
     "Request",
     "ResolvedRequest",
     "RsEmbedStoreError",
     "SensorSpec",
     "SpecError",
+    "SqlError",
     "Store",
     "StoreError",
     "TemporalSpec",
     "UnknownModelError",
+    "UnknownProviderError",
     "UnknownSpaceError",
     "VectorError",
+    "WeightsError",
     "key_of",
     "resolve",
 ]

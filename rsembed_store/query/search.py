@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..embedding import Embedding
-from ..errors import RsEmbedStoreError, SpecError, StoreError, VectorError
+from ..errors import NotStoredError, RsEmbedStoreError, SpecError, StoreError, VectorError
 from ..keys import Request, ResolvedRequest, resolve
 from ..model import METRICS
 from ..space import h3_children_range
@@ -70,10 +70,6 @@ SMALL_SHARE = 0.02
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _GEOJSON_TYPES = ("Polygon", "MultiPolygon", "Feature", "FeatureCollection", "GeometryCollection")
 _SPATIAL_SPEC_TYPES = ("BBox", "PointBuffer", "H3Cell")
-
-
-class NotStoredError(SpecError, LookupError):
-    """The key or request given as ``like`` has no stored answer in the searched space."""
 
 
 # ---------------------------------------------------------------- result

@@ -51,9 +51,11 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import (
+    ApiError,
     ComputeError,
     MissingExtraError,
     NoImageryError,
+    NotStoredError,
     ProviderError,
     RsEmbedStoreError,
     SpecError,
@@ -63,6 +65,7 @@ from ..errors import (
     UnknownProviderError,
     UnknownSpaceError,
     VectorError,
+    WeightsError,
     require,
 )
 
@@ -80,6 +83,7 @@ ERROR_RULES: Tuple[Tuple[type, int, str], ...] = (
     (UnknownModelError, 404, "unknown_model"),
     (UnknownProviderError, 404, "unknown_provider"),
     (UnknownSpaceError, 404, "unknown_space"),
+    (NotStoredError, 404, "not_found"),
     (NoImageryError, 422, "no_imagery"),
     (ProviderError, 502, "provider_error"),
     (ComputeError, 422, "compute_error"),
@@ -88,6 +92,7 @@ ERROR_RULES: Tuple[Tuple[type, int, str], ...] = (
     (SqlError, 422, "sql_error"),
     (MissingExtraError, 501, "missing_extra"),
     (StoreError, 500, "store_error"),
+    (WeightsError, 500, "weights_error"),
     (RsEmbedStoreError, 500, "error"),
 )
 
@@ -114,21 +119,10 @@ def error_codes() -> Dict[str, int]:
     return codes
 
 
-class ApiError(Exception):
-    """An error answered as-is: status, code, message and the offending field."""
-
-    def __init__(self, status: int, code: str, message: str, field: Optional[str] = None,
-                 headers: Optional[Dict[str, str]] = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers
-
-
 def classify(exc: BaseException) -> Tuple[int, str]:
-    """The (status, code) of one of our exceptions per :data:`ERROR_RULES`."""
+    """The (status, code) of one of our exceptions per :data:`ERROR_RULES` (an ApiError carries its own)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code
     for cls, status, code in ERROR_RULES:
         if isinstance(exc, cls):
             return status, code
@@ -144,7 +138,7 @@ def field_of(name: str):
     """Tag our errors raised inside the block with the body field they concern."""
     try:
         yield
-    except (RsEmbedStoreError, ApiError) as exc:
+    except RsEmbedStoreError as exc:
         if getattr(exc, "field", None) is None:
             exc.field = name
         raise

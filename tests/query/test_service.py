@@ -439,6 +439,17 @@ def test_unexpected_errors_are_500_without_internals(store, monkeypatch):
     assert "secret" not in err["message"] and "/srv" not in err["message"]
 
 
+def test_a_named_thing_not_stored_is_404(store, monkeypatch):
+    from rsembed_store import NotStoredError
+
+    def not_stored(*args, **kwargs):
+        raise NotStoredError("key 00 is not stored in space 'spectral__x'")
+
+    monkeypatch.setattr(store, "search", not_stored)
+    res = Client(create_app(store)).post("/search", {"model": "spectral", "like": {"vector": [1.0, 2.0]}})
+    assert "is not stored" in assert_error(res, 404, "not_found")["message"]
+
+
 def test_docs_cover_every_route_error_code_and_option(store):
     text = DOCS.read_text(encoding="utf-8")
     for method, path in _operations(create_app(store)):
