@@ -330,6 +330,28 @@ def test_search_input_errors(ingested):
                  422, "spec_error", "temporal")
 
 
+BAD_CELLS = [2**64, -1, "-1", "ffffffffffffffffff", 0]
+
+
+def _cell_doors(cell, dim):
+    """The four doors that take an H3 cell: (path, body, field of the error)."""
+    request = {"model": "spectral", "spatial": {"type": "H3Cell", "cell": cell}, "temporal": YEAR}
+    return [
+        ("/embeddings", {"request": request, "compute": False}, "request"),
+        ("/embeddings/lookup", {"items": [request]}, "items[0]"),
+        ("/search", {"model": "spectral", "like": {"request": request}}, "like.request"),
+        ("/search", {"model": "spectral", "like": {"vector": [0.5] * dim}, "within": {"cells": [cell]}}, ...),
+    ]
+
+
+@pytest.mark.parametrize("cell", BAD_CELLS, ids=repr)
+def test_h3_cells_h3_cannot_take_are_422_at_every_door(ingested, cell):
+    store, app, client, _ = ingested
+    for path, body, field in _cell_doors(cell, store.spaces()[0].dim):
+        err = assert_error(client.post(path, body), 422, "spec_error", field)
+        assert str(cell) in err["message"], (path, err)
+
+
 # ---------------------------------------------------------------- sql
 
 
