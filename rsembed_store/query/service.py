@@ -727,8 +727,10 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
                 writer_.write_table(table)
             return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM, headers={
                 "X-Row-Count": str(table.num_rows), "X-Truncated": "true" if truncated else "false"})
+        from .sql_values import column_values
+
         columns = table.column_names
-        values = [c.to_pylist() for c in table.columns]
+        values = [column_values(c) for c in table.columns]
         rows = [[col[i] for col in values] for i in range(table.num_rows)]
         return ok({"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated})
 

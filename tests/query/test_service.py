@@ -373,6 +373,26 @@ def test_sql_as_json_rows_and_as_an_arrow_stream(ingested):
     assert capped["row_count"] == 2 and capped["truncated"] is True
 
 
+BEYOND_PYTHON = "SELECT 'infinity'::DATE AS d, '-infinity'::TIMESTAMP AS t, '294247-01-10'::DATE AS x"
+
+
+def test_sql_values_beyond_pythons_dates_as_json_and_arrow(ingested):
+    import duckdb
+
+    store, app, client, job = ingested
+    body = client.post("/sql", {"query": BEYOND_PYTHON}).json()
+    assert body["rows"] == [["infinity", "-infinity", "294247-01-10"]]
+    res = client.post("/sql", {"query": BEYOND_PYTHON, "format": "arrow"})
+    assert res.status_code == 200 and res.headers["content-type"] == ARROW_STREAM
+    answer = pa.ipc.open_stream(res.content).read_all()  # DuckDB's own values, read back by DuckDB
+    con = duckdb.connect()
+    con.register("answer", answer)
+    assert con.execute("SELECT d::VARCHAR, t::VARCHAR, x::VARCHAR FROM answer").fetchall() == \
+        [("infinity", "-infinity", "294247-01-10")]
+    assert_error(client.post("/sql", {"query": "UPDATE EXTENSIONS"}), 422, "sql_error", "query")
+    assert_error(client.post("/sql", {"query": "UPDATE EXTENSIONS", "format": "arrow"}), 422, "sql_error")
+
+
 def test_sql_refuses_writes_and_changes_nothing(ingested, tmp_path):
     store, app, client, _ = ingested
     before = store.stats()
