@@ -375,6 +375,42 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+class Unexpected:
+    """ASGI middleware: an unexpected exception is answered 500 ``internal_error`` and goes no further.
+
+    The traceback goes to the log; the answer shows no internals. The exception
+    is not re-raised to the server, so the connection stays usable (uvicorn
+    closes one whose application raised). An exception after the answer has
+    started cannot be answered: it is logged and the connection is closed.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            from starlette.responses import JSONResponse
+
+            body = error_body("internal_error", "an unexpected error occurred on the server; its log has the details")
+            await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
 class BodyLimit:
     """ASGI middleware: a request whose Content-Length is over ``max_bytes`` is answered 413, unread."""
 
@@ -568,12 +604,11 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
             code, message = HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)
         return answer(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return answer(500, "internal_error", "an unexpected error occurred on the server; its log has the details")
-
+    # Unexpected errors are answered by the outermost middleware of ours (Unexpected), not by an
+    # exception handler for Exception: Starlette re-raises those to the server after answering, and
+    # uvicorn then closes the connection, so a client's next request on it was reset.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(Unexpected)
 
     # ------------------------------------------------------------ auth
 
