@@ -437,6 +437,11 @@ def _models():
     """The request-body models (pydantic, imported with FastAPI)."""
     from pydantic import BaseModel, ConfigDict, Field
 
+    from .service_schemas import H3_CELL_ID, OUTPUT, REQUEST, TEMPORAL, described_as
+
+    def nullable(schema):
+        return described_as({"anyOf": [schema, {"type": "null"}]})
+
     GridEncoding = Literal["base64", "list", "none"]
     point = {"type": "PointBuffer", "lon": 11.0, "lat": 46.0, "buffer_m": 250}
     request_example = {"model": "spectral", "spatial": point, "temporal": {"mode": "year", "year": 2023}}
@@ -456,7 +461,7 @@ def _models():
         request: Dict[str, Any] = Field(
             description="A request in its Request.to_dict() form: model, spatial, temporal, sensor, output, "
                         "input_prep, provider (model and spatial required).",
-            examples=[request_example])
+            examples=[request_example], json_schema_extra=described_as(REQUEST))
         compute: bool = Field(True, description="Compute and store the answer on a miss (needs the token when "
                                                 "the server has one); false answers a miss with 404.")
         grid_encoding: GridEncoding = Field("base64", description="How grid answers carry their grid.")
@@ -464,26 +469,31 @@ def _models():
     class LookupBody(Body):
         items: List[Union[str, Dict[str, Any]]] = Field(
             description="Keys (64 hex digits) or request objects; at most the server's max_batch.",
-            examples=[[request_example]])
+            examples=[[request_example]], json_schema_extra=described_as(
+                {"type": "array", "items": {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, REQUEST]}}))
         grid_encoding: GridEncoding = "base64"
 
     class Area(Body):
         bbox: Optional[List[float]] = Field(None, description="[minlon, minlat, maxlon, maxlat] in degrees.")
         geojson: Optional[Dict[str, Any]] = Field(None, description="A GeoJSON Polygon/MultiPolygon (or a "
                                                                     "Feature/FeatureCollection of them).")
-        cells: Optional[List[Union[str, int]]] = Field(None, description="H3 cell ids (hex strings or ints).")
+        cells: Optional[List[Union[str, int]]] = Field(None, description="H3 cell ids (hex strings or ints).",
+                                                       json_schema_extra=nullable({"type": "array",
+                                                                                   "items": H3_CELL_ID}))
 
     class Like(Body):
         vector: Optional[List[float]] = Field(None, description="A query vector of the space's dimension.")
         key: Optional[str] = Field(None, description="The key of a stored answer in the model's space.")
-        request: Optional[Dict[str, Any]] = Field(None, description="A request; its stored answer is used.")
+        request: Optional[Dict[str, Any]] = Field(None, description="A request; its stored answer is used.",
+                                                  json_schema_extra=nullable(REQUEST))
 
     class SearchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])
         like: Like = Field(description="Exactly one of vector, key or request.")
         k: int = Field(10, ge=1, description="How many results (at most max_batch).")
         temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
-                                                                     "TemporalSpec dict.")
+                                                                     "TemporalSpec dict.",
+                                                   json_schema_extra=nullable(TEMPORAL))
         within: Optional[Area] = Field(None, description="Keep rows inside this area.")
         where: Optional[str] = Field(None, description="An extra filter on stored columns, e.g. \"year = 2023\".")
         exclude_self: bool = True
@@ -503,8 +513,10 @@ def _models():
         region: Area = Field(description="Exactly one of bbox, geojson or cells.")
         h3_res: int = Field(9, description="H3 resolution of the cells (0-15).")
         windows: List[Dict[str, Any]] = Field(
-            min_length=1, description="TemporalSpec dicts, e.g. {\"mode\": \"year\", \"year\": 2023}.")
-        output: Optional[Dict[str, Any]] = Field(None, description="An OutputSpec dict (default pooled mean).")
+            min_length=1, description="TemporalSpec dicts, e.g. {\"mode\": \"year\", \"year\": 2023}.",
+            json_schema_extra=described_as({"type": "array", "items": TEMPORAL, "minItems": 1}))
+        output: Optional[Dict[str, Any]] = Field(None, description="An OutputSpec dict (default pooled mean).",
+                                                 json_schema_extra=nullable(OUTPUT))
 
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, type)})
 
@@ -717,7 +729,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
             raise ApiError(422, "spec_error", "like needs exactly one of 'vector', 'key' or 'request', got "
                                               f"{given or 'none'}", "like")
         if like.vector is not None:
-            with field_of("like.vector"):
+            with field_of("like.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
                 vector = np.asarray(like.vector, dtype=np.float32)
                 if vector.size == 0 or not np.all(np.isfinite(vector)):
                     raise VectorError("like.vector must be a non-empty list of finite numbers")

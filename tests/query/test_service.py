@@ -492,6 +492,29 @@ def test_a_named_thing_not_stored_is_404(store, monkeypatch):
     assert "is not stored" in assert_error(res, 404, "not_found")["message"]
 
 
+def test_openapi_describes_the_request_specs_the_service_accepts(store):
+    """The published request schema accepts every spec form the service accepts, and says what picks it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from rsembed_store import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, Request, SensorSpec, TemporalSpec
+
+    doc = create_app(store).openapi()
+    schema = doc["components"]["schemas"]["EmbeddingsBody"]["properties"]["request"]
+    requests = [
+        Request("spectral", PointBuffer(11.0, 46.0, 250), TemporalSpec.year(2023)),
+        Request("spectral", BBox(11.0, 46.0, 11.1, 46.1), TemporalSpec.range("2023-01-01", "2023-07-01"),
+                sensor=SensorSpec("s2-l2a", ("B2", "B3"), composite="mosaic"), output=OutputSpec.grid(20),
+                input_prep=InputPrepSpec.tile(tile_size=64), provider="local"),
+        Request("spectral", H3Cell("8928308280fffff"), TemporalSpec.year(2023), output=OutputSpec.pooled("max")),
+    ]
+    for request in requests:
+        jsonschema.validate(request.to_dict(), schema)
+        jsonschema.validate({**request.to_dict(), "spatial": {"type": "H3Cell", "cell": 617700169958293503}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": "spectral", "spatial": {"type": "Circle", "r": 1}}, schema)
+    titles = {s.get("title") for s in schema["properties"]["spatial"]["oneOf"]}
+    assert titles == {"PointBuffer", "BBox", "H3Cell"}
+
+
 def test_docs_cover_every_route_error_code_and_option(store):
     text = DOCS.read_text(encoding="utf-8")
     for method, path in _operations(create_app(store)):
