@@ -5,15 +5,24 @@
 
 from .embedding import Embedding
 from .errors import (
+    ApiError,
+    ComputeError,
+    CorruptTierError,
     LimitError,
     MissingExtraError,
+    NoImageryError,
     NoStoreError,
+    NotStoredError,
+    ProviderError,
     RsEmbedStoreError,
     SpecError,
+    SqlError,
     StoreError,
     UnknownModelError,
+    UnknownProviderError,
     UnknownSpaceError,
     VectorError,
+    WeightsError,
 )
 from .keys import Request, ResolvedRequest, key_of, resolve
 from .specs import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
@@ -22,26 +31,35 @@ from .store import Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiError",
     "BBox",
+    "ComputeError",
+    "CorruptTierError",
     "Embedding",
     "H3Cell",
     "InputPrepSpec",
     "LimitError",
     "MissingExtraError",
+    "NoImageryError",
     "NoStoreError",
+    "NotStoredError",
     "OutputSpec",
     "PointBuffer",
+    "ProviderError",
     "Request",
     "ResolvedRequest",
     "RsEmbedStoreError",
     "SensorSpec",
     "SpecError",
+    "SqlError",
     "Store",
     "StoreError",
     "TemporalSpec",
     "UnknownModelError",
+    "UnknownProviderError",
     "UnknownSpaceError",
     "VectorError",
+    "WeightsError",
     "key_of",
     "resolve",
 ]

@@ -8,6 +8,8 @@ what is accepted, and where possible the fix.
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 
 class RsEmbedStoreError(Exception):
     """Root of every error raised on purpose by rsembed_store."""
@@ -47,12 +49,24 @@ class UnknownSpaceError(RsEmbedStoreError, LookupError):
     """An embedding space (model + revision) the store does not hold."""
 
 
+class NotStoredError(RsEmbedStoreError, LookupError):
+    """A key or request named by the caller (e.g. search's ``like``) has no stored answer in the space."""
+
+
 class StoreError(RsEmbedStoreError, OSError):
     """The store could not be opened, read or written."""
 
 
+class CorruptTierError(StoreError):
+    """A saved serving tier that does not match what it claims; it is never trusted, but rebuilt."""
+
+
 class NoStoreError(StoreError, FileNotFoundError):
     """No store exists at the URI, and the caller asked not to create one (``create=False``)."""
+
+
+class WeightsError(RsEmbedStoreError, OSError):
+    """A checkpoint is missing, cannot be downloaded, or does not match its declared checksum."""
 
 
 class ProviderError(RsEmbedStoreError, RuntimeError):
@@ -73,6 +87,19 @@ class SqlError(RsEmbedStoreError, ValueError):
 
 class MissingExtraError(RsEmbedStoreError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class ApiError(RsEmbedStoreError):
+    """An error the HTTP service answers as-is: its status, code, message and the body field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: Optional[str] = None,
+                 headers: Optional[Dict[str, str]] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
 
 
 def require(module: str, extra: str, feature: str):

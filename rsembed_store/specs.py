@@ -16,6 +16,7 @@ and round-trips through ``to_dict()`` / ``from_dict()`` as plain JSON values.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
@@ -40,6 +41,8 @@ def _number(owner: str, name: str, value: Any, *, lo=None, hi=None, lo_open=Fals
         number = float(value)  # ints, floats, numpy scalars, numeric strings from JSON/CLI
     except (TypeError, ValueError):
         raise SpecError(f"{owner}.{name} must be a number, got {value!r}") from None
+    except OverflowError:  # an int beyond any float, e.g. 10**400
+        raise SpecError(f"{owner}.{name}={_short_repr(value)} is too large to be a number") from None
     if not math.isfinite(number):
         raise SpecError(f"{owner}.{name} must be a finite number, got {value!r}")
     too_low = lo is not None and (number <= lo if lo_open else number < lo)
@@ -50,6 +53,51 @@ def _number(owner: str, name: str, value: Any, *, lo=None, hi=None, lo_open=Fals
         accepted = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
         raise SpecError(f"{owner}.{name}={value!r} is out of range; accepted: {accepted}")
     return number
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_CELL_HEX = re.compile(r"^(?:0x)?[0-9a-f]{1,16}$")
+_CELL_EXAMPLE = "8928308280fffff"
+
+
+def h3_cell_id(value: Any, where: str = "H3Cell.cell") -> str:
+    """An H3 cell id given as a hex string or an int, validated, as h3's lower-case hex string.
+
+    The one check every door uses (specs, search filters, ingest regions), so a
+    value h3's native code cannot take (a negative or 65-bit int, a string that
+    is not hex) is a :class:`SpecError` naming it, never an OverflowError, and
+    two spellings of one cell (``'08928308280FFFFF'``, its int) give one id.
+
+    >>> h3_cell_id(617700169958293503)
+    '8928308280fffff'
+    """
+    number = None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if _CELL_HEX.match(text):
+            number = int(text, 16)
+    elif not isinstance(value, bool):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+        except ImportError:  # pragma: no cover
+            pass
+        if isinstance(value, int):
+            number = value
+        else:
+            raise SpecError(f"{where}={_short_repr(value)} must be an H3 cell id: a hex string such as "
+                            f"{_CELL_EXAMPLE!r} or its int form {int(_CELL_EXAMPLE, 16)}")
+    if number is None or not 0 < number < 2**64 or not h3.is_valid_cell(h3.int_to_str(number)):
+        raise SpecError(f"{where}={_short_repr(value)} is not a valid H3 cell id; accepted: a cell index as hex "
+                        f"({_CELL_EXAMPLE!r}) or its int form ({int(_CELL_EXAMPLE, 16)}), e.g. from "
+                        "h3.latlng_to_cell")
+    return h3.int_to_str(number)
 
 
 def _choice(owner: str, name: str, value: Any, accepted: Tuple[str, ...]) -> str:
@@ -180,29 +228,7 @@ class H3Cell:
     cell: str
 
     def __post_init__(self):
-        value = self.cell
-        if isinstance(value, bool):
-            raise SpecError(f"H3Cell.cell={value!r} is not an H3 cell id")
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-        except ImportError:  # pragma: no cover
-            pass
-        if isinstance(value, int):
-            if value <= 0:
-                raise SpecError(f"H3Cell.cell={value!r} is not a valid H3 cell id")
-            value = h3.int_to_str(value)
-        if not isinstance(value, str):
-            raise SpecError(f"H3Cell.cell={value!r} must be an H3 cell id (hex string or int)")
-        value = value.strip().lower()
-        if not h3.is_valid_cell(value):
-            raise SpecError(
-                f"H3Cell.cell={self.cell!r} is not a valid H3 cell id; accepted: a cell index such "
-                "as '8928308280fffff' (see h3.latlng_to_cell)"
-            )
-        _set(self, "cell", value)
+        _set(self, "cell", h3_cell_id(self.cell, "H3Cell.cell"))
 
     @property
     def resolution(self) -> int:
@@ -546,6 +572,7 @@ __all__ = [
     "SpatialSpec",
     "TemporalSpec",
     "coerce_spec",
+    "h3_cell_id",
     "metres_to_degrees",
     "parse_time",
     "spatial_from_dict",

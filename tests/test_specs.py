@@ -1,6 +1,8 @@
 import json
 import math
 
+import h3
+import numpy as np
 import pytest
 
 from rsembed_store.errors import SpecError
@@ -104,6 +106,37 @@ def test_h3_cell_accepts_int_and_uppercase():
     assert H3Cell(h3.str_to_int(c)).cell == c
     assert H3Cell(c.upper()).cell == c
     assert H3Cell(c).resolution == 9
+
+
+@pytest.mark.parametrize("cell", [2**64, 10**30, -1, -(2**63), 0, "-1", "ffffffffffffffffff", "0x", "",
+                                  "8928308280fffff0", "89283082 80fffff", 1.5])
+def test_h3_cell_out_of_h3s_range_is_a_spec_error(cell):
+    """Values h3's native code cannot take (negative, 65-bit, not hex) are SpecErrors naming the value."""
+    with pytest.raises(SpecError) as info:
+        H3Cell(cell)
+    assert repr(cell)[:20] in str(info.value) and "8928308280fffff" in str(info.value)
+
+
+def test_h3_cell_spellings_of_one_cell_give_one_key():
+    from rsembed_store import Request, resolve
+
+    c = "8928308280fffff"
+    spellings = [c, c.upper(), "0" + c, "0x" + c, f"  {c} ", h3.str_to_int(c), np.uint64(h3.str_to_int(c))]
+    assert {H3Cell(s).cell for s in spellings} == {c}
+    keys = {resolve(Request("spectral", {"type": "H3Cell", "cell": s}, TemporalSpec.year(2023))).key
+            for s in spellings}
+    assert len(keys) == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PointBuffer(10**400, 46.0, 100),
+    lambda: PointBuffer(11.0, 46.0, 10**400),
+    lambda: BBox(0, 0, 10**400, 1),
+    lambda: SensorSpec("s2-l2a", ("B2",), cloudy_pct=10**400),
+])
+def test_ints_beyond_any_float_are_spec_errors(make):
+    with pytest.raises(SpecError, match="too large"):
+        make()
 
 
 def test_pointbuffer_bounds_are_square_in_metres():

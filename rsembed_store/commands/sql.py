@@ -37,11 +37,13 @@ def format_table(result) -> str:
     """An aligned text table; numbers right-aligned, long values cut."""
     import pyarrow as pa
 
+    from ..query.sql_values import column_values
+
     table = result.table
     names = list(table.column_names)
     numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
                for t in table.schema.types]
-    rows = [[_cut(_text(v)) for v in row] for row in zip(*[c.to_pylist() for c in table.columns])] \
+    rows = [[_cut(_text(v)) for v in row] for row in zip(*[column_values(c) for c in table.columns])] \
         if table.num_rows else []
     widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
 
@@ -54,10 +56,12 @@ def format_table(result) -> str:
 
 
 def format_csv(result) -> str:
+    from ..query.sql_values import column_values
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(result.table.column_names)
-    for row in zip(*[c.to_pylist() for c in result.table.columns]):
+    for row in zip(*[column_values(c) for c in result.table.columns]):
         writer.writerow([_text(v) for v in row])
     return buf.getvalue()
 

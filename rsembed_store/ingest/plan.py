@@ -47,7 +47,16 @@ from ..keys import Request, ResolvedRequest, canonical_json, hash_json, resolve
 from ..limits import DEFAULT_MAX_PLAN_CELLS, Limits, how_to_raise
 from ..model import Model
 from ..registry import model_class
-from ..specs import EARTH_RADIUS_M, BBox, H3Cell, OutputSpec, PointBuffer, TemporalSpec, parse_time
+from ..specs import (
+    EARTH_RADIUS_M,
+    BBox,
+    H3Cell,
+    OutputSpec,
+    PointBuffer,
+    TemporalSpec,
+    h3_cell_id,
+    parse_time,
+)
 
 DEFAULT_MAX_CELLS = DEFAULT_MAX_PLAN_CELLS  # the default of the max_plan_cells limit (rsembed_store.limits)
 PLAN_FORMAT = "rsembed-plan/1"
@@ -98,7 +107,11 @@ def _lonlat(where: str, lon: Any, lat: Any) -> Tuple[float, float]:
     """Validate one coordinate pair; the error names ``where`` and the value."""
     if not (_is_number(lon) and _is_number(lat)):
         raise SpecError(f"{where}=({lon!r}, {lat!r}) is not a coordinate; use numbers (lon, lat) in degrees")
-    lon, lat = float(lon), float(lat)
+    try:
+        lon, lat = float(lon), float(lat)
+    except OverflowError:  # an int beyond any float, e.g. 10**400
+        raise SpecError(f"{where} holds a number too large for a coordinate; accepted: lon in [-180, 180], "
+                        "lat in [-90, 90]") from None
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise SpecError(f"{where}=({lon!r}, {lat!r}) is not finite; use (lon, lat) in degrees")
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
@@ -302,17 +315,10 @@ def _is_int(value: Any) -> bool:
 
 def _cell_id(where: str, value: Any) -> str:
     """Normalise an H3 cell id (str or int) to h3's lower-case hex string."""
-    text = None
-    if isinstance(value, str):
-        text = value.strip().lower()
-    elif _is_int(value) and 0 < int(value) < 2**64:
-        text = h3.int_to_str(int(value))
-    if text is None or not h3.is_valid_cell(text):
-        raise SpecError(
-            f"{where}={value!r} is not a valid H3 cell id; accepted: a cell index such as "
-            f"'8928308280fffff' or its int form ({_REGION_HELP})"
-        )
-    return text
+    try:
+        return h3_cell_id(value, where)
+    except SpecError as exc:
+        raise SpecError(f"{exc} ({_REGION_HELP})") from None
 
 
 def _item(where: str, item: Any) -> Tuple[str, Any]:

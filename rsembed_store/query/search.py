@@ -43,11 +43,11 @@ import numpy as np
 import pyarrow as pa
 
 from ..embedding import Embedding, check_float32
-from ..errors import RsEmbedStoreError, SpecError, StoreError, VectorError
+from ..errors import NotStoredError, RsEmbedStoreError, SpecError, StoreError, VectorError
 from ..keys import Request, ResolvedRequest, resolve
 from ..model import METRICS
 from ..space import h3_children_range
-from ..specs import BBox, H3Cell, PointBuffer, TemporalSpec, coerce_spec, parse_time
+from ..specs import BBox, H3Cell, PointBuffer, TemporalSpec, coerce_spec, h3_cell_id, parse_time
 
 SETTINGS_KEY = "rsembed.search"  # Lance dataset config key holding the query settings (JSON)
 MAX_K = 10_000
@@ -70,10 +70,6 @@ SMALL_SHARE = 0.02
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _GEOJSON_TYPES = ("Polygon", "MultiPolygon", "Feature", "FeatureCollection", "GeometryCollection")
 _SPATIAL_SPEC_TYPES = ("BBox", "PointBuffer", "H3Cell")
-
-
-class NotStoredError(SpecError, LookupError):
-    """The key or request given as ``like`` has no stored answer in the searched space."""
 
 
 # ---------------------------------------------------------------- result
@@ -699,20 +695,7 @@ def cell_int(cell) -> int:
     """An H3 cell given as a hex string, an int or an :class:`H3Cell`, as a validated int."""
     if isinstance(cell, H3Cell):
         return cell.cell_int
-    if isinstance(cell, np.integer):
-        cell = int(cell)
-    if isinstance(cell, bool):
-        raise SpecError(f"{cell!r} is not an H3 cell id")
-    if isinstance(cell, int):
-        if cell <= 0 or not h3.is_valid_cell(h3.int_to_str(cell)):
-            raise SpecError(f"{cell!r} is not a valid H3 cell id")
-        return cell
-    if isinstance(cell, str):
-        text = cell.strip().lower()
-        if not h3.is_valid_cell(text):
-            raise SpecError(f"within cell {cell!r} is not a valid H3 cell id (e.g. '8928308280fffff')")
-        return h3.str_to_int(text)
-    raise SpecError(f"within cell {cell!r} must be an H3 cell id (hex string or int)")
+    return h3.str_to_int(h3_cell_id(cell, "within cell"))
 
 
 def _res(cell: int) -> int:
@@ -860,6 +843,8 @@ def _rings(coords) -> list:
                 lon, lat = float(p[0]), float(p[1])
             except (TypeError, ValueError):
                 raise SpecError(f"within: GeoJSON position {p!r} is not [lon, lat] numbers") from None
+            except OverflowError:  # an int beyond any float
+                lon = lat = math.inf  # refused just below, naming the position
             if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
                 raise SpecError(f"within: GeoJSON position {p!r} is out of range; lon in [-180, 180], "
                                 "lat in [-90, 90]")

@@ -51,10 +51,12 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import (
+    ApiError,
     ComputeError,
     LimitError,
     MissingExtraError,
     NoImageryError,
+    NotStoredError,
     ProviderError,
     RsEmbedStoreError,
     SpecError,
@@ -64,6 +66,7 @@ from ..errors import (
     UnknownProviderError,
     UnknownSpaceError,
     VectorError,
+    WeightsError,
     require,
 )
 
@@ -82,6 +85,7 @@ ERROR_RULES: Tuple[Tuple[type, int, str], ...] = (
     (UnknownProviderError, 404, "unknown_provider"),
     (UnknownSpaceError, 404, "unknown_space"),
     (LimitError, 413, "too_large"),
+    (NotStoredError, 404, "not_found"),
     (NoImageryError, 422, "no_imagery"),
     (ProviderError, 502, "provider_error"),
     (ComputeError, 422, "compute_error"),
@@ -90,6 +94,7 @@ ERROR_RULES: Tuple[Tuple[type, int, str], ...] = (
     (SqlError, 422, "sql_error"),
     (MissingExtraError, 501, "missing_extra"),
     (StoreError, 500, "store_error"),
+    (WeightsError, 500, "weights_error"),
     (RsEmbedStoreError, 500, "error"),
 )
 
@@ -116,21 +121,10 @@ def error_codes() -> Dict[str, int]:
     return codes
 
 
-class ApiError(Exception):
-    """An error answered as-is: status, code, message and the offending field."""
-
-    def __init__(self, status: int, code: str, message: str, field: Optional[str] = None,
-                 headers: Optional[Dict[str, str]] = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers
-
-
 def classify(exc: BaseException) -> Tuple[int, str]:
-    """The (status, code) of one of our exceptions per :data:`ERROR_RULES`."""
+    """The (status, code) of one of our exceptions per :data:`ERROR_RULES` (an ApiError carries its own)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code
     for cls, status, code in ERROR_RULES:
         if isinstance(exc, cls):
             return status, code
@@ -146,7 +140,7 @@ def field_of(name: str):
     """Tag our errors raised inside the block with the body field they concern."""
     try:
         yield
-    except (RsEmbedStoreError, ApiError) as exc:
+    except RsEmbedStoreError as exc:
         if getattr(exc, "field", None) is None:
             exc.field = name
         raise
@@ -383,6 +377,42 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+class Unexpected:
+    """ASGI middleware: an unexpected exception is answered 500 ``internal_error`` and goes no further.
+
+    The traceback goes to the log; the answer shows no internals. The exception
+    is not re-raised to the server, so the connection stays usable (uvicorn
+    closes one whose application raised). An exception after the answer has
+    started cannot be answered: it is logged and the connection is closed.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            from starlette.responses import JSONResponse
+
+            body = error_body("internal_error", "an unexpected error occurred on the server; its log has the details")
+            await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
 class BodyLimit:
     """ASGI middleware: a request whose Content-Length is over ``max_bytes`` is answered 413, unread."""
 
@@ -409,6 +439,11 @@ def _models():
     """The request-body models (pydantic, imported with FastAPI)."""
     from pydantic import BaseModel, ConfigDict, Field
 
+    from .service_schemas import H3_CELL_ID, OUTPUT, REQUEST, TEMPORAL, described_as
+
+    def nullable(schema):
+        return described_as({"anyOf": [schema, {"type": "null"}]})
+
     GridEncoding = Literal["base64", "list", "none"]
     point = {"type": "PointBuffer", "lon": 11.0, "lat": 46.0, "buffer_m": 250}
     request_example = {"model": "spectral", "spatial": point, "temporal": {"mode": "year", "year": 2023}}
@@ -428,7 +463,7 @@ def _models():
         request: Dict[str, Any] = Field(
             description="A request in its Request.to_dict() form: model, spatial, temporal, sensor, output, "
                         "input_prep, provider (model and spatial required).",
-            examples=[request_example])
+            examples=[request_example], json_schema_extra=described_as(REQUEST))
         compute: bool = Field(True, description="Compute and store the answer on a miss (needs the token when "
                                                 "the server has one); false answers a miss with 404.")
         grid_encoding: GridEncoding = Field("base64", description="How grid answers carry their grid.")
@@ -436,26 +471,31 @@ def _models():
     class LookupBody(Body):
         items: List[Union[str, Dict[str, Any]]] = Field(
             description="Keys (64 hex digits) or request objects; at most the server's max_batch.",
-            examples=[[request_example]])
+            examples=[[request_example]], json_schema_extra=described_as(
+                {"type": "array", "items": {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, REQUEST]}}))
         grid_encoding: GridEncoding = "base64"
 
     class Area(Body):
         bbox: Optional[List[float]] = Field(None, description="[minlon, minlat, maxlon, maxlat] in degrees.")
         geojson: Optional[Dict[str, Any]] = Field(None, description="A GeoJSON Polygon/MultiPolygon (or a "
                                                                     "Feature/FeatureCollection of them).")
-        cells: Optional[List[Union[str, int]]] = Field(None, description="H3 cell ids (hex strings or ints).")
+        cells: Optional[List[Union[str, int]]] = Field(None, description="H3 cell ids (hex strings or ints).",
+                                                       json_schema_extra=nullable({"type": "array",
+                                                                                   "items": H3_CELL_ID}))
 
     class Like(Body):
         vector: Optional[List[float]] = Field(None, description="A query vector of the space's dimension.")
         key: Optional[str] = Field(None, description="The key of a stored answer in the model's space.")
-        request: Optional[Dict[str, Any]] = Field(None, description="A request; its stored answer is used.")
+        request: Optional[Dict[str, Any]] = Field(None, description="A request; its stored answer is used.",
+                                                  json_schema_extra=nullable(REQUEST))
 
     class SearchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])
         like: Like = Field(description="Exactly one of vector, key or request.")
         k: int = Field(10, ge=1, description="How many results (at most max_batch).")
         temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
-                                                                     "TemporalSpec dict.")
+                                                                     "TemporalSpec dict.",
+                                                   json_schema_extra=nullable(TEMPORAL))
         within: Optional[Area] = Field(None, description="Keep rows inside this area.")
         where: Optional[str] = Field(None, description="An extra filter on stored columns, e.g. \"year = 2023\".")
         exclude_self: bool = True
@@ -487,8 +527,10 @@ def _models():
         region: Area = Field(description="Exactly one of bbox, geojson or cells.")
         h3_res: int = Field(9, description="H3 resolution of the cells (0-15).")
         windows: List[Dict[str, Any]] = Field(
-            min_length=1, description="TemporalSpec dicts, e.g. {\"mode\": \"year\", \"year\": 2023}.")
-        output: Optional[Dict[str, Any]] = Field(None, description="An OutputSpec dict (default pooled mean).")
+            min_length=1, description="TemporalSpec dicts, e.g. {\"mode\": \"year\", \"year\": 2023}.",
+            json_schema_extra=described_as({"type": "array", "items": TEMPORAL, "minItems": 1}))
+        output: Optional[Dict[str, Any]] = Field(None, description="An OutputSpec dict (default pooled mean).",
+                                                 json_schema_extra=nullable(OUTPUT))
 
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, type)})
 
@@ -588,12 +630,11 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
             code, message = HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)
         return answer(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return answer(500, "internal_error", "an unexpected error occurred on the server; its log has the details")
-
+    # Unexpected errors are answered by the outermost middleware of ours (Unexpected), not by an
+    # exception handler for Exception: Starlette re-raises those to the server after answering, and
+    # uvicorn then closes the connection, so a client's next request on it was reset.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(Unexpected)
 
     # ------------------------------------------------------------ auth
 
@@ -714,7 +755,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
             raise ApiError(422, "spec_error", "like needs exactly one of 'vector', 'key' or 'request', got "
                                               f"{given or 'none'}", "like")
         if like.vector is not None:
-            with field_of("like.vector"):
+            with field_of("like.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
                 vector = np.asarray(like.vector, dtype=np.float32)
                 if vector.size == 0 or not np.all(np.isfinite(vector)):
                     raise VectorError("like.vector must be a non-empty list of finite numbers")
@@ -759,8 +800,10 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
                 writer_.write_table(table)
             return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM, headers={
                 "X-Row-Count": str(table.num_rows), "X-Truncated": "true" if truncated else "false"})
+        from .sql_values import column_values
+
         columns = table.column_names
-        values = [c.to_pylist() for c in table.columns]
+        values = [column_values(c) for c in table.columns]
         rows = [[col[i] for col in values] for i in range(table.num_rows)]
         return ok({"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated})
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from ..errors import SqlError, StoreError
 from ..space import HEAVY_COLUMNS, row_schema
+from .sql_values import column_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store import Store
@@ -168,6 +169,14 @@ def _refuse(what: str, query: str) -> SqlError:
     )
 
 
+def _kind(statement, query: str) -> str:
+    """The DuckDB statement type's name; one the Python binding does not know is refused."""
+    try:
+        return statement.type.name
+    except ValueError:  # e.g. UPDATE EXTENSIONS: "29 is not a valid StatementType"
+        raise _refuse(f"the {_first_word(statement.query)} statement", query) from None
+
+
 def _failed(exc: BaseException, query: str) -> SqlError:
     msg = str(exc).strip()
     return SqlError(f"{msg}\nQuery: {query.strip()}")
@@ -213,7 +222,7 @@ class SqlResult:
     def to_json(self) -> dict:
         """``{"columns": [...], "rows": [[...], ...], "row_count": n, "truncated": bool}``, JSON-safe."""
         columns = list(self.table.column_names)
-        cols = [c.to_pylist() for c in self.table.columns]
+        cols = [column_values(c) for c in self.table.columns]
         rows = [[_jsonable(col[i]) for col in cols] for i in range(self.table.num_rows)]
         return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": self.truncated}
 
@@ -370,7 +379,7 @@ class SqlSession:
         if len(statements) != 1:
             raise _refuse(f"{len(statements)} statements (send one at a time)", query)
         stmt = statements[0]
-        kind = stmt.type.name
+        kind = _kind(stmt, query)
         text = stmt.query
         inner = text
         if kind == "EXPLAIN":
@@ -385,7 +394,7 @@ class SqlSession:
                 raise _refuse(f"EXPLAIN options ({m.group('opts')})", query)
             inner = rest[m.end():]
             explained = self._parse(inner)
-            if len(explained) != 1 or explained[0].type.name != "SELECT":
+            if len(explained) != 1 or _kind(explained[0], query) != "SELECT":
                 what = _first_word(inner) if explained else "empty"
                 raise _refuse(f"EXPLAIN of the {what} statement (EXPLAIN takes a SELECT)", query)
         elif kind != "SELECT":

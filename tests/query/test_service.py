@@ -330,6 +330,28 @@ def test_search_input_errors(ingested):
                  422, "spec_error", "temporal")
 
 
+BAD_CELLS = [2**64, -1, "-1", "ffffffffffffffffff", 0]
+
+
+def _cell_doors(cell, dim):
+    """The four doors that take an H3 cell: (path, body, field of the error)."""
+    request = {"model": "spectral", "spatial": {"type": "H3Cell", "cell": cell}, "temporal": YEAR}
+    return [
+        ("/embeddings", {"request": request, "compute": False}, "request"),
+        ("/embeddings/lookup", {"items": [request]}, "items[0]"),
+        ("/search", {"model": "spectral", "like": {"request": request}}, "like.request"),
+        ("/search", {"model": "spectral", "like": {"vector": [0.5] * dim}, "within": {"cells": [cell]}}, ...),
+    ]
+
+
+@pytest.mark.parametrize("cell", BAD_CELLS, ids=repr)
+def test_h3_cells_h3_cannot_take_are_422_at_every_door(ingested, cell):
+    store, app, client, _ = ingested
+    for path, body, field in _cell_doors(cell, store.spaces()[0].dim):
+        err = assert_error(client.post(path, body), 422, "spec_error", field)
+        assert str(cell) in err["message"], (path, err)
+
+
 # ---------------------------------------------------------------- sql
 
 
@@ -349,6 +371,26 @@ def test_sql_as_json_rows_and_as_an_arrow_stream(ingested):
     capped = Client(create_app(store, sql_row_limit=2)).post("/sql", {"query": "SELECT key FROM embeddings",
                                                                        "limit": 100}).json()
     assert capped["row_count"] == 2 and capped["truncated"] is True
+
+
+BEYOND_PYTHON = "SELECT 'infinity'::DATE AS d, '-infinity'::TIMESTAMP AS t, '294247-01-10'::DATE AS x"
+
+
+def test_sql_values_beyond_pythons_dates_as_json_and_arrow(ingested):
+    import duckdb
+
+    store, app, client, job = ingested
+    body = client.post("/sql", {"query": BEYOND_PYTHON}).json()
+    assert body["rows"] == [["infinity", "-infinity", "294247-01-10"]]
+    res = client.post("/sql", {"query": BEYOND_PYTHON, "format": "arrow"})
+    assert res.status_code == 200 and res.headers["content-type"] == ARROW_STREAM
+    answer = pa.ipc.open_stream(res.content).read_all()  # DuckDB's own values, read back by DuckDB
+    con = duckdb.connect()
+    con.register("answer", answer)
+    assert con.execute("SELECT d::VARCHAR, t::VARCHAR, x::VARCHAR FROM answer").fetchall() == \
+        [("infinity", "-infinity", "294247-01-10")]
+    assert_error(client.post("/sql", {"query": "UPDATE EXTENSIONS"}), 422, "sql_error", "query")
+    assert_error(client.post("/sql", {"query": "UPDATE EXTENSIONS", "format": "arrow"}), 422, "sql_error")
 
 
 def test_sql_refuses_writes_and_changes_nothing(ingested, tmp_path):
@@ -439,6 +481,40 @@ def test_unexpected_errors_are_500_without_internals(store, monkeypatch):
     assert "secret" not in err["message"] and "/srv" not in err["message"]
 
 
+def test_a_named_thing_not_stored_is_404(store, monkeypatch):
+    from rsembed_store import NotStoredError
+
+    def not_stored(*args, **kwargs):
+        raise NotStoredError("key 00 is not stored in space 'spectral__x'")
+
+    monkeypatch.setattr(store, "search", not_stored)
+    res = Client(create_app(store)).post("/search", {"model": "spectral", "like": {"vector": [1.0, 2.0]}})
+    assert "is not stored" in assert_error(res, 404, "not_found")["message"]
+
+
+def test_openapi_describes_the_request_specs_the_service_accepts(store):
+    """The published request schema accepts every spec form the service accepts, and says what picks it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from rsembed_store import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, Request, SensorSpec, TemporalSpec
+
+    doc = create_app(store).openapi()
+    schema = doc["components"]["schemas"]["EmbeddingsBody"]["properties"]["request"]
+    requests = [
+        Request("spectral", PointBuffer(11.0, 46.0, 250), TemporalSpec.year(2023)),
+        Request("spectral", BBox(11.0, 46.0, 11.1, 46.1), TemporalSpec.range("2023-01-01", "2023-07-01"),
+                sensor=SensorSpec("s2-l2a", ("B2", "B3"), composite="mosaic"), output=OutputSpec.grid(20),
+                input_prep=InputPrepSpec.tile(tile_size=64), provider="local"),
+        Request("spectral", H3Cell("8928308280fffff"), TemporalSpec.year(2023), output=OutputSpec.pooled("max")),
+    ]
+    for request in requests:
+        jsonschema.validate(request.to_dict(), schema)
+        jsonschema.validate({**request.to_dict(), "spatial": {"type": "H3Cell", "cell": 617700169958293503}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": "spectral", "spatial": {"type": "Circle", "r": 1}}, schema)
+    titles = {s.get("title") for s in schema["properties"]["spatial"]["oneOf"]}
+    assert titles == {"PointBuffer", "BBox", "H3Cell"}
+
+
 def test_docs_cover_every_route_error_code_and_option(store):
     text = DOCS.read_text(encoding="utf-8")
     for method, path in _operations(create_app(store)):
@@ -489,6 +565,72 @@ def test_real_uvicorn_on_loopback(tmp_path, small_scene, scene_config):
         thread.join(10)
         sock.close()
     assert not thread.is_alive()
+
+
+FUZZ_CASES = 300  # generated cases in the suite; scripts/fuzz_service.py runs 5,000 and more
+FUZZ_SECONDS = 45  # ... or fewer when the machine is slow: the run stops generating after this
+
+
+def test_schema_driven_fuzzing_of_the_real_server_finds_no_5xx(ingested):
+    """schemathesis over /openapi.json against real uvicorn: no 5xx, no dropped connection, one error shape.
+
+    The bodies that once gave 500s or resets (issue 17) are sent first. The
+    server has a token the fuzzer lacks, so computing is fuzzed up to the token.
+    """
+    from scripts.fuzz_service import KNOWN_CASES, TOKEN, fuzz, serving
+
+    store = ingested[0]
+    with serving(create_app(store, token=TOKEN)) as base_url:
+        report = fuzz(base_url, cases=FUZZ_CASES, seed=0, time_limit_s=FUZZ_SECONDS)
+    print(report.summary())
+    assert not report.server_errors, report.server_errors[:5]
+    assert not report.dropped, report.dropped[:5]
+    assert not report.bad_shape, report.bad_shape[:5]
+    assert report.cases >= len(KNOWN_CASES) + 100, report.summary()
+    operations = {f"{m} {p}" for m, p in _operations(create_app(store))}
+    assert operations <= set(report.operations), operations - set(report.operations)
+
+
+def test_a_500_leaves_the_connection_open_for_the_next_request(store, monkeypatch):
+    """An unexpected error used to reach uvicorn after its 500, which then closed the keep-alive
+    connection: the client's next request on it was reset (issue 17's '-1' after a 2**64 cell)."""
+    from scripts.fuzz_service import serving
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store, "stats", broken)
+    with serving(create_app(store)) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            # two requests on one connection, the second sent before the first is answered
+            conn.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", received)
+    assert statuses == [b"500", b"200"], received[:600]
+    assert b'"internal_error"' in received and b"boom" not in received
+
+
+def test_the_fuzz_report_catches_5xx_and_dropped_connections(store, monkeypatch):
+    from scripts.fuzz_service import fuzz, serving
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store, "stats", broken)
+    with serving(create_app(store)) as base_url:
+        report = fuzz(base_url, cases=0, known=[("GET", "/stats", None), ("GET", "/health", None)])
+    assert report.cases == 2 and len(report.server_errors) == 1 and report.status_classes == {"2xx": 1, "5xx": 1}
+    closer = socket.create_server(("127.0.0.1", 0))  # accepts, then hangs up without an answer
+    threading.Thread(target=lambda: closer.accept()[0].close(), daemon=True).start()
+    try:
+        report = fuzz(f"http://127.0.0.1:{closer.getsockname()[1]}", cases=0, known=[("GET", "/health", None)])
+    finally:
+        closer.close()
+    assert len(report.dropped) == 1 and report.failures == 1
 
 
 def test_serve_request_is_an_api_smoke_test(tmp_path, small_scene):

@@ -278,3 +278,20 @@ def test_search_batch_over_http(space):
         assert [[r["key"] for r in one] for one in got] == [r.keys for r in store.search_many("toy", X[:4], k=3)]
         bad = http.post("/search/batch", json={"model": "toy", "vectors": [[1.0, 2.0]], "k": 3})
         assert bad.status_code == 422 and "shape (n, 8)" in bad.json()["error"]["message"]
+
+
+def test_a_looked_up_request_parses_on_demand_and_pickles_plainly(space):
+    import pickle
+
+    from rsembed_store.keys import ResolvedRequest, StoredRequest
+
+    path, reqs, X, *_ = space
+    emb = _open(path).lookup_many([reqs[4].key], space=SPACE)[0]
+    parsed = ResolvedRequest.from_canonical(reqs[4].canonical)  # the stored (rounded) request
+    assert emb.request.spatial == parsed.spatial and emb.request.temporal == parsed.temporal
+    assert emb.request.frames is None and emb.request.canonical == reqs[4].canonical
+    plain = StoredRequest(reqs[4].canonical, reqs[4].key, "toy", reqs[4].revision)  # what a Lance read gives
+    assert emb.request == reqs[4] and emb.request == plain and hash(emb.request) == hash(plain)
+    back = pickle.loads(pickle.dumps(emb))
+    assert type(back.request) is StoredRequest and back.request == reqs[4]
+    assert np.array_equal(back.vector, emb.vector)

@@ -350,6 +350,9 @@ REFUSED = [
     ("WITH f AS (FROM read_text('data.csv')) SELECT * FROM f", "read_text()"),
     ("SELECT nextval('seq')", "nextval()"),
     ("SELECT * FROM checkpoint()", "checkpoint()"),
+    ("UPDATE EXTENSIONS", "UPDATE"),  # a statement type the Python binding does not know
+    ("update extensions (httpfs)", "UPDATE"),
+    ("EXPLAIN UPDATE EXTENSIONS", "UPDATE"),
 ]
 
 
@@ -610,3 +613,53 @@ def test_cli_refuses_writes_with_exit_code_2(toy):
     res = cli(store, "SELEC 1")
     assert res.exit_code == 2 and "syntax error" in res.stderr.lower()
     assert store_snapshot(store) == before
+
+
+# ---------------------------------------------------------------- values JSON cannot carry as dates
+
+BEYOND_PYTHON = ("SELECT 'infinity'::DATE AS d, '-infinity'::TIMESTAMP AS t, '294247-01-10'::DATE AS x, "
+                 "'5877642-06-25 (BC)'::DATE AS bc, 'infinity'::TIMESTAMPTZ AS tz, "
+                 "'2023-01-01 00:00:00.1234567'::TIMESTAMP_NS AS ns, DATE '2023-05-06' AS ok")
+BEYOND_TEXT = ["infinity", "-infinity", "294247-01-10", "5877642-06-25 (BC)", "infinity",
+               "2023-01-01 00:00:00.1234567", "2023-05-06"]
+
+
+def test_dates_python_cannot_hold_come_as_duckdbs_text(toy):
+    store, _, _ = toy
+    assert sql_result(store, BEYOND_PYTHON).to_json()["rows"] == [BEYOND_TEXT]
+    nested = sql_result(store, "SELECT [DATE 'infinity', DATE '2020-01-02'] AS l, {'a': '-infinity'::DATE} AS s, "
+                               "MAP {'infinity'::DATE: 1} AS m").to_json()["rows"][0]
+    assert nested == [["infinity", "2020-01-02"], {"a": "-infinity"}, [["infinity", 1]]]
+
+
+def test_out_of_range_text_matches_duckdbs_own_on_random_values(toy):
+    from rsembed_store.query.sql_values import column_values
+
+    store, _, _ = toy
+    rng = np.random.default_rng(17)
+    days = [int(d) for d in rng.integers(-(2**31) + 2, 2**31 - 2, 400)]
+    micros = [int(u) for u in rng.integers(-(2**63) + 2, 2**63 - 2, 400)] + [0, 1, 500_000, 86_400_000_000 - 1]
+    query = (f"SELECT DATE '1970-01-01' + d AS v, (DATE '1970-01-01' + d)::VARCHAR AS text "
+             f"FROM unnest({days}::INTEGER[]) AS u(d) UNION ALL BY NAME "
+             f"SELECT make_timestamp(u)::DATE AS v, make_timestamp(u)::DATE::VARCHAR AS text "
+             f"FROM unnest({micros}::BIGINT[]) AS w(u)")
+    table = run_sql(store, query, limit=None)
+    for value, text in zip(column_values(table.column("v")), table.column("text").to_pylist()):
+        assert (value if isinstance(value, str) else value.isoformat()) == text
+    stamps = run_sql(store, f"SELECT make_timestamp(u) AS v, make_timestamp(u)::VARCHAR AS text "
+                            f"FROM unnest({micros}::BIGINT[]) AS w(u)", limit=None)
+    for value, text in zip(column_values(stamps.column("v")), stamps.column("text").to_pylist()):
+        if isinstance(value, str):  # outside Python's years: DuckDB's text exactly
+            assert value == text
+        else:  # Python keeps trailing zeros of the fraction ('.500000' for DuckDB's '.5')
+            assert value.isoformat(sep=" ").startswith(text)
+
+
+def test_cli_prints_dates_python_cannot_hold(toy):
+    store, _, _ = toy
+    doc = json.loads(cli(store, BEYOND_PYTHON, "--json").stdout)
+    assert doc["rows"] == [BEYOND_TEXT]
+    table = cli(store, BEYOND_PYTHON)
+    assert table.exit_code == 0 and "294247-01-10" in table.stdout and "(BC)" in table.stdout
+    rows = list(csv.reader(io.StringIO(cli(store, BEYOND_PYTHON, "--format", "csv").stdout)))
+    assert rows[1] == BEYOND_TEXT

@@ -37,17 +37,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
-from ...errors import RsEmbedStoreError, SpecError
+from ...errors import SpecError, WeightsError
 
 ENV_WEIGHTS = "RSEMBED_WEIGHTS"
 ENV_WEIGHTS_DIR = "RSEMBED_WEIGHTS_DIR"
 ENV_CACHE = "RSEMBED_CACHE"
 REVISION_HEX = 16
 _CHUNK = 1 << 20
-
-
-class WeightsError(RsEmbedStoreError, OSError):
-    """A checkpoint is missing, cannot be downloaded, or does not match its declared checksum."""
 
 
 @dataclass(frozen=True)

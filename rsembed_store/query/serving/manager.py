@@ -40,7 +40,8 @@ from typing import Dict, List, Mapping, Optional
 
 from .delta import empty_delta, read_delta
 from .rows import GRID_COLUMNS
-from .tier import FLAT_MAX_ROWS, HNSW_M, CorruptTierError, Tier
+from ...errors import CorruptTierError
+from .tier import FLAT_MAX_ROWS, HNSW_M, Tier
 from .view import View
 
 log = logging.getLogger("rsembed_store.serving")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...embedding import Embedding
-from ...keys import ResolvedRequest, StoredRequest, _has_series_fields
+from ...keys import _LAZY_FIELDS, ResolvedRequest, StoredRequest, _has_series_fields
 
 # the columns a tier reads from Lance (plus the row address)
 COLUMNS = ["key", "request", "vector", "lon", "lat", "h3", "cell", "start_date", "end_date", "year", "meta",
@@ -218,6 +218,15 @@ class PackedRequest(StoredRequest):
             got = (full.frames, full.modalities) if full else (None, None)
             object.__setattr__(self, "_series_fields", got)
         return got
+
+    def __getattr__(self, name):
+        if name not in _LAZY_FIELDS:
+            raise AttributeError(name)
+        full = ResolvedRequest.from_canonical(self.canonical)
+        for f in _LAZY_FIELDS:
+            if f not in ("frames", "modalities"):  # properties of this class
+                object.__setattr__(self, f, getattr(full, f))
+        return getattr(self, name)
 
     def __reduce__(self):
         return StoredRequest, (self.canonical, self.key, self.model, self.revision)

@@ -32,7 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .rows import COLUMNS, ARRAYS, Rows, distances
+from ...errors import CorruptTierError
+from .rows import ARRAYS, COLUMNS, Rows, distances
 
 FORMAT = "rsembed-serving/1"
 FLAT_MAX_ROWS = 20_000
@@ -42,10 +43,6 @@ EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 RECALL_GOAL = 0.97  # tuned on the space's own rows, a margin above the promised 0.95
 TUNE_QUERIES = 200
 UNIT_TOLERANCE = 1e-5  # vectors this close to unit length are searched as they are (cosine = 1 - dot)
-
-
-class CorruptTierError(Exception):
-    """A saved tier that does not match what it claims (never trusted; rebuilt instead)."""
 
 
 def _faiss():
