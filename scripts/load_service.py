@@ -1,6 +1,6 @@
 """Load the HTTP service with concurrent clients: requests/s, p50/p99 and every non-2xx answer.
 
-``python -m scripts.load_service [--rows 1800] [--clients 1 4 8] [--requests 200] [--runs 3]``
+``python -m scripts.load_service [--rows 1800] [--clients 1 4 8] [--requests 200] [--runs 3] [--workers 1]``
 
 Writes a benchmark space (the seeded clustered vectors of ``scripts.bench``) to a
 fresh store, starts ``rsembed-store serve`` on a free loopback port in its own
@@ -75,10 +75,11 @@ def served_in_thread(app) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served_in_process(db: str) -> Iterator[str]:
-    """``rsembed-store serve --db DB`` on a free loopback port in its own process; yields its base URL."""
+def served_in_process(db: str, workers: int = 1) -> Iterator[str]:
+    """``rsembed-store serve --db DB --workers N`` on a free loopback port in its own process(es); yields its
+    base URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "rsembed_store", "--db", db, "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "rsembed_store", "--db", db, "serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -194,6 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--requests", type=int, default=200, help="requests per client count (default 200)")
     ap.add_argument("--runs", type=int, default=3, help="runs per client count; the median run is reported")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the server (default 1)")
     ap.add_argument("--db", help="use this store directory (kept) instead of a temporary one")
     args = ap.parse_args(argv)
     with contextlib.ExitStack() as stack:
@@ -204,12 +206,12 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
         bodies = search_bodies(model, keys, queries)
         failed = 0
-        with served_in_process(os.path.join(db, "store")) as base:
+        with served_in_process(os.path.join(db, "store"), args.workers) as base:
             hammer(base, "/search", bodies[:20], clients=1, total=20)  # warm-up: open the space, load caches
             for clients in args.clients:
                 runs = sorted((hammer(base, "/search", bodies, clients=clients, total=args.requests)
                                for _ in range(args.runs)), key=lambda r: r["requests_per_s"])
-                fig = {**runs[len(runs) // 2], "rows": args.rows, "dim": args.dim,
+                fig = {**runs[len(runs) // 2], "rows": args.rows, "dim": args.dim, "workers": args.workers,
                        "runs_rps": [r["requests_per_s"] for r in runs], "loadavg": round(os.getloadavg()[0], 2)}
                 failed += sum(r["failed"] for r in runs)
                 print(json.dumps(fig), flush=True)

@@ -123,3 +123,15 @@ def test_the_service_answers_every_valid_request_from_8_clients_at_once(filled):
         fig_lookup = hammer(base, "/embeddings/lookup", lookups, clients=8, total=160, check=all_found)
     assert fig["failed"] == 0, fig["failures"]
     assert fig_lookup["failed"] == 0, fig_lookup["failures"]
+
+
+def test_serve_with_two_worker_processes_answers_every_valid_request(filled):
+    """`serve --workers 2`: the workers build the app from the environment they inherit, and answer."""
+    pytest.importorskip("uvicorn")
+    from scripts.load_service import hammer, served_in_process
+
+    store, reqs, vectors = filled
+    bodies = [{"model": "toy", "like": {"key": r.key}, "k": 3} for r in reqs[:40]]
+    with served_in_process(store.uri, workers=2) as base:
+        fig = hammer(base, "/search", bodies, clients=4, total=120)
+    assert fig["failed"] == 0, fig["failures"]

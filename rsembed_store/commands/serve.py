@@ -57,8 +57,11 @@ def _read_body(body: str | None) -> str | None:
 @click.option("--request", "one_request", nargs=2, metavar="METHOD PATH",
               help="Send one in-process request (e.g. GET /health), print the answer, exit non-zero unless 2xx.")
 @click.option("--body", help="JSON body for --request, or @FILE to read it from a file.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes. Each holds its own store handle and serving tiers (the saved tier "
+                   "files are shared through the page cache); more than one uses more cores.")
 @click.pass_obj
-def serve(obj, host, port, token, protect_reads, sources, one_request, body):
+def serve(obj, host, port, token, protect_reads, sources, one_request, body, workers):
     """Serve the store over HTTP: get, look-up, search, SQL and ingest jobs (JSON; docs at /docs).
 
     \b
@@ -93,8 +96,23 @@ def serve(obj, host, port, token, protect_reads, sources, one_request, body):
     if not _is_loopback(host) and not token:
         click.echo(f"warning: serving on {host} without --token: anyone who can reach it may read the store "
                    "(writes are open too)", err=True)
-    click.echo(f"serving {store.uri} at http://{host}:{port} (API docs at http://{host}:{port}/docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    click.echo(f"serving {store.uri} at http://{host}:{port} (API docs at http://{host}:{port}/docs)"
+               + (f" with {workers} worker processes" if workers > 1 else ""), err=True)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    # several processes: uvicorn imports the app in each from a factory, which reads how to build it
+    # from the environment they inherit
+    import json
+    import os
+
+    from ..query.service import SERVE_ENV
+
+    os.environ[SERVE_ENV] = json.dumps({"db": obj.db, "storage_options": obj.storage_options,
+                                        "config": store.config, "token": token or None,
+                                        "protect_reads": protect_reads})
+    uvicorn.run("rsembed_store.query.service:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level="info")
 
 
 def _one_request(app, method: str, path: str, body: str | None, token: str | None) -> int:

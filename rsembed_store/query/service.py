@@ -538,6 +538,22 @@ def _models():
 # ---------------------------------------------------------------- the app
 
 
+SERVE_ENV = "RSEMBED_STORE_SERVE"  # how `serve --workers N` tells each worker process what to serve
+
+
+def app_from_environment():
+    """The application described by ``$RSEMBED_STORE_SERVE`` (JSON: db, storage_options, config, token,
+    protect_reads): the factory each worker of ``rsembed-store serve --workers N`` imports."""
+    import json
+    import os
+
+    from ..store import Store
+
+    spec = json.loads(os.environ[SERVE_ENV])
+    store = Store.open(spec["db"], storage_options=spec.get("storage_options"), config=spec.get("config"))
+    return create_app(store, token=spec.get("token"), protect_reads=bool(spec.get("protect_reads")))
+
+
 def create_app(store, *, token: Optional[str] = None, protect_reads: bool = False, max_batch: int = 1000,
                sql_row_limit: int = 10_000, sql_timeout_s: float = 30.0, max_ingest_requests: int = 100_000):
     """Build the FastAPI application over ``store``.

@@ -295,3 +295,25 @@ def test_a_looked_up_request_parses_on_demand_and_pickles_plainly(space):
     back = pickle.loads(pickle.dumps(emb))
     assert type(back.request) is StoredRequest and back.request == reqs[4]
     assert np.array_equal(back.vector, emb.vector)
+
+
+def test_a_stream_of_small_writes_reads_only_the_new_fragments(tmp_path, monkeypatch):
+    """Each new version's delta reuses what the last one read; the answers stay those of the latest version."""
+    from rsembed_store.query.serving import delta as delta_mod
+
+    reqs, X, *_ = _clustered(1200)
+    store = _open(tmp_path / "db")
+    store.put_many([Embedding(request=r, vector=x) for r, x in zip(reqs[:1000], X[:1000])])
+    store.search("toy", X[0], k=1)  # the tier covers the first 1,000 rows
+    read = []
+    real = delta_mod.Rows.from_arrow
+    monkeypatch.setattr(delta_mod.Rows, "from_arrow", lambda table, **kw: read.append(table.num_rows) or real(
+        table, **kw))
+    for i in range(1000, 1200, 20):  # ten writes of 20 new rows, a read after each
+        store.put_many([Embedding(request=r, vector=x) for r, x in zip(reqs[i:i + 20], X[i:i + 20])])
+        assert store.search("toy", X[i + 5], k=1, exclude_self=False).keys == [reqs[i + 5].key]
+    assert read == [20] * 10  # never the earlier fragments again
+    store.put_many([Embedding(request=reqs[1010], vector=-X[1010])])  # replaces a delta row
+    assert np.array_equal(store.lookup_many([reqs[1010].key], space=SPACE)[0].vector, -X[1010])
+    assert store.search("toy", X[1010], k=1200, exclude_self=False).keys.count(reqs[1010].key) == 1
+    assert store.serving.describe(SPACE)["delta_rows"] == 200

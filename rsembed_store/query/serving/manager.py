@@ -116,7 +116,8 @@ class Serving:
                 v = View(tier, empty_delta(tier), self._grid_fetcher(space))
             else:
                 ds = self.store.dataset(space)
-                delta = read_delta(tier, ds)
+                previous = st.view.delta if st.view is not None and st.view.tier is tier else None
+                delta = read_delta(tier, ds, previous)
                 if delta.rows.n + delta.n_removed > DELTA_MAX_ROWS:
                     st.reason = (f"{delta.rows.n + delta.n_removed:,} rows changed since the tier's version "
                                  f"{tier.version}; rebuilding")
