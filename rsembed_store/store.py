@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import threading
@@ -50,6 +51,8 @@ from .space import (
     space_name,
     table_to_embeddings,
 )
+
+logger = logging.getLogger("rsembed_store.store")
 
 DEFAULT_URI = "./rsembed-store"
 CATALOG = "_spaces"
@@ -505,8 +508,9 @@ class Store:
             indexed = int(getattr(stats, "num_indexed_rows", 0) or 0)
             if unindexed > max(KEY_INDEX_SLACK_ROWS, indexed // 10):
                 self.dataset(space).optimize.optimize_indices(index_names=[idx.name])
-        except Exception:  # best effort: a concurrent writer may be doing the same; maintain() repairs
-            pass
+        except Exception as exc:  # best effort: a concurrent writer may be doing the same; maintain() repairs
+            logger.warning("space %s: the key index was not refreshed after a write (%s: %s); look-ups stay "
+                           "correct, and `rsembed-store maintain` refreshes it", space, type(exc).__name__, exc)
 
     def create_scalar_indexes(self, space: str) -> List[str]:
         """(Re)build the scalar indexes of a space on the columns searches filter by."""

@@ -246,3 +246,17 @@ def test_key_index_follows_bulk_writes(store, monkeypatch):
     stats = table.index_stats("key_idx")
     assert stats.num_unindexed_rows <= 50, stats
     assert stats.num_indexed_rows >= 300
+
+
+def test_a_failed_key_index_refresh_is_logged_not_silent(store, monkeypatch, caplog):
+    import rsembed_store.store as store_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("index busy")
+
+    monkeypatch.setattr(store_mod, "_create_scalar", broken)
+    with caplog.at_level("WARNING", logger="rsembed_store.store"):
+        store.put_many([toy_embedding(req(1.0, 1.0))])
+    assert store.lookup_many([req(1.0, 1.0).key])[0] is not None  # the write itself stands
+    assert any("key index was not refreshed" in r.getMessage() and "index busy" in r.getMessage()
+               for r in caplog.records)
