@@ -225,15 +225,26 @@ def search(store, model: str, like, *, k: int = 10, temporal=None, within=None, 
 def explain(store, model: str, like, *, k: int = 10, temporal=None, within=None, where: Optional[str] = None,
             exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
             get: Optional[Callable] = None, verbose: bool = True) -> dict:
-    """How :func:`search` would run, without running it: the filter, the settings and Lance's plan."""
+    """How :func:`search` would run, without running it: ``path`` ("serving" or "lance"), and for the
+    Lance path the filter, the settings and Lance's plan (for the serving tier, the tier it would use)."""
+    query = _query(store, model, like, k=k, metric=metric, revision=revision, get=get)
+    k, info, metric_, *_ = query
+    served = _served(store, info, metric_, temporal, within, where)
+    if served is not None:
+        view, filters = served
+        return {"space": info.space, "metric": metric_, "k": k, "path": "serving",
+                "filters": {"window_days": filters.window, "box": filters.box,
+                            "h3_ranges": len(filters.ranges) if filters.ranges is not None else None},
+                "tier": store.serving.describe(info.space)}
     q = _prepare(store, model, like, k=k, temporal=temporal, within=within, where=where,
-                 exclude_self=exclude_self, metric=metric, revision=revision, get=get)
+                 exclude_self=exclude_self, metric=metric, revision=revision, get=get, query=query)
     try:
         text = q.dataset.scanner(columns=RESULT_COLUMNS + ["_distance"], filter=q.filter, prefilter=True,
                                  nearest=q.nearest).explain_plan(verbose)
     except Exception as exc:
         raise _query_error(exc, q) from None
-    return {"space": q.space, "metric": q.metric, "k": q.k, "filter": q.filter, **q.plan, "lance_plan": text}
+    return {"space": q.space, "metric": q.metric, "k": q.k, "path": "lance", "filter": q.filter, **q.plan,
+            "lance_plan": text}
 
 
 def check_k(k) -> int:

@@ -477,9 +477,13 @@ def test_search_never_mixes_spaces(tmp_path):
     assert len(search(store, "toyyear", small[0].key, k=10)) == 4
 
 
-def test_explain_shows_the_filter_pushed_into_lance(held):
+def test_explain_shows_the_filter_pushed_into_lance_or_the_tier_it_would_use(held):
     store, embs, _ = held
     plan = explain(store, "toy", embs[0].key, within=BBox(11.1, 46.1, 11.3, 46.3), temporal=TemporalSpec.year(2021))
+    if plan["path"] == "serving":
+        assert plan["filters"]["box"] == (11.1, 46.1, 11.3, 46.3) and plan["filters"]["window_days"]
+        assert plan["tier"]["path"] == "serving" and plan["tier"]["rows"] == store.count(plan["space"])
+        return
     assert "lon >=" in plan["filter"] and "start_date" in plan["filter"]
     assert "lon >=" in plan["lance_plan"] or "lon@" in plan["lance_plan"]
     assert plan["exact"] is True

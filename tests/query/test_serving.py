@@ -317,3 +317,33 @@ def test_a_stream_of_small_writes_reads_only_the_new_fragments(tmp_path, monkeyp
     assert np.array_equal(store.lookup_many([reqs[1010].key], space=SPACE)[0].vector, -X[1010])
     assert store.search("toy", X[1010], k=1200, exclude_self=False).keys.count(reqs[1010].key) == 1
     assert store.serving.describe(SPACE)["delta_rows"] == 200
+
+
+@pytest.mark.parametrize("metric", ["l2", "dot"])
+def test_spaces_of_other_metrics_are_served_with_lances_distances(tmp_path, metric):
+    """A space declared l2 or dot: the tier (flat and graph) gives Lance's distances and order."""
+    from rsembed_store.model import ModelInfo
+    from rsembed_store.registry import register_model
+
+    name = f"toy{metric}"
+
+    class MetricToy(toy.ToyModel):
+        info = ModelInfo(id=name, revision="m-v1", kind="on_the_fly", dim=8, metric=metric,
+                         default_sensor=toy.ToyModel.info.default_sensor, input_size=32)
+
+    register_model(name, MetricToy)
+    rng = np.random.default_rng(3)
+    reqs = [resolve(Request(name, PointBuffer(11 + i * 1e-3, 46.0, 100), TemporalSpec.year(2022)))
+            for i in range(1500)]
+    X = rng.standard_normal((1500, 8)).astype(np.float32)
+    for graph_min_rows in (10**9, 500):
+        store = Store.open(tmp_path / f"db{graph_min_rows}", config={"serving": {
+            "background": False, "graph_min_rows": graph_min_rows}})
+        store.put_many([Embedding(request=r, vector=x) for r, x in zip(reqs, X)])
+        lance = Store.open(tmp_path / f"db{graph_min_rows}", config={"serving": {"enabled": False}})
+        for q in X[:10] + 0.05:
+            a, b = store.search(name, q, k=5, exclude_self=False), lance.search(name, q, k=5, exclude_self=False)
+            assert a.plan["path"] == "serving"
+            assert a.keys == b.keys
+            np.testing.assert_allclose([r["distance"] for r in a], [r["distance"] for r in b], rtol=1e-4,
+                                       atol=1e-4)
