@@ -97,6 +97,20 @@ def served_in_process(db: str, workers: int = 1) -> Iterator[str]:
                 proc.kill()
 
 
+def run_together(work: Callable[[int, threading.Barrier], None], n: int) -> float:
+    """Run ``work(i, start)`` in ``n`` threads that each wait on ``start`` before their first call; the wall
+    seconds from the moment all are released to the last one's end."""
+    start = threading.Barrier(n + 1)
+    threads = [threading.Thread(target=work, args=(i, start)) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def hammer(base: str, path: str, bodies: Sequence[dict], *, clients: int, total: int,
            check: Optional[Callable[[dict, dict], None]] = None) -> dict:
     """Send ``total`` POSTs of ``bodies`` (cycled) to ``base + path`` from ``clients`` threads at once.
@@ -111,9 +125,8 @@ def hammer(base: str, path: str, bodies: Sequence[dict], *, clients: int, total:
     latencies: List[float] = []
     failures: Counter = Counter()
     lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
 
-    def client(c: int) -> None:
+    def client(c: int, start: threading.Barrier) -> None:
         mine, bad = [], Counter()
         with httpx.Client(base_url=base, timeout=60) as http:
             start.wait()
@@ -134,14 +147,7 @@ def hammer(base: str, path: str, bodies: Sequence[dict], *, clients: int, total:
             latencies.extend(mine)
             failures.update(bad)
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_together(client, clients)
     ms = np.asarray(latencies) * 1e3
     return {
         "clients": clients,

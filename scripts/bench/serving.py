@@ -16,7 +16,6 @@ It runs last: it adds ``bulk_rows`` rows to the big space.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -25,6 +24,7 @@ import numpy as np
 
 from rsembed_store import Embedding, Store, resolve
 from rsembed_store.store import dir_bytes
+from scripts.load_service import run_together
 
 from . import engines
 from .search import split_queries
@@ -94,9 +94,8 @@ def threads(sp, Q, n: int, seconds: float) -> dict:
     keys = [sp.keys[int(i)] for i in rows]
     calls, errors = Counter(), Counter()
     stop = time.perf_counter() + seconds
-    start = threading.Barrier(n + 1)
 
-    def work(t: int):
+    def work(t: int, start):
         start.wait()
         i = t * 997
         while time.perf_counter() < stop:
@@ -114,14 +113,7 @@ def threads(sp, Q, n: int, seconds: float) -> dict:
                 errors[f"{type(exc).__name__}: {exc}"[:100]] += 1
             i += 1
 
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(n)]
-    for t in pool:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for t in pool:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_together(work, n)
     return {"threads": n, "seconds": round(wall, 2), "calls": int(sum(calls.values())),
             "calls_per_s": round(sum(calls.values()) / wall, 1), "errors": int(sum(errors.values())),
             "error_kinds": dict(errors)}
