@@ -166,6 +166,7 @@ class Store:
         self._tables: Dict[str, object] = {}
         self._datasets: Dict[str, object] = {}
         self._spaces: Dict[str, SpaceInfo] = {}
+        self._spaces_read = None  # (catalog version, its spaces)
 
     # ------------------------------------------------------------ opening
 
@@ -301,15 +302,25 @@ class Store:
         cat = self._catalog()
         if cat is None:
             return []
-        rows = cat.to_arrow().to_pylist()
-        out = [
-            SpaceInfo(r["space"], r["model"], r["revision"], r["dim"], r["dtype"], r["metric"], r["kind"], r["h3_res"])
-            for r in rows
-        ]
+        # read again only when another commit changed the catalog (one manifest listing to know)
+        with self._lock:
+            base = self._datasets.get(CATALOG)
+            if base is None:
+                base = self._datasets[CATALOG] = cat.to_lance()
+        version = base.latest_version
+        cached = self._spaces_read
+        if cached is not None and cached[0] == version:
+            return list(cached[1])
+        handle = copy.copy(base)
+        handle._ds = base._ds.checkout_version(version)
+        rows = handle.to_table().to_pylist()
+        out = sorted((SpaceInfo(r["space"], r["model"], r["revision"], r["dim"], r["dtype"], r["metric"], r["kind"],
+                                r["h3_res"]) for r in rows), key=lambda s: s.space)
         with self._lock:
             for s in out:
                 self._spaces[s.space] = s
-        return sorted(out, key=lambda s: s.space)
+            self._spaces_read = (version, out)
+        return list(out)
 
     def space_info(self, space: str) -> SpaceInfo:
         """The catalog entry of ``space``; :class:`UnknownSpaceError` names the spaces held."""

@@ -181,6 +181,7 @@ def build_store(path: str, rows: int, dim: int, seed: int = 0):
         batch = writer.table(data, X, start, min(rows, start + BLOCK))
         keys.extend(batch.column("key").to_pylist())
         table.add(batch)
+    store.serving.build(writer.space)  # saved beside the space: the server loads it, as after `maintain`
     return model, keys, data.queries
 
 
