@@ -178,6 +178,30 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def dumps(value: Any) -> bytes:
+    """``value`` as strict JSON bytes, as :func:`jsonable` would make it, but in one pass through orjson
+    (a search answer's rows went through ``jsonable`` and ``json.dumps`` in 0.3 ms, a fifth of a request):
+    NaN and inf become null, numpy values and arrays plain values, dates ISO strings."""
+    try:
+        import orjson
+    except ImportError:  # the `serve` extra brings it; without it, the same JSON the slower way
+        return json.dumps(jsonable(value), allow_nan=False).encode("utf-8")
+    try:
+        return orjson.dumps(value, default=_orjson_default,
+                            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits (a DuckDB HUGEINT): Python's json holds it
+        return json.dumps(jsonable(value), allow_nan=False).encode("utf-8")
+
+
+def _orjson_default(value: Any) -> Any:
+    """What orjson does not encode itself, as :func:`jsonable` encodes it."""
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, np.ndarray):  # non-native byte order or dtypes orjson refuses
+        return jsonable(value.tolist())
+    return jsonable(value)
+
+
 def grid_json(emb, encoding: str) -> Optional[dict]:
     """The grid of a grid answer in the chosen encoding (``None`` for pooled answers).
 
@@ -676,7 +700,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
         return creds
 
     def ok(data: Any, status: int = 200):
-        return JSONResponse(jsonable(data), status_code=status)
+        return Response(dumps(data), status_code=status, media_type="application/json")
 
     def limit(count: int, what: str, field: str, cap: int = max_batch) -> None:
         if count > cap:
