@@ -3,7 +3,7 @@
 ``python -m scripts.load_service [--rows 1800] [--clients 1 4 8] [--requests 200] [--runs 3] [--workers 1]``
 
 Writes a benchmark space (the seeded clustered vectors of ``scripts.bench``) to a
-fresh store, starts ``rsembed-store serve`` on a free loopback port in its own
+fresh store and builds its serving tier (as ``maintain`` would), starts ``rsembed-store serve`` on a free loopback port in its own
 process, and sends valid ``POST /search`` requests (by stored key and by vector,
 alternating) from N client threads at once, each on its own keep-alive
 connection. Prints one JSON line per client count and exits non-zero if any
