@@ -205,3 +205,25 @@ def test_models_read_families_by_common_names():
     assert s2.sensor.bands == ("B02", "B03", "B04", "B08", "B11", "B12") and s2.key != r.key
     with pytest.raises(ProviderError, match=r"no band for \['B05'\]"):
         as_common(("B04", "B05"), FAMILIES["hls-l30"])
+
+
+def test_prithvi_reads_hls_by_default_and_old_s2_keys_stay_valid():
+    from rsembed_store.registry import model_class
+
+    info = model_class("prithvi").info  # a declaration: no torch needed
+    assert info.default_sensor.collection == "hls"
+    where, when = PointBuffer(11.0, 46.0, 480), TemporalSpec.year(2023)
+    r = resolve(Request("prithvi", where, when))
+    assert (r.sensor.collection, r.sensor.bands) == ("hls", ("blue", "green", "red", "nir", "swir16", "swir22"))
+    s2 = SensorSpec("s2-l2a", ("B02", "B03", "B04", "B8A", "B11", "B12"), scale_m=30, cloudy_pct=30)
+    old = resolve(Request("prithvi", where, when, sensor=s2))
+    assert old.sensor.bands == ("B02", "B03", "B04", "B8A", "B11", "B12") and old.key != r.key
+
+
+def test_band_positions_match_s2_and_common_names():
+    from rsembed_store.ingest.providers.sensors import band_positions
+
+    assert band_positions(("B02", "B03", "B04", "B8A", "B11", "B12"), ("blue", "nir", "swir22")) == [0, 3, 5]
+    assert band_positions(("blue", "red", "nir"), ("B04", "B08")) == [1, 2]
+    assert band_positions(("B08", "B8A"), ("nir",)) == [None]  # two candidates: refused, not guessed
+    assert band_positions(("B08", "B8A"), ("B8A",)) == [1]

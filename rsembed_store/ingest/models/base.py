@@ -40,7 +40,7 @@ from ...keys import ResolvedRequest
 from ...model import Model
 from ...specs import InputPrepSpec, SensorSpec
 from ..providers.base import Pixels
-from ..providers.sensors import as_common, family
+from ..providers.sensors import as_common, band_positions, family
 
 AUTO_TILE_FACTOR = 1.5
 
@@ -228,13 +228,14 @@ class OnTheFlyModel(Model):
                 f"(C={len(pixels.bands)}, H, W) for bands {list(pixels.bands)}"
             )
         need = self.input_bands(request)
-        missing = [b for b in need if b not in pixels.bands]
+        where = band_positions(pixels.bands, need)
+        missing = [b for b, i in zip(need, where) if i is None]
         if missing:
             raise ComputeError(
                 f"request {request.key} ({self.info.id}): the pixels lack band(s) {missing}; got "
                 f"{list(pixels.bands)}, the model reads {list(need)}"
             )
-        x = arr[[pixels.bands.index(b) for b in need]].astype(np.float32)
+        x = arr[where].astype(np.float32)
         usable = np.asarray(pixels.valid, bool) & np.asarray(pixels.roi_mask, bool) & np.isfinite(x).all(axis=0)
         return np.where(usable, x, np.float32(0.0)), usable
 

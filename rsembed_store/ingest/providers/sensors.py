@@ -273,6 +273,21 @@ def as_common(s2_bands: Sequence[str], fam: Family) -> Tuple[str, ...]:
     return tuple(out)
 
 
+def band_positions(have: Sequence[str], wanted: Sequence[str]) -> List[Optional[int]]:
+    """Where each ``wanted`` band sits in ``have`` (None: absent), a Sentinel-2 name and its common
+    name counting as the same band (``B04`` ~ ``red``, ``B8A`` ~ ``nir``); an exact name wins."""
+    have = list(have)
+    out: List[Optional[int]] = []
+    for w in wanted:
+        if w in have:
+            out.append(have.index(w))
+            continue
+        common = S2_COMMON.get(str(w).upper(), str(w).lower())
+        hits = [i for i, h in enumerate(have) if S2_COMMON.get(str(h).upper(), str(h).lower()) == common]
+        out.append(hits[0] if len(hits) == 1 else None)
+    return out
+
+
 def parse_mtl(text: str) -> Dict[str, str]:
     """``KEY = value`` lines of a Landsat MTL file (groups flattened, quotes dropped)."""
     out: Dict[str, str] = {}
@@ -285,4 +300,4 @@ def parse_mtl(text: str) -> Dict[str, str]:
     return out
 
 
-__all__ = ["COMMON_NAMES", "FAMILIES", "S2_COMMON", "as_common", "Family", "ProductFile", "QaRule", "Sensor", "family", "parse_mtl"]
+__all__ = ["COMMON_NAMES", "FAMILIES", "S2_COMMON", "as_common", "band_positions", "Family", "ProductFile", "QaRule", "Sensor", "family", "parse_mtl"]
