@@ -246,9 +246,16 @@ FAMILIES: Dict[str, Family] = {
 }
 
 
+# the Earth Engine provider's per-mission names read the same band vocabulary
+FAMILY_ALIASES = {"landsat7-l2": "landsat-c2-l2", "landsat8-l2": "landsat-c2-l2", "landsat9-l2": "landsat-c2-l2",
+                  "landsat7-l1": "landsat-l1", "landsat8-l1": "landsat-l1", "landsat9-l1": "landsat-l1"}
+
+
 def family(collection: str) -> Optional[Family]:
-    """The product family a local collection name declares, or None (a Sentinel-2 style source)."""
-    return FAMILIES.get(str(collection).strip().lower())
+    """The product family a collection name declares (``landsat-l1``, ``hls``, or a per-mission
+    name such as ``landsat8-l2``), or None (a Sentinel-2 style source)."""
+    name = str(collection).strip().lower()
+    return FAMILIES.get(FAMILY_ALIASES.get(name, name))
 
 
 # Sentinel-2 band names (the vocabulary the built-in models declare their inputs in) -> common names
