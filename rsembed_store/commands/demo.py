@@ -18,8 +18,9 @@ from .common import emit_json, json_option
 @click.option("--real", is_flag=True, default=False,
               help="Use the real Landsat 7 (2001) and Landsat 8 (2013) scenes of Debian's r-cran-satellite "
                    "package (fetched once with apt-get into ~/.cache/rsembed-store/testdata) instead of a "
-                   "synthetic scene; ingests both years, searches from the most vegetated cell and finds the "
-                   "cells that changed most.")
+                   "synthetic scene; ingests both years at H3 resolution 10, searches from the most vegetated "
+                   "cell and finds the cells that changed most (--workdir, --h3-res, --size-px and --seed "
+                   "apply to the synthetic demo only).")
 @json_option
 @click.pass_obj
 def demo(obj, workdir, h3_res, size_px, seed, k, real, as_json):

@@ -227,3 +227,61 @@ def test_band_positions_match_s2_and_common_names():
     assert band_positions(("blue", "red", "nir"), ("B04", "B08")) == [1, 2]
     assert band_positions(("B08", "B8A"), ("nir",)) == [None]  # two candidates: refused, not guessed
     assert band_positions(("B08", "B8A"), ("B8A",)) == [1]
+
+
+def test_prithvis_default_hls_request_reads_pixels_named_either_way():
+    """The torch-free half of prithvi's input path: an HLS request (common names) takes its
+    six channels from pixels whose bands carry the Sentinel-2 names, in the model's order."""
+    from rsembed_store.ingest.providers.base import Pixels
+    from rsembed_store.registry import model_class
+
+    cls = model_class("prithvi")
+    r = resolve(Request("prithvi", PointBuffer(11.0, 46.0, 480), TemporalSpec.year(2023)))
+    model = cls.__new__(cls)  # no weights, no torch: only the input assembly is exercised
+    arr = np.random.default_rng(0).uniform(0, 0.4, (4, 6, 8, 8)).astype(np.float32)
+    px = Pixels(array=arr[:, ::-1], bands=("B12", "B11", "B8A", "B04", "B03", "B02"), valid=np.ones((4, 8, 8), bool),
+                roi_mask=np.ones((8, 8), bool), crs="EPSG:32632", transform=(0, 30, 0, 0, 0, -30))
+    x, ok = model._frames_of(px, model.input_bands(r), "the sensor", r)
+    np.testing.assert_array_equal(x.reshape(4, 6, 8, 8), arr)
+    assert ok.all()
+
+
+def test_landsat_l1_collection1_toa_from_the_mtl_and_bqa_cloud_mask(tmp_path):
+    forget()
+    pid = "LC08_L1TP_195025_20220610_20220616_01_T1"
+    write_tif(tmp_path / f"{pid}_B4.TIF", np.full((40, 40), 10000, "uint16"))
+    write_tif(tmp_path / f"{pid}_B5.TIF", np.full((40, 40), 20000, "uint16"))
+    bqa = np.full((40, 40), 2720, "uint16")  # clear, as in the real Debian scene
+    bqa[:20, :] = 2720 | 0b10000  # the cloud bit in the north
+    write_tif(tmp_path / f"{pid}_BQA.TIF", bqa)
+    (tmp_path / f"{pid}_MTL.txt").write_text(
+        "GROUP = L1_METADATA_FILE\n  DATE_ACQUIRED = 2022-06-10\n  CLOUD_COVER = 4.5\n  SUN_ELEVATION = 30.0\n"
+        "  REFLECTANCE_MULT_BAND_4 = 2.0000E-05\n  REFLECTANCE_ADD_BAND_4 = -0.100000\n"
+        "  REFLECTANCE_MULT_BAND_5 = 2.0000E-05\n  REFLECTANCE_ADD_BAND_5 = -0.100000\nEND_GROUP = L1_METADATA_FILE\n")
+    p = LocalProvider({"sources": {"landsat-l1": str(tmp_path)}, "resampling": "nearest"})
+    px = p.fetch(request("landsat-l1", ["red", "nir"]))
+    assert px.valid.any() and not px.valid.all()  # the ROI straddles the cloud edge
+    np.testing.assert_allclose(px.array[:, px.valid].mean(axis=1), [(0.2 - 0.1) / 0.5, (0.4 - 0.1) / 0.5], rtol=1e-5)
+    assert p.scenes("landsat-l1")[0].cloud_pct == 4.5
+
+
+def test_a_landsat_product_in_etrs89_laea_is_warped_onto_the_utm_grid(tmp_path):
+    forget()
+    crs, res = "EPSG:3035", 30.0
+    (cx,), (cy,) = warp_transform("EPSG:4326", crs, [LON], [LAT])
+    x0, y0 = round(cx / res) * res - 30 * res, round(cy / res) * res + 30 * res
+    cols, rows = np.meshgrid(np.arange(60) + 0.5, np.arange(60) + 0.5)
+    dn = 10000.0 + 2.0 * cols * res / 30 + 3.0 * rows * res / 30  # DN linear in the scene's own coordinates
+    t = Affine(res, 0, x0, 0, -res, y0)
+    write_tif(tmp_path / f"{L8}_SR_B4.TIF", dn.astype("float32"), crs=crs, transform=t, nodata=0)
+    write_tif(tmp_path / f"{L8}_QA_PIXEL.TIF", np.full((60, 60), 21824, "uint16"), crs=crs, transform=t)
+    p = LocalProvider({"sources": {"landsat-c2-l2": str(tmp_path)}})
+    px = p.fetch(request("landsat-c2-l2", ["red"], scale_m=10))
+    g = Affine.from_gdal(*px.transform)
+    h, w = px.array.shape[1:]
+    gx, gy = g @ np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    sx, sy = warp_transform(px.crs, crs, gx.ravel().tolist(), gy.ravel().tolist())
+    c, r = ~t @ (np.asarray(sx), np.asarray(sy))  # fractional pixel coordinates in the scene
+    expected = (10000.0 + 2.0 * c + 3.0 * r) * 2.75e-5 - 0.2
+    assert px.crs == "EPSG:32632" and px.valid.all()
+    np.testing.assert_allclose(px.array[0], expected.reshape(h, w), atol=2e-6)
