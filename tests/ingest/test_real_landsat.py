@@ -27,6 +27,7 @@ from rasterio.warp import transform as warp_transform
 from rsembed_store.ingest.providers.local import LocalProvider
 from rsembed_store.ingest.providers.sensors import parse_mtl
 from rsembed_store.keys import Request, ResolvedRequest, resolve
+from rsembed_store.realdata import EXTDATA
 from rsembed_store.demo_real import SENSOR
 from rsembed_store.specs import H3Cell, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
@@ -202,10 +203,11 @@ PINNED_CHANGE = ["8a1fac18e71ffff", "8a1fac18e70ffff", "8a1fac18e4c7fff", "8a1fa
 
 def test_demo_real_cli_prints_what_it_found(real_dir, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-               RSEMBED_TESTDATA=str(Path(real_dir).parents[5]))
+               RSEMBED_TESTDATA=str(Path(real_dir).parents[len(EXTDATA.parts)]))  # the same cache: no refetch
     out = subprocess.run([sys.executable, "-m", "rsembed_store", "--db", str(tmp_path / "db"), "demo", "--real",
                           "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert report["source"] == str(real_dir)
     assert report["search"]["query_ndvi"] > 0.7
     assert [r["cell"] for r in report["change"]["rows"]] == PINNED_CHANGE
