@@ -211,3 +211,27 @@ def test_demo_real_cli_prints_what_it_found(real_dir, tmp_path):
     assert report["source"] == str(real_dir)
     assert report["search"]["query_ndvi"] > 0.7
     assert [r["cell"] for r in report["change"]["rows"]] == PINNED_CHANGE
+
+
+# ------------------------------------------------------------------ the fetcher itself (no apt-get run)
+
+
+def test_without_apt_the_fetcher_says_what_it_needs(tmp_path, monkeypatch):
+    from rsembed_store import realdata
+
+    monkeypatch.setattr(realdata.shutil, "which", lambda name: None)
+    with pytest.raises(realdata.RealDataUnavailable, match="needs apt-get and dpkg"):
+        realdata.debian_landsat(tmp_path)
+
+
+def test_a_complete_cache_is_used_without_running_anything(tmp_path, monkeypatch):
+    from rsembed_store import realdata
+
+    folder = tmp_path / realdata.PACKAGE / realdata.EXTDATA
+    folder.mkdir(parents=True)
+    for pid in (LE07, LC08):
+        for part in ("B4.TIF", "BQA.TIF", "MTL.txt"):
+            (folder / f"{pid}_{part}").write_text("")
+    monkeypatch.setattr(realdata, "_run", lambda *a, **k: pytest.fail("ran a command"))
+    monkeypatch.setenv(realdata.ENV_CACHE, str(tmp_path))
+    assert realdata.debian_landsat() == folder
