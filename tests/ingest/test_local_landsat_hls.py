@@ -285,3 +285,15 @@ def test_a_landsat_product_in_etrs89_laea_is_warped_onto_the_utm_grid(tmp_path):
     expected = (10000.0 + 2.0 * c + 3.0 * r) * 2.75e-5 - 0.2
     assert px.crs == "EPSG:32632" and px.valid.all()
     np.testing.assert_allclose(px.array[0], expected.reshape(h, w), atol=2e-6)
+
+
+@pytest.mark.parametrize("stem,sensor,suffix", [
+    ("LC09_L2SP_195025_20220610_20220616_02_T1_SR_B4", "Landsat 8/9 OLI/TIRS", "SR_B4"),
+    ("LT05_L2SP_195025_19990610_20200908_02_T1_SR_B3", "Landsat 4/5 TM", "SR_B3"),
+    ("LE07_L2SP_195025_20010730_20200905_02_T2_QA_PIXEL", "Landsat 7 ETM+", "QA_PIXEL"),
+    ("LM05_L2SP_195025_19990610_20200908_02_T1_SR_B3", None, None),  # MSS: not declared
+    ("LC08_L1TP_195025_20130707_20170503_01_T1_B4", None, None),  # a Level-1 file in a Level-2 collection
+])
+def test_landsat_file_names(stem, sensor, suffix):
+    pf = FAMILIES["landsat-c2-l2"].parse(stem)
+    assert (pf.sensor.title, pf.suffix) == (sensor, suffix) if sensor else pf is None

@@ -135,7 +135,7 @@ LANDSAT_ST_SCALE, LANDSAT_ST_OFFSET = 0.00341802, 149.0  # Kelvin
 HLS_SCALE = 1e-4
 
 _LANDSAT_ID = re.compile(
-    r"^(?P<pid>(?P<mission>L[CEOTM]0[1-9])_(?P<level>L1TP|L1GT|L1GS|L2SP|L2SR)_(?P<pathrow>\d{6})_"
+    r"^(?P<pid>(?P<mission>L[CEOT]0[1-9])_(?P<level>L1TP|L1GT|L1GS|L2SP|L2SR)_(?P<pathrow>\d{6})_"
     r"(?P<date>\d{8})_(?P<processed>\d{8})_(?P<collection>\d{2})_(?P<tier>T1|T2|RT))_(?P<suffix>.+)$",
     re.IGNORECASE,
 )
@@ -184,10 +184,10 @@ class Family:
         level = m["level"].upper()
         if (self.kind == "landsat-l2") != level.startswith("L2"):
             return None
-        mission = m["mission"].upper()
-        if mission.startswith("LC") or mission.startswith("LO"):
+        mission = m["mission"].upper()  # LC08, LO09, LT08 (TIRS only) -> OLI; LE07 -> ETM+; LT04/LT05 -> TM
+        if mission[1] in "CO" or int(mission[2:]) >= 8:
             sensor = self.sensors[2]
-        elif mission.startswith("LE"):
+        elif mission[1] == "E":
             sensor = self.sensors[1]
         else:
             sensor = self.sensors[0]
