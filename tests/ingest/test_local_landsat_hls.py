@@ -249,7 +249,9 @@ def test_prithvis_default_hls_request_reads_pixels_named_either_way():
 def test_landsat_l1_collection1_toa_from_the_mtl_and_bqa_cloud_mask(tmp_path):
     forget()
     pid = "LC08_L1TP_195025_20220610_20220616_01_T1"
-    write_tif(tmp_path / f"{pid}_B4.TIF", np.full((40, 40), 10000, "uint16"))
+    red = np.full((40, 40), 10000, "uint16")
+    red[:, 10:20] = 0  # Landsat fill DN, in a file that declares no nodata value
+    write_tif(tmp_path / f"{pid}_B4.TIF", red)
     write_tif(tmp_path / f"{pid}_B5.TIF", np.full((40, 40), 20000, "uint16"))
     bqa = np.full((40, 40), 2720, "uint16")  # clear, as in the real Debian scene
     bqa[:20, :] = 2720 | 0b10000  # the cloud bit in the north
@@ -261,6 +263,9 @@ def test_landsat_l1_collection1_toa_from_the_mtl_and_bqa_cloud_mask(tmp_path):
     p = LocalProvider({"sources": {"landsat-l1": str(tmp_path)}, "resampling": "nearest"})
     px = p.fetch(request("landsat-l1", ["red", "nir"]))
     assert px.valid.any() and not px.valid.all()  # the ROI straddles the cloud edge
+    x = px.transform[0] + (np.arange(px.array.shape[2]) + 0.5) * px.transform[1]
+    assert not px.valid[:, x > X0 + 10 * 30].any()  # DN 0 is no data, not reflectance -0.2
+    assert px.valid[:, x < X0 + 10 * 30].any()
     np.testing.assert_allclose(px.array[:, px.valid].mean(axis=1), [(0.2 - 0.1) / 0.5, (0.4 - 0.1) / 0.5], rtol=1e-5)
     assert p.scenes("landsat-l1")[0].cloud_pct == 4.5
 

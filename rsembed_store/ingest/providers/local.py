@@ -34,6 +34,15 @@ Every request is answered on a north-up grid in the UTM zone of the ROI centre
 ``sensor.scale_m`` ground metres and the origin on a multiple of ``scale_m``. See
 :func:`target_grid` for how each ROI kind maps onto it.
 
+Landsat and HLS
+===============
+The collection names ``landsat-c2-l2``, ``landsat-l1``, ``hls-s30``, ``hls-l30`` and
+``hls`` (see :mod:`.sensors`) read product files grouped by product id
+(``<product id>_SR_B4.TIF``, ``HLS.S30.<tile>.<date>.v2.0.B04.tif``), name bands by
+common name (``red``, ``nir``, ...), scale DN as each product documents (the MTL for
+Level-1) and mask the pixels each product's quality band rejects. See
+:mod:`.local_products` and ``docs/providers/local.md``.
+
 Reading and compositing
 =======================
 Each selected scene is read through a GDAL warped VRT on the target grid: GDAL
@@ -981,7 +990,7 @@ class LocalProvider(Provider):
         if scene.qa is not None and scene.qa_rule is not None:
             qa = np.full((1, grid.height, grid.width), np.nan, dtype=np.float32)
             _read_file(scene, scene.qa.path, [scene.qa.index], qa, grid, Resampling.nearest, scale_m, lat,
-                       fill=False)
+                       quality=True)
             seen = ~np.isnan(qa[0])
             rejected = np.zeros(seen.shape, dtype=bool)
             rejected[seen] = scene.qa_rule.reject(qa[0][seen])
@@ -991,12 +1000,15 @@ class LocalProvider(Provider):
 
 
 def _read_file(scene: Scene, path: str, indexes: List[int], dest: np.ndarray, grid: TargetGrid,
-               resampling: Resampling, scale_m: float, lat: float, *, fill: bool = True) -> None:
-    """Warp bands ``indexes`` of ``path`` onto ``grid`` into ``dest`` (NaN = no data)."""
+               resampling: Resampling, scale_m: float, lat: float, *, quality: bool = False) -> None:
+    """Warp bands ``indexes`` of ``path`` onto ``grid`` into ``dest`` (NaN = no data).
+
+    A ``quality`` band (bit flags) is always read at full resolution, since an overview
+    averages bits into nonsense, and its zero is a value, not the scene's fill DN."""
     try:
         with rasterio.open(path) as ds:
-            src_nodata = scene.fill_dn if fill and scene.fill_dn is not None and ds.nodata is None else None
-            level = _overview_level(ds, scale_m, lat)
+            src_nodata = scene.fill_dn if not quality and ds.nodata is None else None
+            level = None if quality else _overview_level(ds, scale_m, lat)
             if level is None:
                 _warp(ds, indexes, dest, grid, resampling, src_nodata)
             else:
