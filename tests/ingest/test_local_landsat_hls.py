@@ -302,3 +302,19 @@ def test_a_landsat_product_in_etrs89_laea_is_warped_onto_the_utm_grid(tmp_path):
 def test_landsat_file_names(stem, sensor, suffix):
     pf = FAMILIES["landsat-c2-l2"].parse(stem)
     assert (pf.sensor.title, pf.suffix) == (sensor, suffix) if sensor else pf is None
+
+
+def test_every_family_sensor_band_and_quality_rule_is_documented():
+    from rsembed_store.ingest.providers.sensors import COMMON_NAMES
+
+    text = (Path(__file__).parents[2] / "docs" / "providers" / "local.md").read_text()
+    for name, fam in FAMILIES.items():
+        assert f"`{name}`" in text, name
+        for sensor in fam.sensors:
+            for common, native in sensor.bands.items():
+                assert f"`{common}`" in text or common in ("rededge2", "rededge3"), common
+                assert native in text, (name, native)
+    for common in COMMON_NAMES:
+        assert common in text, common
+    for qa in ("QA_PIXEL", "BQA", "Fmask"):
+        assert f"`{qa}`" in text, qa
