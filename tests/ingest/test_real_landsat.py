@@ -198,6 +198,25 @@ def test_sql_over_both_years_finds_the_cells_that_changed_most(real_store, real_
     assert [r["cell"] for r in rows] == PINNED_CHANGE
 
 
+def test_sql_reads_the_ndvi_change_out_of_the_embeddings_and_the_files_agree(real_store, real_dir):
+    store, report = real_store
+    rows = report["ndvi_change"]["rows"]
+    before, after = file_ndvi_by_cell(real_dir, 2001), file_ndvi_by_cell(real_dir, 2013)
+    stored = set(store.sql("SELECT h3_to_string(cell) AS c FROM spectral").column("c").to_pylist())
+    delta = {c: after[c] - before[c] for c in stored}
+    # the SQL over every cell ranks like the NDVI change computed straight from the files
+    k = report["ndvi_change"]["query"].split("vector[")[1].split("]")[0]
+    every = store.sql(f"SELECT h3_to_string(a.cell) AS c, b.vector[{k}] - a.vector[{k}] AS d FROM spectral a "
+                      "JOIN spectral b ON a.cell = b.cell WHERE a.year = 2001 AND b.year = 2013").to_pylist()
+    assert np.corrcoef([r["d"] for r in every], [delta[r["c"]] for r in every])[0, 1] > 0.8
+    top_quartile = np.quantile([abs(v) for v in delta.values()], 0.75)
+    assert all(abs(delta[r["cell"]]) >= top_quartile for r in rows), [(r["cell"], delta[r["cell"]]) for r in rows]
+    assert all(r["ndvi_feature_change"] > 0 for r in rows)  # greener in 2013 (July, both years)
+    # pinned: the cells whose NDVI rose most between the two scenes
+    assert [r["cell"] for r in rows] == PINNED_NDVI_CHANGE
+
+
+PINNED_NDVI_CHANGE = ["8a1fac18e70ffff", "8a1fac18e087fff", "8a1fac18e0d7fff", "8a1fac18e0effff", "8a1fac18e397fff"]
 PINNED_CHANGE = ["8a1fac18e71ffff", "8a1fac18e70ffff", "8a1fac18e4c7fff", "8a1fac18e037fff", "8a1fac18e0dffff"]
 
 
@@ -211,6 +230,7 @@ def test_demo_real_cli_prints_what_it_found(real_dir, tmp_path):
     assert report["source"] == str(real_dir)
     assert report["search"]["query_ndvi"] > 0.7
     assert [r["cell"] for r in report["change"]["rows"]] == PINNED_CHANGE
+    assert [r["cell"] for r in report["ndvi_change"]["rows"]] == PINNED_NDVI_CHANGE
 
 
 # ------------------------------------------------------------------ the fetcher itself (no apt-get run)
