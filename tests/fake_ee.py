@@ -135,6 +135,15 @@ class Expr:
     def unmask(self, value=None, sameFootprint=True):
         return self._n("unmask", value, sameFootprint)
 
+    def bitwiseAnd(self, value):
+        return self._n("bitwiseAnd", value)
+
+    def eq(self, value):
+        return self._n("eq", value)
+
+    def merge(self, other):
+        return self._n("merge", other)
+
     def gt(self, value):
         return self._n("gt", value)
 
@@ -395,6 +404,8 @@ class _Context:
                     "(does not exist or caller does not have access)."
                 )
             return [(sc.properties(), self.scene_image(sc), sc) for sc in self.fake.scenes[node[1]]]
+        if op == "merge":
+            return self.collection(node[1]) + self.collection(node[2])
         items = self.collection(node[1])
         if op == "filterBounds":
             box = self.geometry_lonlat(node[2])
@@ -469,6 +480,10 @@ class _Context:
             return {"min": (np.where(anym, stack.min(axis=0), 0.0), anym)}
         if op == "gt":
             return {k: ((v > node[2]).astype(float), m) for k, (v, m) in src.items()}
+        if op == "bitwiseAnd":
+            return {k: ((v.astype(np.int64) & int(node[2])).astype(float), m) for k, (v, m) in src.items()}
+        if op == "eq":
+            return {k: ((v == node[2]).astype(float), m) for k, (v, m) in src.items()}
         if op == "unmask":
             fill = 0.0 if node[2] is None else node[2]
             return {k: (np.where(m, v, fill), np.ones_like(m)) for k, (v, m) in src.items()}

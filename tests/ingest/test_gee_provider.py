@@ -180,7 +180,7 @@ def test_median_and_mosaic_latest_on_top(fake):
 def test_cloud_filter_uses_each_collections_property():
     fake = FakeEE({
         S2: [s2_scene("clear", "2022-06-10", cloud=10), s2_scene("cloudy", "2022-07-10", cloud=80, level=5000.0)],
-        L8: [Scene("l8", "2022-07-01", {"SR_B4": 10000.0, "SR_B5": 20000.0}, {"CLOUD_COVER": 12.0})],
+        L8: [Scene("l8", "2022-07-01", {"SR_B4": 10000.0, "SR_B5": 20000.0, "QA_PIXEL": 21824.0}, {"CLOUD_COVER": 12.0})],
     })
     p = provider(fake)
     s2 = p.fetch(request(cloudy_pct=20))
@@ -190,7 +190,9 @@ def test_cloud_filter_uses_each_collections_property():
     tree = fake.last["tree"]
     assert find(tree, "load")[0] == ("load", L8)
     assert find(tree, "filter")[0][2] == ("Filter.lte", "CLOUD_COVER", 20.0)
-    assert find(tree, "map")[0][2][1][1] == ("select", ("var",), ("SR_B4", "SR_B5"), ("red", "nir"))
+    picker = find(tree, "map")[0][2]
+    assert ("select", ("var",), ("SR_B4", "SR_B5"), ("red", "nir")) in find(picker, "select")
+    assert ("bitwiseAnd", ("select", ("var",), ("QA_PIXEL",), None), 31) in find(picker, "bitwiseAnd")
     assert np.allclose(l8.array[0], 10000 * 2.75e-5 - 0.2) and np.allclose(l8.array[1], 20000 * 2.75e-5 - 0.2)
     assert fake.last["params"]["grid"]["affineTransform"]["scaleX"] == 30.0
 

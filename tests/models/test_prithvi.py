@@ -25,7 +25,7 @@ from rsembed_store.ingest.providers.base import Pixels  # noqa: E402
 from rsembed_store.keys import ResolvedRequest, resolve  # noqa: E402
 from rsembed_store.model import FramePlan  # noqa: E402
 from rsembed_store.registry import model_class, register_model  # noqa: E402
-from rsembed_store.specs import OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
+from rsembed_store.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec  # noqa: E402
 
 SMALL = 32
 WINDOW = TemporalSpec.range("2023-01-01", "2024-01-01")
@@ -169,7 +169,9 @@ def test_end_to_end_on_the_synthetic_scene(small, tmp_path_factory):
     index.write_text(json.dumps(entries))
     forget(out / "scenes")
     store = Store.open(out / "db")
-    req = Request("prithvi", PointBuffer(spec.center_lon, spec.center_lat, 480), TemporalSpec.year(2023))
+    # the default sensor is HLS; this synthetic scene is Sentinel-2 L2A shaped, read as S2 explicitly
+    s2 = SensorSpec("s2-l2a", prithvi.BANDS, scale_m=30, cloudy_pct=30, composite="median")
+    req = Request("prithvi", PointBuffer(spec.center_lon, spec.center_lat, 480), TemporalSpec.year(2023), sensor=s2)
     config = {"sources": {"s2-l2a": str(out / "scenes")}}
     emb = store.get(req, config=config)
     assert emb.vector.shape == (768,) and np.isfinite(emb.vector).all() and not emb.cached

@@ -35,11 +35,12 @@ from typing import ClassVar, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ...embedding import Embedding
-from ...errors import ComputeError, SpecError
+from ...errors import ComputeError, ProviderError, SpecError
 from ...keys import ResolvedRequest
 from ...model import Model
 from ...specs import InputPrepSpec, SensorSpec
 from ..providers.base import Pixels
+from ..providers.sensors import as_common, band_positions, family
 
 AUTO_TILE_FACTOR = 1.5
 
@@ -115,10 +116,25 @@ class OnTheFlyModel(Model):
     def input_bands(self, request: ResolvedRequest) -> Tuple[str, ...]:
         """The bands fed to the model for ``request``, in order (a model that takes the bands a
         request names, such as DOFA, overrides this)."""
-        return self.required_bands()
+        common = self.family_bands(request.sensor)
+        return common if common is not None else self.required_bands()
+
+    @classmethod
+    def family_bands(cls, sensor: Optional[SensorSpec]) -> Optional[Tuple[str, ...]]:
+        """For a Landsat/HLS collection, the model's bands in common names (``B04`` -> ``red``,
+        ``B08``/``B8A`` -> ``nir``); None for a Sentinel-2 style collection."""
+        fam = family(sensor.collection) if sensor is not None else None
+        if fam is None:
+            return None
+        try:
+            return as_common(cls.required_bands(), fam)
+        except ProviderError as exc:
+            raise SpecError(f"model {cls.info.id!r} cannot read {sensor.collection!r}: {exc}") from None
 
     @classmethod
     def check_sensor(cls, sensor: SensorSpec) -> None:
+        if cls.family_bands(sensor) is not None:
+            return  # a product family: the model's bands are read by their common names
         need = cls.required_bands()
         missing = [b for b in need if b not in sensor.bands]
         if missing:
@@ -132,7 +148,8 @@ class OnTheFlyModel(Model):
         """As :meth:`Model.resolve_sensor`, then keep only the bands the model reads, in its order,
         so that extra or reordered bands (which change nothing computed) share one key."""
         resolved = super().resolve_sensor(sensor)
-        return replace(resolved, bands=cls.required_bands())
+        common = cls.family_bands(resolved)
+        return replace(resolved, bands=common if common is not None else cls.required_bands())
 
     # ------------------------------------------------------------ model hooks
 
@@ -211,13 +228,14 @@ class OnTheFlyModel(Model):
                 f"(C={len(pixels.bands)}, H, W) for bands {list(pixels.bands)}"
             )
         need = self.input_bands(request)
-        missing = [b for b in need if b not in pixels.bands]
+        where = band_positions(pixels.bands, need)
+        missing = [b for b, i in zip(need, where) if i is None]
         if missing:
             raise ComputeError(
                 f"request {request.key} ({self.info.id}): the pixels lack band(s) {missing}; got "
                 f"{list(pixels.bands)}, the model reads {list(need)}"
             )
-        x = arr[[pixels.bands.index(b) for b in need]].astype(np.float32)
+        x = arr[where].astype(np.float32)
         usable = np.asarray(pixels.valid, bool) & np.asarray(pixels.roi_mask, bool) & np.isfinite(x).all(axis=0)
         return np.where(usable, x, np.float32(0.0)), usable
 

@@ -11,7 +11,10 @@ width and depth.
 
 Input contract: 4 frames (``ModelInfo.frames``) of the six HLS bands Blue, Green,
 Red, narrow NIR, SWIR 1, SWIR 2 = Sentinel-2 ``B02, B03, B04, B8A, B11, B12``, at
-30 m, as surface reflectance; the network reads them as reflectance x 10000,
+30 m, as surface reflectance. The default sensor is the ``hls`` collection (HLS v2.0
+S30 and L30, read by the common names ``blue green red nir swir16 swir22``), what the
+model was trained on; a request that names ``SensorSpec("s2-l2a", BANDS, scale_m=30)``
+still reads Sentinel-2 L2A and keeps the key it had when that was the default; the network reads them as reflectance x 10000,
 standardised with the published per-band mean and standard deviation. Each frame's
 date is the middle day of its sub-window; the location is the ROI centre. The ROI
 is resized (or tiled) to 224 px per frame.
@@ -72,7 +75,7 @@ class PrithviModel(SeriesTorchModel):
         metric="cosine",
         outputs=("pooled", "grid"),
         temporal="composite",
-        default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=30, cloudy_pct=30, composite="median"),
+        default_sensor=SensorSpec("hls", BANDS, scale_m=30, cloudy_pct=30, composite="median"),
         providers=("local", "gee"),
         input_size=SIZE,
         frames=FRAMES,

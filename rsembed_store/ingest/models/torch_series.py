@@ -40,6 +40,7 @@ from ...errors import ComputeError, SpecError
 from ...keys import ResolvedRequest
 from ...specs import SensorSpec
 from ..providers.base import Pixels
+from ..providers.sensors import band_positions
 from .torch_base import TorchModel
 from .weights import WeightsError
 
@@ -215,13 +216,14 @@ class SeriesTorchModel(TorchModel):
                 f"request {request.key[:12]} ({self.info.id}): {what} has pixels of shape {arr.shape}; "
                 f"the model reads {count} frame(s) as (T={count}, C, H, W)"
             )
-        missing = [b for b in bands if b not in pixels.bands]
+        where = band_positions(pixels.bands, bands)
+        missing = [b for b, i in zip(bands, where) if i is None]
         if missing:
             raise ComputeError(
                 f"request {request.key[:12]} ({self.info.id}): {what} lacks band(s) {missing}; got "
                 f"{list(pixels.bands)}"
             )
-        arr = arr[:, [pixels.bands.index(b) for b in bands]]
+        arr = arr[:, where]
         valid = valid & np.isfinite(arr).all(axis=1)
         filled = fill_gaps(arr, valid)
         return filled.reshape((-1,) + arr.shape[2:]), valid.any(axis=0)

@@ -432,10 +432,17 @@ class EarthEngineProvider(Provider):
         start, end = start_day.isoformat(), end_day.isoformat()
         ee = self.ee()
         crs, gt, width, height = _grid_parts(grid)
-        base = ee.ImageCollection(coll.id).filterBounds(_rectangle(ee, crs, gt, width, height)).filterDate(start, end)
-        filtered, filters = _quality_filters(ee, coll, base, picked, sensor.cloudy_pct)
         resampling = self.resampling
-        prepared = filtered.map(_band_picker(ee, picked, resampling))
+        base = filtered = prepared = None
+        filters: Dict[str, Any] = {}
+        for member in coll.members or (coll,):  # a merged collection (hls): each member by its own bands
+            mine = [(name, member.resolve_band(name)) for name in sensor.bands]
+            b = ee.ImageCollection(member.id).filterBounds(_rectangle(ee, crs, gt, width, height)).filterDate(start, end)
+            f, found = _quality_filters(ee, member, b, mine, sensor.cloudy_pct)
+            p = f.map(_band_picker(ee, mine, resampling, member.qa))
+            filters.update(found)
+            base, filtered, prepared = (b, f, p) if base is None else (base.merge(b), filtered.merge(f),
+                                                                      prepared.merge(p))
         if sensor.composite == "median":
             composited = prepared.median()
         else:
@@ -709,10 +716,11 @@ def _describe(filters: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v}" if str(v).startswith("<") else f"{k} = {v}" for k, v in filters.items()) or "(none)"
 
 
-def _band_picker(ee, picked: Sequence[Tuple[str, Band]], resampling: str):
+def _band_picker(ee, picked: Sequence[Tuple[str, Band]], resampling: str, qa: Optional[Tuple[str, int]] = None):
     """The per-image function: select (renamed to the requested spelling), resample continuous bands,
     and mask each pixel unless every band has data there (so a composite never mixes bands of
-    different dates where one band is missing, as in the local provider)."""
+    different dates where one band is missing, as in the local provider), and where the
+    collection's quality band ``qa = (band, bits)`` has any of ``bits`` set."""
     smooth = [(n, b.name) for n, b in picked if not b.categorical]
     classes = [(n, b.name) for n, b in picked if b.categorical]
 
@@ -728,6 +736,8 @@ def _band_picker(ee, picked: Sequence[Tuple[str, Band]], resampling: str):
             out = out.addBands(part)
         if len(picked) > 1:
             out = out.updateMask(out.mask().reduce(ee.Reducer.min()))
+        if qa is not None:  # the collection's own quality band: clouds, shadows, fill
+            out = out.updateMask(img.select([qa[0]]).bitwiseAnd(qa[1]).eq(0))
         return out
 
     return pick

@@ -50,6 +50,8 @@ class Collection:
     orbit_pass: Optional[str] = None  # Sentinel-1: orbitProperties_pass, ASCENDING | DESCENDING
     polarisation_property: Optional[str] = None  # Sentinel-1: transmitterReceiverPolarisation
     description: str = ""
+    qa: Optional[Tuple[str, int]] = None  # (quality band, bits): a pixel with any of the bits set is masked
+    members: Tuple["Collection", ...] = ()  # a merged collection (hls): read from each member, then merged
 
     def band(self, name: str) -> Band:
         for b in self.bands:
@@ -68,6 +70,15 @@ class Collection:
         ('B4', 'B4')
         """
         text = str(requested).strip()
+        if self.members:
+            meant = {m.name: m.aliases.get(text.lower()) for m in self.members}
+            if all(meant.values()):
+                return self.members[0].resolve_band(text)
+            raise ProviderError(
+                f"collection {self.name!r} merges {[m.name for m in self.members]}, whose own band numbers differ; "
+                f"name band {requested!r} by a common name every member has: "
+                f"{sorted(set.intersection(*(set(m.aliases) for m in self.members)))}"
+            )
         by_upper = {b.name.upper(): b for b in self.bands}
         if text.upper() in by_upper:
             return by_upper[text.upper()]
@@ -91,9 +102,10 @@ class Collection:
 
             {"id": "LANDSAT/LE07/C02/T1_L2", "cloud_property": "CLOUD_COVER",
              "bands": {"SR_B3": {"scale": 2.75e-05, "offset": -0.2}, "QA_PIXEL": {"categorical": true}},
-             "aliases": {"red": "SR_B3"}}
+             "aliases": {"red": "SR_B3"}, "qa": {"band": "QA_PIXEL", "bits": 31}}
 
-        ``bands`` may also be a plain list of names (scale 1, offset 0).
+        ``bands`` may also be a plain list of names (scale 1, offset 0); ``qa`` (optional) masks
+        every pixel whose quality band has any of ``bits`` set.
         """
         if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
             raise ProviderError(
@@ -119,7 +131,16 @@ class Collection:
         bad = sorted(v for v in aliases.values() if v not in known)
         if bad:
             raise ProviderError(f"gee collection {name!r} has aliases to undeclared bands {bad}; declared: {sorted(known)}")
+        qa = data.get("qa")
+        if qa is not None:
+            if not (isinstance(qa, Mapping) and isinstance(qa.get("band"), str) and isinstance(qa.get("bits"), int)):
+                raise ProviderError(
+                    f"gee collection {name!r} has qa={qa!r}; give {{'band': 'QA_PIXEL', 'bits': 31}} (a pixel "
+                    "with any of the bits set is masked)"
+                )
+            qa = (qa["band"], int(qa["bits"]))
         return cls(
+            qa=qa,
             name=name,
             id=data["id"],
             bands=tuple(bands),
@@ -170,6 +191,7 @@ S2_L1C = Collection(
 # ------------------------------------------------------------------ Landsat 8/9 Collection 2 Level 2
 
 _LANDSAT_SR_SCALE, _LANDSAT_SR_OFFSET = 2.75e-05, -0.2
+_QA_PIXEL = ("QA_PIXEL", 0b11111)  # fill, dilated cloud, cirrus, cloud, cloud shadow
 _LANDSAT_ST_SCALE, _LANDSAT_ST_OFFSET = 0.00341802, 149.0  # Kelvin
 _OLI_BANDS = tuple(Band(f"SR_B{i}", _LANDSAT_SR_SCALE, _LANDSAT_SR_OFFSET) for i in range(1, 8)) + (
     Band("ST_B10", _LANDSAT_ST_SCALE, _LANDSAT_ST_OFFSET),
@@ -191,6 +213,7 @@ LANDSAT8_L2 = Collection(
     cloud_property="CLOUD_COVER",
     band_pattern=_OLI_PATTERN,
     description="Landsat 8 OLI/TIRS Collection 2 Tier 1 Level-2 (SR: DN * 2.75e-5 - 0.2; ST in K)",
+    qa=_QA_PIXEL,
 )
 LANDSAT9_L2 = Collection(
     name="landsat9-l2",
@@ -200,6 +223,92 @@ LANDSAT9_L2 = Collection(
     cloud_property="CLOUD_COVER",
     band_pattern=_OLI_PATTERN,
     description="Landsat 9 OLI-2/TIRS-2 Collection 2 Tier 1 Level-2 (as Landsat 8)",
+    qa=_QA_PIXEL,
+)
+
+_L7_L2_BANDS = tuple(Band(f"SR_B{i}", _LANDSAT_SR_SCALE, _LANDSAT_SR_OFFSET) for i in (1, 2, 3, 4, 5, 7)) + (
+    Band("ST_B6", _LANDSAT_ST_SCALE, _LANDSAT_ST_OFFSET),
+    Band("QA_PIXEL", categorical=True),
+    Band("QA_RADSAT", categorical=True),
+)
+_L7_L2_ALIASES = {
+    "blue": "SR_B1", "green": "SR_B2", "red": "SR_B3", "nir": "SR_B4", "nir08": "SR_B4",
+    "swir1": "SR_B5", "swir16": "SR_B5", "swir2": "SR_B7", "swir22": "SR_B7",
+    "thermal": "ST_B6", "lwir": "ST_B6", "qa": "QA_PIXEL",
+}
+
+LANDSAT7_L2 = Collection(
+    name="landsat7-l2",
+    id="LANDSAT/LE07/C02/T1_L2",
+    bands=_L7_L2_BANDS,
+    aliases=_L7_L2_ALIASES,
+    cloud_property="CLOUD_COVER",
+    band_pattern=(r"(?:sr_)?b0?([1-57])()", "SR_B{0}"),  # ETM+ numbering: B3 / SR_B3 -> SR_B3 (red)
+    description="Landsat 7 ETM+ Collection 2 Tier 1 Level-2 (SR: DN * 2.75e-5 - 0.2; ST in K)",
+    qa=_QA_PIXEL,
+)
+
+# ------------------------------------------------------------------ Landsat Collection 2 Level 1 (TOA)
+
+_OLI_TOA = tuple(Band(f"B{i}") for i in range(1, 12)) + (Band("QA_PIXEL", categorical=True),)
+_OLI_TOA_ALIASES = {
+    "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "nir": "B5", "nir08": "B5",
+    "swir1": "B6", "swir16": "B6", "swir2": "B7", "swir22": "B7", "pan": "B8", "cirrus": "B9",
+    "lwir11": "B10", "lwir12": "B11", "qa": "QA_PIXEL",
+}
+_ETM_TOA = tuple(Band(b) for b in ("B1", "B2", "B3", "B4", "B5", "B6_VCID_1", "B6_VCID_2", "B7", "B8")) + (
+    Band("QA_PIXEL", categorical=True),)
+_ETM_TOA_ALIASES = {
+    "blue": "B1", "green": "B2", "red": "B3", "nir": "B4", "nir08": "B4", "swir1": "B5", "swir16": "B5",
+    "lwir": "B6_VCID_1", "lwir_high": "B6_VCID_2", "swir2": "B7", "swir22": "B7", "pan": "B8", "qa": "QA_PIXEL",
+}
+_TOA_NOTE = "top-of-atmosphere reflectance (Earth Engine computes it from the Level-1 MTL), thermal in K"
+LANDSAT7_L1 = Collection(name="landsat7-l1", id="LANDSAT/LE07/C02/T1_TOA", bands=_ETM_TOA, aliases=_ETM_TOA_ALIASES,
+                         cloud_property="CLOUD_COVER", band_pattern=(r"b0?([1-578])()", "B{0}"), qa=_QA_PIXEL,
+                         description="Landsat 7 ETM+ Collection 2 Tier 1 Level-1: " + _TOA_NOTE)
+LANDSAT8_L1 = Collection(name="landsat8-l1", id="LANDSAT/LC08/C02/T1_TOA", bands=_OLI_TOA, aliases=_OLI_TOA_ALIASES,
+                         cloud_property="CLOUD_COVER", band_pattern=(r"b0?(\d{1,2})()", "B{0}"), qa=_QA_PIXEL,
+                         description="Landsat 8 OLI/TIRS Collection 2 Tier 1 Level-1: " + _TOA_NOTE)
+LANDSAT9_L1 = Collection(name="landsat9-l1", id="LANDSAT/LC09/C02/T1_TOA", bands=_OLI_TOA, aliases=_OLI_TOA_ALIASES,
+                         cloud_property="CLOUD_COVER", band_pattern=(r"b0?(\d{1,2})()", "B{0}"), qa=_QA_PIXEL,
+                         description="Landsat 9 OLI-2/TIRS-2 Collection 2 Tier 1 Level-1: " + _TOA_NOTE)
+
+# ------------------------------------------------------------------ HLS v2.0
+
+_FMASK = ("Fmask", 0b1110)  # cloud, adjacent to cloud/shadow, cloud shadow (255 = fill has them set)
+HLS_S30 = Collection(
+    name="hls-s30",
+    id="NASA/HLS/HLSS30/v002",
+    bands=tuple(Band(b) for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"))
+    + (Band("Fmask", categorical=True),),
+    aliases={"coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "rededge1": "B5", "rededge2": "B6",
+             "rededge3": "B7", "nir_broad": "B8", "nir": "B8A", "nir08": "B8A", "water_vapor": "B9", "cirrus": "B10",
+             "swir16": "B11", "swir1": "B11", "swir22": "B12", "swir2": "B12", "fmask": "Fmask"},
+    cloud_property="CLOUD_COVERAGE",
+    band_pattern=_S2_PATTERN,
+    description="HLS v2.0 S30 (Sentinel-2 MSI, harmonised to OLI), 30 m NBAR reflectance",
+    qa=_FMASK,
+)
+HLS_L30 = Collection(
+    name="hls-l30",
+    id="NASA/HLS/HLSL30/v002",
+    bands=tuple(Band(b) for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11"))
+    + (Band("Fmask", categorical=True),),
+    aliases={"coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "nir": "B5", "nir08": "B5",
+             "swir16": "B6", "swir1": "B6", "swir22": "B7", "swir2": "B7", "cirrus": "B9", "lwir11": "B10",
+             "lwir12": "B11", "fmask": "Fmask"},
+    cloud_property="CLOUD_COVERAGE",
+    band_pattern=(r"b0?(\d{1,2})()", "B{0}"),
+    description="HLS v2.0 L30 (Landsat 8/9 OLI), 30 m NBAR reflectance",
+    qa=_FMASK,
+)
+HLS = Collection(
+    name="hls",
+    id="NASA/HLS/HLSS30/v002+NASA/HLS/HLSL30/v002",
+    bands=HLS_L30.bands,
+    cloud_property="CLOUD_COVERAGE",
+    description="HLS v2.0 S30 and L30 merged; bands by common name (nir = S30 B8A, L30 B5)",
+    members=(HLS_S30, HLS_L30),
 )
 
 # ------------------------------------------------------------------ Sentinel-1 GRD
@@ -224,7 +333,8 @@ POLARISATIONS = ("VV", "VH", "HH", "HV")
 
 # short name -> declaration; the Earth Engine ids resolve too (to the first entry that has them)
 COLLECTIONS: Dict[str, Collection] = {
-    c.name: c for c in (S2_L2A, S2_L1C, LANDSAT8_L2, LANDSAT9_L2, S1_GRD, S1_GRD_ASC, S1_GRD_DESC)
+    c.name: c for c in (S2_L2A, S2_L1C, LANDSAT7_L2, LANDSAT8_L2, LANDSAT9_L2, LANDSAT7_L1, LANDSAT8_L1, LANDSAT9_L1,
+                        HLS_S30, HLS_L30, HLS, S1_GRD, S1_GRD_ASC, S1_GRD_DESC)
 }
 
 

@@ -34,6 +34,15 @@ Every request is answered on a north-up grid in the UTM zone of the ROI centre
 ``sensor.scale_m`` ground metres and the origin on a multiple of ``scale_m``. See
 :func:`target_grid` for how each ROI kind maps onto it.
 
+Landsat and HLS
+===============
+The collection names ``landsat-c2-l2``, ``landsat-l1``, ``hls-s30``, ``hls-l30`` and
+``hls`` (see :mod:`.sensors`) read product files grouped by product id
+(``<product id>_SR_B4.TIF``, ``HLS.S30.<tile>.<date>.v2.0.B04.tif``), name bands by
+common name (``red``, ``nir``, ...), scale DN as each product documents (the MTL for
+Level-1) and mask the pixels each product's quality band rejects. See
+:mod:`.local_products` and ``docs/providers/local.md``.
+
 Reading and compositing
 =======================
 Each selected scene is read through a GDAL warped VRT on the target grid: GDAL
@@ -69,6 +78,7 @@ from ...keys import ResolvedRequest
 from ...limits import Limits
 from ...specs import BBox, H3Cell, PointBuffer
 from .base import Pixels, Provider
+from .sensors import family
 
 LONLAT = "EPSG:4326"
 INDEX_NAME = "index.json"
@@ -99,7 +109,7 @@ _BAND_RE = re.compile(r"^b0?(\d{1,2})(a?)$", re.IGNORECASE)
 _CATEGORICAL_BANDS = {"SCL"}  # always resampled with nearest neighbour
 
 _DATE_TAGS = ("ACQUISITION_DATE", "SENSING_DATE", "DATE_ACQUIRED")
-_CLOUD_TAGS = ("CLOUDY_PIXEL_PERCENTAGE", "CLOUD_COVERAGE_ASSESSMENT", "CLOUD_COVER")
+_CLOUD_TAGS = ("CLOUDY_PIXEL_PERCENTAGE", "CLOUD_COVERAGE_ASSESSMENT", "CLOUD_COVER", "CLOUD_COVERAGE")
 
 
 def canonical_band(name: str) -> str:
@@ -274,7 +284,11 @@ class Scene:
     cloud_pct: Optional[float]
     crs: str
     bounds_lonlat: Tuple[float, float, float, float]  # west > east when it crosses the antimeridian
-    bands: Mapping[str, BandSource]  # canonical band name -> source
+    bands: Mapping[str, BandSource]  # canonical band name -> source (common names for Landsat/HLS)
+    sensor: Optional[str] = None  # the instrument, for product families (Landsat 7 ETM+, HLS S30, ...)
+    qa: Optional[BandSource] = None  # the quality band whose rule masks pixels
+    qa_rule: Any = None  # a sensors.QaRule
+    fill_dn: Optional[float] = None  # a stored value that means no data when the file declares none
 
     def missing(self, canonical_bands: Sequence[str]) -> List[str]:
         return [b for b in canonical_bands if b not in self.bands]
@@ -706,6 +720,9 @@ def catalogue(directory) -> _Catalogue:
 
 def forget(directory=None) -> None:
     """Drop the cached catalogue of ``directory`` (all directories when None)."""
+    from .local_products import forget as forget_products
+
+    forget_products(directory)
     with _CATALOGUE_LOCK:
         if directory is None:
             _CATALOGUES.clear()
@@ -822,6 +839,11 @@ class LocalProvider(Provider):
 
     def scenes(self, collection: str) -> List[Scene]:
         """Every dated scene of a collection's directory, by date (cached in memory)."""
+        fam = family(collection)
+        if fam is not None:
+            from .local_products import product_catalogue
+
+            return list(product_catalogue(self.source_dir(collection), fam)[0])
         return list(catalogue(self.source_dir(collection)).scenes)
 
     @staticmethod
@@ -861,13 +883,21 @@ class LocalProvider(Provider):
     def _composite(self, sensor, spatial, grid: TargetGrid, start: date, end: date) -> Pixels:
         """The composite of ``[start, end)`` of one sensor on ``grid``; NoImageryError when empty."""
         root = self.source_dir(sensor.collection)
-        cat = catalogue(root)
+        fam = family(sensor.collection)
+        if fam is None:
+            cat = catalogue(root)
+            scenes, skipped = cat.scenes, cat.skipped
+            wanted = [canonical_band(b) for b in sensor.bands]
+        else:  # Landsat / HLS products: common band names, each scene's own band numbering
+            from .local_products import product_catalogue
+
+            scenes, skipped = product_catalogue(root, fam)
+            wanted = fam.resolve(sensor.bands)
         roi_box = grid.bounds_lonlat()
-        wanted = [canonical_band(b) for b in sensor.bands]
 
         rejected = {"date": 0, "footprint": 0, "cloud": 0, "bands": 0}
         selected: List[Scene] = []
-        for scene in cat.scenes:
+        for scene in scenes:
             if not start <= scene.date < end:
                 rejected["date"] += 1
             elif not _intersects(scene.bounds_lonlat, roi_box):
@@ -884,8 +914,8 @@ class LocalProvider(Provider):
         )
         if not selected:
             raise NoImageryError(
-                f"no scene passes the filters for {where}: {len(cat.scenes)} scene(s) catalogued "
-                f"({len(cat.skipped)} file(s) skipped as undated or unreadable); rejected: "
+                f"no scene passes the filters for {where}: {len(scenes)} scene(s) catalogued "
+                f"({len(skipped)} file(s) skipped as undated or unreadable); rejected: "
                 f"{rejected['date']} outside the window, {rejected['footprint']} not over the ROI, "
                 f"{rejected['cloud']} with cloud % > {sensor.cloudy_pct:g}, "
                 f"{rejected['bands']} missing a band of {list(sensor.bands)}"
@@ -924,6 +954,10 @@ class LocalProvider(Provider):
             "resampling": self._resampling.name,
             "rejected": dict(rejected, no_data_in_roi=len(empty)),
         }
+        if fam is not None:
+            meta["family"] = fam.name
+            meta["sensors"] = [sc.sensor for sc in used]
+            meta["bands_common"] = list(wanted)
         return Pixels(
             array=array,
             bands=tuple(sensor.bands),
@@ -946,24 +980,42 @@ class LocalProvider(Provider):
         for (path, categorical), items in by_file.items():
             resampling = Resampling.nearest if categorical else self._resampling
             dest = np.full((len(items), grid.height, grid.width), np.nan, dtype=np.float32)
-            try:
-                with rasterio.open(path) as ds:
-                    level = _overview_level(ds, scale_m, lat)
-                    if level is None:
-                        _warp(ds, [src.index for _, src in items], dest, grid, resampling)
-                    else:
-                        with rasterio.open(path, overview_level=level) as ovr:
-                            _warp(ovr, [src.index for _, src in items], dest, grid, resampling)
-            except RasterioError as exc:
-                raise ProviderError(f"could not read {path} (scene {scene.id!r}): {exc}") from exc
+            _read_file(scene, path, [src.index for _, src in items], dest, grid, resampling, scale_m, lat)
             for j, (k, src) in enumerate(items):
                 band = dest[j]
                 if src.scale != 1.0 or src.offset != 0.0:
                     band *= np.float32(src.scale)
                     band += np.float32(src.offset)
                 out[k] = band
+        if scene.qa is not None and scene.qa_rule is not None:
+            qa = np.full((1, grid.height, grid.width), np.nan, dtype=np.float32)
+            _read_file(scene, scene.qa.path, [scene.qa.index], qa, grid, Resampling.nearest, scale_m, lat,
+                       quality=True)
+            seen = ~np.isnan(qa[0])
+            rejected = np.zeros(seen.shape, dtype=bool)
+            rejected[seen] = scene.qa_rule.reject(qa[0][seen])
+            out[:, rejected] = np.nan
         out[:, np.isnan(out).any(axis=0)] = np.nan
         return out
+
+
+def _read_file(scene: Scene, path: str, indexes: List[int], dest: np.ndarray, grid: TargetGrid,
+               resampling: Resampling, scale_m: float, lat: float, *, quality: bool = False) -> None:
+    """Warp bands ``indexes`` of ``path`` onto ``grid`` into ``dest`` (NaN = no data).
+
+    A ``quality`` band (bit flags) is always read at full resolution, since an overview
+    averages bits into nonsense, and its zero is a value, not the scene's fill DN."""
+    try:
+        with rasterio.open(path) as ds:
+            src_nodata = scene.fill_dn if not quality and ds.nodata is None else None
+            level = None if quality else _overview_level(ds, scale_m, lat)
+            if level is None:
+                _warp(ds, indexes, dest, grid, resampling, src_nodata)
+            else:
+                with rasterio.open(path, overview_level=level) as ovr:
+                    _warp(ovr, indexes, dest, grid, resampling, src_nodata)
+    except RasterioError as exc:
+        raise ProviderError(f"could not read {path} (scene {scene.id!r}): {exc}") from exc
 
 
 def _overview_level(ds, scale_m: float, lat: float) -> Optional[int]:
@@ -987,7 +1039,8 @@ def _overview_level(ds, scale_m: float, lat: float) -> Optional[int]:
     return level
 
 
-def _warp(ds, indexes: List[int], dest: np.ndarray, grid: TargetGrid, resampling: Resampling) -> None:
+def _warp(ds, indexes: List[int], dest: np.ndarray, grid: TargetGrid, resampling: Resampling,
+          src_nodata: Optional[float] = None) -> None:
     """Warp the needed part of ``ds`` onto ``grid`` into ``dest`` (float32, NaN = no data).
 
     A GDAL warped VRT on the target grid: reading it makes GDAL compute, block by block,
@@ -995,8 +1048,10 @@ def _warp(ds, indexes: List[int], dest: np.ndarray, grid: TargetGrid, resampling
     (``rasterio.warp.reproject`` into an array does the same but builds an in-memory
     dataset whose creation emits spurious NotGeoreferencedWarnings under threads.)
     """
+    extra = {} if src_nodata is None else {"src_nodata": src_nodata}
     with WarpedVRT(
         ds,
+        **extra,
         crs=grid.crs,
         transform=grid.transform,
         width=grid.width,
