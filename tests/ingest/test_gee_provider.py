@@ -192,7 +192,9 @@ def test_cloud_filter_uses_each_collections_property():
     assert find(tree, "filter")[0][2] == ("Filter.lte", "CLOUD_COVER", 20.0)
     picker = find(tree, "map")[0][2]
     assert ("select", ("var",), ("SR_B4", "SR_B5"), ("red", "nir")) in find(picker, "select")
-    assert ("bitwiseAnd", ("select", ("var",), ("QA_PIXEL",), None), 31) in find(picker, "bitwiseAnd")
+    # landsat8-l2's keys predate pixel masking, so it stays unmasked (the newer collections mask: see
+    # test_gee_landsat_hls.py)
+    assert find(picker, "bitwiseAnd") == []
     assert np.allclose(l8.array[0], 10000 * 2.75e-5 - 0.2) and np.allclose(l8.array[1], 20000 * 2.75e-5 - 0.2)
     assert fake.last["params"]["grid"]["affineTransform"]["scaleX"] == 30.0
 

@@ -213,7 +213,8 @@ LANDSAT8_L2 = Collection(
     cloud_property="CLOUD_COVER",
     band_pattern=_OLI_PATTERN,
     description="Landsat 8 OLI/TIRS Collection 2 Tier 1 Level-2 (SR: DN * 2.75e-5 - 0.2; ST in K)",
-    qa=_QA_PIXEL,
+    # no pixel mask: answers stored before masking existed carry this collection's keys, and a key must
+    # keep meaning one computation (the QA_PIXEL band can be requested and masked downstream)
 )
 LANDSAT9_L2 = Collection(
     name="landsat9-l2",
@@ -223,7 +224,7 @@ LANDSAT9_L2 = Collection(
     cloud_property="CLOUD_COVER",
     band_pattern=_OLI_PATTERN,
     description="Landsat 9 OLI-2/TIRS-2 Collection 2 Tier 1 Level-2 (as Landsat 8)",
-    qa=_QA_PIXEL,
+    # unmasked, as landsat8-l2: its keys predate pixel masking
 )
 
 _L7_L2_BANDS = tuple(Band(f"SR_B{i}", _LANDSAT_SR_SCALE, _LANDSAT_SR_OFFSET) for i in (1, 2, 3, 4, 5, 7)) + (
