@@ -13,6 +13,7 @@ _COMMANDS = {
     "serve": "serve",
     "search": "search",
     "maintain": "maintain",
+    "importing": "import_cmd",
 }
 
 
