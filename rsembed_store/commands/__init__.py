@@ -14,6 +14,7 @@ _COMMANDS = {
     "search": "search",
     "maintain": "maintain",
     "importing": "import_cmd",
+    "exporting": "export_cmd",
 }
 
 
