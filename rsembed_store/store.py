@@ -479,9 +479,11 @@ class Store:
             counts[space] = len(unique)
         return PutResult(inserted=inserted, updated=updated, spaces=counts)
 
-    def write_rows(self, space: str, table: pa.Table, *, update: bool = True) -> tuple:
+    def write_rows(self, space: str, table: pa.Table, *, update: bool = True, key_index: bool = True) -> tuple:
         """Upsert rows already in the space's layout (``space.row_schema``, unique keys) on their key;
         ``update=False`` inserts only keys the space lacks. Returns ``(inserted, updated)``.
+        ``key_index=False`` leaves the key index as it is (a bulk writer refreshes it once at the end
+        with :meth:`_ensure_key_index`).
 
         The one write path of every row: put_many and bulk import (``rsembed_store.io``) use it.
         """
@@ -492,7 +494,8 @@ class Store:
         if update:
             merge = merge.when_matched_update_all()
         res = merge.when_not_matched_insert_all().execute(table)
-        self._ensure_key_index(space)
+        if key_index:
+            self._ensure_key_index(space)
         return int(getattr(res, "num_inserted_rows", 0) or 0), int(getattr(res, "num_updated_rows", 0) or 0)
 
     def import_table(self, source, *, model: str, revision: str, **kwargs):

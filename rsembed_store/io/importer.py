@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterator, Mapping, Optional, Union
@@ -143,23 +144,43 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
         # ---- pass 2: key and write
         row0 = 0
         templates: Dict[tuple, KeyTemplate] = {}
-        for batch in batches():
-            table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates)
-            row0 += batch.num_rows
-            table, dup = _unique_keys(table)
-            result.duplicates += dup
-            if dry_run:
-                if exists and table.num_rows:
-                    held = store.contains_many(table.column("key").to_pylist(), space=result.space)
-                    result.existing += int(sum(held))
-                continue
-            if table.num_rows:
-                ins, upd = store.write_rows(result.space, table, update=update)
-                result.inserted += ins
-                result.updated += upd
-                result.existing += table.num_rows - ins
+        pending = None  # the write of the previous batch, which Lance runs while this one is keyed
+
+        def settle(job):
+            table, future = job
+            ins, upd = future.result()
+            result.inserted += ins
+            result.updated += upd
+            result.existing += table.num_rows - ins
             if progress:
-                progress(batch.num_rows)
+                progress(table.num_rows)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsembed-import") as pool:
+            try:
+                for batch in batches():
+                    table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates)
+                    row0 += batch.num_rows
+                    table, dup = _unique_keys(table)
+                    result.duplicates += dup
+                    if dry_run:
+                        if exists and table.num_rows:
+                            held = store.contains_many(table.column("key").to_pylist(), space=result.space)
+                            result.existing += int(sum(held))
+                        continue
+                    if pending is not None:
+                        settle(pending)
+                        pending = None
+                    if table.num_rows:  # one write at a time, in input order
+                        pending = (table, pool.submit(store.write_rows, result.space, table, update=update,
+                                                      key_index=False))
+                if pending is not None:
+                    settle(pending)
+                    pending = None
+            finally:
+                if pending is not None:  # an error while keying: let the write in flight finish
+                    pending[1].exception()
+        if not dry_run and result.inserted:
+            store._ensure_key_index(result.space)  # once, not per batch
         return result
     finally:
         cleanup()
@@ -200,8 +221,7 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
     sp = C.places(batch, cm, row0)
     win = C.windows(batch, cm, row0)
     kind = sp["kind"]
-    text = np.empty(n, dtype=object)
-    key = np.empty(n, dtype=object)
+    parts = []  # (rows, canonical JSON, key) per spatial kind, put back in row order below
     lon, lat = np.zeros(n), np.zeros(n)
     bounds = np.zeros((n, 4))
     cells = np.zeros(n, np.int64)
@@ -217,8 +237,7 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
         values = {f: (v[rows] if isinstance(v, np.ndarray) else v) for f, v in {**sp, **win}.items()
                   if f != "kind"}
         txt, keys = keys_for(t, values)
-        text[rows] = txt.to_numpy(zero_copy_only=False)
-        key[rows] = keys.to_numpy(zero_copy_only=False)
+        parts.append((rows, txt, keys))
         if name == "PointBuffer":
             lo, la, b = values["lon"], values["lat"], values["buffer_m"]
             per_m = metres_to_degrees(0.0, 1.0, 1.0)[1]  # degrees of latitude per metre (PointBuffer.bounds)
@@ -246,8 +265,14 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
                 cell_int[i], cell_res[i] = ci, res
     year_model = win["kind"] == "year" or next(iter(templates.values())).temporal == "year"
     now = datetime.now(timezone.utc)
+    if len(parts) == 1:
+        text, key = parts[0][1], parts[0][2]
+    else:
+        back = pa.array(np.argsort(np.concatenate([p[0] for p in parts]), kind="stable"))
+        text = pa.concat_arrays([p[1] for p in parts]).take(back)
+        key = pa.concat_arrays([p[2] for p in parts]).take(back)
     cols = {
-        "key": pa.array(key, pa.string()), "request": pa.array(text, pa.string()),
+        "key": key, "request": text,
         "model": pa.repeat(model, n), "revision": pa.repeat(_rev(templates), n),
         "output": pa.repeat("pooled", n), "pooling": pa.repeat("mean", n),
         "provider": pa.nulls(n, pa.string()), "spatial_type": pa.array(np.asarray(C.KINDS)[kind]),

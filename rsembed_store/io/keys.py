@@ -73,7 +73,7 @@ def format_float(values: np.ndarray, name: str) -> pa.Array:
 def format_dates(values) -> pa.Array:
     """ISO ``YYYY-MM-DD`` of date32 values (years 1..9999, zero-padded as ``date.isoformat``)."""
     arr = pa.array(values, pa.date32()) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values
-    return pc.strftime(arr.cast(pa.timestamp("s")), format="%Y-%m-%d")
+    return arr.cast(pa.string())  # Arrow prints date32 as ISO with a 4-digit, zero-padded year
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,11 @@ def format_columns(template: KeyTemplate, values: Mapping[str, object]) -> Dict[
     out: Dict[str, pa.Array] = {}
     for slot in template.slots:
         if slot in _DIGITS:
-            out[slot] = format_float(values[slot], slot)
+            x = np.asarray(values[slot], dtype=np.float64)
+            if len(x) > 1 and (x == x[0]).all():  # a constant (e.g. --buffer-m): format it once
+                out[slot] = pa.repeat(format_float(x[:1], slot)[0], len(x))
+            else:
+                out[slot] = format_float(x, slot)
         elif slot == "cell":
             out[slot] = pa.array(values["cell"], pa.string())
         elif slot == "year":
