@@ -178,3 +178,24 @@ def test_declaration_is_checked_and_kept():
         declare_imported("bad name", revision="1", dim=4)
     with pytest.raises(SpecError, match="metric"):
         declare_imported("decl2", revision="1", dim=4, metric="hamming")
+
+
+def test_declaration_comes_back_from_the_store(store):
+    import datetime as dt
+
+    from rsembed_store import registry
+    from rsembed_store.io.model import declare_from_store
+
+    t = pa.table({"centre_lat": [1.0, 2.0], "centre_lon": [3.0, 4.0],
+                  "timestamp": pa.array([dt.datetime(2020, 5, 1, 12, tzinfo=dt.timezone.utc)] * 2,
+                                        pa.timestamp("us", tz="UTC")),
+                  "embedding": [[1.0, 2.0], [3.0, 4.0]]})
+    res = import_table(store, t, model="again-later", revision="r9", temporal="year", metric="l2", buffer_m=5000)
+    assert res.columns["columns"]["date"] == "timestamp" and res.columns["columns"]["lon"] == "centre_lon"
+    with registry._lock:  # as in a new process: the model is not declared
+        registry._MODELS.pop("imported:again-later")
+        registry._model_classes.pop("imported:again-later")
+    info = declare_from_store(store, "again-later")
+    assert (info.revision, info.dim, info.metric, info.temporal) == ("r9", 2, "l2", "year")
+    r = resolve(Request("imported:again-later", PointBuffer(3.0, 1.0, 5000), TemporalSpec.year(2020)))
+    assert r.key in set(store.to_arrow(res.space).column("key").to_pylist())
