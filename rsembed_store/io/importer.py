@@ -225,8 +225,9 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
     lon, lat = np.zeros(n), np.zeros(n)
     bounds = np.zeros((n, 4))
     cells = np.zeros(n, np.int64)
-    cell_int: list = [None] * n
-    cell_res: list = [None] * n
+    has_cells = bool((kind == 2).any())
+    cell_int: list = [None] * n if has_cells else []
+    cell_res: list = [None] * n if has_cells else []
     for k in np.unique(kind):
         rows = np.flatnonzero(kind == k)
         name = C.KINDS[int(k)]
@@ -275,10 +276,11 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
         "key": key, "request": text,
         "model": pa.repeat(model, n), "revision": pa.repeat(_rev(templates), n),
         "output": pa.repeat("pooled", n), "pooling": pa.repeat("mean", n),
-        "provider": pa.nulls(n, pa.string()), "spatial_type": pa.array(np.asarray(C.KINDS)[kind]),
+        "provider": pa.nulls(n, pa.string()), "spatial_type": pa.array(C.KINDS).take(pa.array(kind)),
         "lon": lon, "lat": lat, "minlon": bounds[:, 0], "minlat": bounds[:, 1], "maxlon": bounds[:, 2],
-        "maxlat": bounds[:, 3], "h3": cells, "cell": pa.array(cell_int, pa.int64()),
-        "cell_res": pa.array(cell_res, pa.int8()),
+        "maxlat": bounds[:, 3], "h3": cells,
+        "cell": pa.array(cell_int, pa.int64()) if has_cells else pa.nulls(n, pa.int64()),
+        "cell_res": pa.array(cell_res, pa.int8()) if has_cells else pa.nulls(n, pa.int8()),
     }
     start, end = win["start"], win["end"]
     if year_model:  # a year model keys (and stores) the calendar year the window starts in
