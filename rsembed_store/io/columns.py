@@ -77,6 +77,8 @@ def detect(schema: pa.Schema, given: Optional[Mapping[str, str]] = None, *, buff
     geo = geo or {}
     if out["geometry"] is None and geo.get("primary_column") in schema.names:
         out["geometry"] = geo["primary_column"]
+    if out["geometry"]:
+        _check_geometry(schema, out["geometry"], geo)
     if out["vector"] is None:
         lists = [f.name for f in schema if _is_number_list(f.type)]
         if len(lists) == 1:
@@ -94,6 +96,28 @@ def detect(schema: pa.Schema, given: Optional[Mapping[str, str]] = None, *, buff
         raise SpecError(f"no window columns: need 'start_date'/'end_date', 'date' or 'year' (or --year); "
                         f"found {schema.names}")
     return ColumnMap(out, buffer_m, year, geo)
+
+
+LONLAT_CRS = ({"authority": "OGC", "code": "CRS84"}, {"authority": "EPSG", "code": 4326},
+              {"authority": "EPSG", "code": "4326"})
+
+
+def _check_geometry(schema: pa.Schema, name: str, geo: dict) -> None:
+    """Refuse a geometry column we cannot read: not WKB, or in a CRS other than lon/lat degrees."""
+    meta = (geo.get("columns") or {}).get(name) or {}
+    encoding = meta.get("encoding", "WKB")
+    t = schema.field(name).type
+    if str(encoding).upper() != "WKB" or not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        raise SpecError(f"geometry column {name!r} is encoded as {encoding!r} ({t}); accepted: WKB (binary), "
+                        "the GeoParquet default; convert it, or give lon/lat or box columns instead")
+    crs = meta.get("crs", "absent")
+    if crs == "absent":  # GeoParquet: no crs means OGC:CRS84
+        return
+    ident = crs.get("id") if isinstance(crs, dict) else None
+    if ident not in LONLAT_CRS:
+        shown = ident or (crs.get("name") if isinstance(crs, dict) else crs)
+        raise SpecError(f"geometry column {name!r} is in CRS {shown!r}; accepted: OGC:CRS84 or EPSG:4326 "
+                        "(lon/lat degrees): reproject the file first (e.g. geopandas to_crs(4326))")
 
 
 def _is_number_list(t: pa.DataType) -> bool:

@@ -158,3 +158,21 @@ def test_cli_export(filled, tmp_path):
     check_geoparquet(out)
     bad = CliRunner().invoke(main, ["--db", store.uri, "export", "nope", "--out", str(out)])
     assert bad.exit_code == 2 and "no space or model 'nope'" in bad.output
+
+
+def test_cli_export_area_flags_match_python(filled, tmp_path):
+    import h3
+
+    store, space = filled
+    cell = h3.latlng_to_cell(10.0, 5.0, 1)
+    cases = [(["--bbox", "0,0,20,60"], {"within": BBox(0, 0, 20, 60)}),
+             (["--h3", cell], {"within": [cell]}),
+             (["--where", "year = 2020", "--format", "parquet"], {"where": "year = 2020", "format": "parquet"})]
+    for i, (flags, kwargs) in enumerate(cases):
+        res = CliRunner().invoke(main, ["--db", store.uri, "export", space, "--out", str(tmp_path / f"c{i}.parquet"),
+                                        "--json", *flags])
+        assert res.exit_code == 0, res.output
+        want = store.export(space, tmp_path / f"p{i}.parquet", **kwargs)
+        got = pq.read_table(tmp_path / f"c{i}.parquet").column("key").to_pylist()
+        assert sorted(got) == sorted(pq.read_table(want.path).column("key").to_pylist())
+        assert 0 < len(got) < 900

@@ -199,3 +199,26 @@ def test_declaration_comes_back_from_the_store(store):
     assert (info.revision, info.dim, info.metric, info.temporal) == ("r9", 2, "l2", "year")
     r = resolve(Request("imported:again-later", PointBuffer(3.0, 1.0, 5000), TemporalSpec.year(2020)))
     assert r.key in set(store.to_arrow(res.space).column("key").to_pylist())
+
+
+def test_geometry_in_another_crs_or_encoding_is_refused(store, tmp_path):
+    import struct
+
+    v = vectors(np.ones((2, 4), np.float32))
+    pts = [struct.pack("<BIdd", 1, 1, 500000.0, 4_000_000.0)] * 2
+    t = pa.table({"year": [2022, 2022], "embedding": v, "geometry": pa.array(pts, pa.binary())})
+    geo = {"version": "1.1.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"],
+                                    "crs": {"type": "ProjectedCRS", "name": "WGS 84 / UTM zone 32N",
+                                            "id": {"authority": "EPSG", "code": 32632}}}}}
+    pq.write_table(t.replace_schema_metadata({"geo": json.dumps(geo)}), tmp_path / "utm.parquet")
+    with pytest.raises(SpecError, match="EPSG.*32632.*accepted: OGC:CRS84 or EPSG:4326"):
+        import_table(store, str(tmp_path / "utm.parquet"), model="utm", revision="1", buffer_m=10)
+    geo["columns"]["geometry"] = {"encoding": "point", "geometry_types": ["Point"]}
+    native = pa.table({"year": [2022, 2022], "embedding": v,
+                       "geometry": pa.StructArray.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])],
+                                                              ["x", "y"])})
+    pq.write_table(native.replace_schema_metadata({"geo": json.dumps(geo)}), tmp_path / "native.parquet")
+    with pytest.raises(SpecError, match="encoded as 'point'.*accepted: WKB"):
+        import_table(store, str(tmp_path / "native.parquet"), model="utm", revision="1", buffer_m=10)
+    assert not [s for s in store.spaces() if s.model == "imported:utm"]
