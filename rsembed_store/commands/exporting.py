@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option
+from .common import emit_json, json_option, row_bar
 
 
 @click.command("export")
@@ -47,8 +47,15 @@ def export_cmd(obj, space, fmt, out, during, within_bbox, within_h3, within_geoj
         raise SpecError("give at most one of --bbox, --h3 and --within")
     area = (parse_bbox(within_bbox) if within_bbox else _cells(within_h3) if within_h3 else
             _geojson(within_geojson) if within_geojson else None)
-    result = export(store, space, out, format=fmt, temporal=parse_time(during) if during else None, within=area,
-                    where=where, sql=sql, batch_rows=batch_rows)
+    filtered = any(x is not None for x in (during, area, where, sql))
+    bar = row_bar(None if filtered else store.count(space), "export", not as_json)
+    try:
+        result = export(store, space, out, format=fmt, temporal=parse_time(during) if during else None,
+                        within=area, where=where, sql=sql, batch_rows=batch_rows,
+                        progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
     if as_json:
         emit_json(result.to_dict())
         return

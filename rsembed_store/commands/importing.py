@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option
+from .common import emit_json, json_option, row_bar
 
 
 def _pairs(items, flag: str) -> dict:
@@ -61,9 +61,20 @@ def import_cmd(obj, file, model, revision, metric, temporal, vector_column, colu
             store = None
     else:
         store = obj.writable_store
-    result = import_table(store, file, model=model, revision=revision, metric=metric, temporal=temporal,
-                                columns=columns, buffer_m=buffer_m, year=year, update=update, dry_run=dry_run,
-                                batch_rows=batch_rows)
+    import pyarrow.parquet as pq
+
+    try:
+        total = pq.ParquetFile(file).metadata.num_rows
+    except Exception:  # not Parquet: import_table says so
+        total = None
+    bar = row_bar(total, "import", not as_json and not dry_run)
+    try:
+        result = import_table(store, file, model=model, revision=revision, metric=metric, temporal=temporal,
+                              columns=columns, buffer_m=buffer_m, year=year, update=update, dry_run=dry_run,
+                              batch_rows=batch_rows, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
     if as_json:
         emit_json(result.to_dict())
         return

@@ -126,8 +126,9 @@ def test_repeated_keys_in_a_batch_keep_the_first(store):
 
 def test_record_batch_stream_is_read_once(store, mixed):
     reader = pa.RecordBatchReader.from_batches(mixed.schema, mixed.to_batches(max_chunksize=100))
-    res = import_table(store, reader, model="stream", revision="1")
-    assert res.inserted == 900 and store.count(res.space) == 900
+    seen = []
+    res = import_table(store, reader, model="stream", revision="1", batch_rows=256, progress=seen.append)
+    assert res.inserted == 900 and store.count(res.space) == 900 and sum(seen) == 900
 
 
 def test_dry_run_writes_nothing(store, mixed):
