@@ -30,9 +30,7 @@ from . import wkb
 
 FORMATS = ("geoparquet", "parquet")
 BATCH_ROWS = 65_536
-# the columns written (besides geometry and bbox); buffer_m and cell come from the request
-COLUMNS = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat",
-           "cell", "start_date", "end_date", "year", "request", "vector"]
+# the stored columns read (buffer_m is taken from the request, cell printed as H3 hex)
 READ = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "cell",
         "start_date", "end_date", "year", "request", "vector"]
 CRS84 = {
@@ -120,7 +118,7 @@ def geometry(batch: pa.RecordBatch) -> pa.Array:
 def to_output(batch: pa.RecordBatch, geo: bool) -> pa.Table:
     """A batch as written: the stored columns, ``buffer_m``, ``cell`` as an H3 string, and for
     GeoParquet the ``bbox`` covering and the ``geometry``."""
-    cols = {name: batch.column(name) for name in COLUMNS}
+    cols = {name: batch.column(name) for name in READ}
     cell = batch.column("cell")
     if cell.null_count < batch.num_rows:  # H3 ids as their hex strings (int64 -> exact, never via float)
         ints = cell.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64).tolist()
@@ -144,12 +142,14 @@ def to_output(batch: pa.RecordBatch, geo: bool) -> pa.Table:
     return out
 
 
-def geo_metadata(bbox: Sequence[float]) -> dict:
-    return {"version": "1.1.0", "primary_column": "geometry",
-            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS84,
-                                     "edges": "planar", "bbox": [float(v) for v in bbox],
-                                     "covering": {"bbox": {"xmin": ["bbox", "xmin"], "ymin": ["bbox", "ymin"],
-                                                           "xmax": ["bbox", "xmax"], "ymax": ["bbox", "ymax"]}}}}}
+def geo_metadata(bbox: Optional[Sequence[float]]) -> dict:
+    """The ``geo`` file metadata; ``bbox`` (optional in the spec) is left out for a file without rows."""
+    column = {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": CRS84, "edges": "planar",
+              "covering": {"bbox": {"xmin": ["bbox", "xmin"], "ymin": ["bbox", "ymin"],
+                                    "xmax": ["bbox", "xmax"], "ymax": ["bbox", "ymax"]}}}
+    if bbox is not None:
+        column["bbox"] = [float(v) for v in bbox]
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
 def _tmp(path: str) -> str:
@@ -163,14 +163,14 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
     """Write the rows of ``space`` that the filters select to ``out`` (atomically)."""
     if format not in FORMATS:
         raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
-    store.space_info(space)  # UnknownSpaceError names the spaces held
+    dim = store.space_info(space).dim  # UnknownSpaceError names the spaces held
     path = os.fspath(out)
     if os.path.isdir(path):
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
     tmp = _tmp(path)
     try:
-        rows = _write_parquet(batches(store, space, flt, batch_rows), tmp, geo=format == "geoparquet",
+        rows = _write_parquet(batches(store, space, flt, batch_rows), tmp, geo=format == "geoparquet", dim=dim,
                               progress=progress)
         os.replace(tmp, path)
     finally:
@@ -179,7 +179,7 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
     return ExportResult(space=space, path=path, format=format, rows=rows, bytes=os.path.getsize(path))
 
 
-def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool,
+def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, dim: int,
                    progress: Optional[Callable[[int], None]] = None) -> int:
     import pyarrow.parquet as pq
 
@@ -204,14 +204,13 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool,
             if progress:
                 progress(t.num_rows)
         if writer is None:  # no rows: an empty file with the full schema
-            dim = 0
             empty = pa.RecordBatch.from_pylist([], schema=_empty_schema(dim))
             t = to_output(empty, geo)
             writer = pq.ParquetWriter(path, t.schema, compression="zstd")
             writer.write_table(t)
         if geo:
             finite = all(np.isfinite(bbox))
-            writer.add_key_value_metadata({"geo": json.dumps(geo_metadata(bbox if finite else [0, 0, 0, 0]))})
+            writer.add_key_value_metadata({"geo": json.dumps(geo_metadata(bbox if finite else None))})
     finally:
         if writer is not None:
             writer.close()
@@ -221,5 +220,5 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool,
 def _empty_schema(dim: int) -> pa.Schema:
     from ..space import row_schema
 
-    s = row_schema(max(dim, 1))
+    s = row_schema(dim)
     return pa.schema([s.field(n) for n in READ])

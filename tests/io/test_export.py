@@ -176,3 +176,13 @@ def test_cli_export_area_flags_match_python(filled, tmp_path):
         got = pq.read_table(tmp_path / f"c{i}.parquet").column("key").to_pylist()
         assert sorted(got) == sorted(pq.read_table(want.path).column("key").to_pylist())
         assert 0 < len(got) < 900
+
+
+def test_an_empty_selection_is_a_valid_empty_file(filled, tmp_path):
+    store, space = filled
+    res = store.export(space, tmp_path / "none.parquet", where="year = 1900")
+    assert res.rows == 0
+    t = pq.read_table(tmp_path / "none.parquet")
+    assert t.num_rows == 0 and t.schema.field("vector").type.list_size == 8
+    geo = json.loads(pq.ParquetFile(tmp_path / "none.parquet").metadata.metadata[b"geo"])
+    assert geo["primary_column"] == "geometry" and "bbox" not in geo["columns"]["geometry"]
