@@ -9,10 +9,10 @@ from .common import emit_json, json_option, row_bar
 
 @click.command("export")
 @click.argument("space")
-@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet"]), default="geoparquet",
+@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet", "geotiff"]), default="geoparquet",
               show_default=True, help="File format (docs/io.md lists the columns of each).")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The file to write "
-              "(written under a temporary name, renamed when complete).")
+@click.option("--out", "out", required=True, type=click.Path(), help="The file to write (written under a "
+              "temporary name, renamed when complete); for geotiff a directory, one <key>.tif per grid row.")
 @click.option("--during", help="Rows whose window overlaps this: a year '2023' or 'START/END'.")
 @click.option("--bbox", "within_bbox", help="Rows whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
 @click.option("--h3", "within_h3", multiple=True, help="Rows inside these H3 cells (comma-separated; repeatable).")
@@ -60,4 +60,5 @@ def export_cmd(obj, space, fmt, out, during, within_bbox, within_h3, within_geoj
         emit_json(result.to_dict())
         return
     click.echo(f"exported {result.rows} rows of {result.space} to {result.path} ({result.format}, "
-               f"{result.bytes / 2**20:.1f} MiB)")
+               f"{result.bytes / 2**20:.1f} MiB)"
+               + (f"; {result.skipped} grid rows without georeferencing skipped" if result.skipped else ""))

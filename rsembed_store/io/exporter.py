@@ -1,4 +1,5 @@
-"""Export a space (or the rows a filter or a SQL query selects) to GeoParquet or Parquet.
+"""Export a space (or the rows a filter or a SQL query selects) to GeoParquet or Parquet (or its
+grid rows to GeoTIFFs, ``io.geotiff``).
 
 Rows are read from Lance in batches and written as they come (memory bounded by
 the batch size) to a temporary name beside the output, renamed into place only
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 from ..errors import SpecError
 from . import wkb
 
-FORMATS = ("geoparquet", "parquet")
+FORMATS = ("geoparquet", "parquet", "geotiff")
 BATCH_ROWS = 65_536
 # the stored columns read (buffer_m is taken from the request, cell printed as H3 hex)
 READ = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "cell",
@@ -53,6 +54,7 @@ class ExportResult:
     format: str
     rows: int
     bytes: int
+    skipped: int = 0  # geotiff: grid rows without georeferencing metadata
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -165,6 +167,14 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
         raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
     dim = store.space_info(space).dim  # UnknownSpaceError names the spaces held
     path = os.fspath(out)
+    if format == "geotiff":  # one file per grid row in the directory ``out``
+        from .geotiff import write_grid_tifs
+
+        flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
+        counts = write_grid_tifs(store, space, path, filter=flt, progress=progress)
+        size = sum(e.stat().st_size for e in os.scandir(path) if e.name.endswith(".tif"))
+        return ExportResult(space=space, path=path, format=format, rows=counts["written"] + counts["kept"],
+                            bytes=size, skipped=counts["skipped"])
     if os.path.isdir(path):
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
