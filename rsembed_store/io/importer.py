@@ -158,6 +158,8 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsembed-import") as pool:
             try:
                 for batch in batches():
+                    if not batch.num_rows:
+                        continue
                     table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates)
                     row0 += batch.num_rows
                     table, dup = _unique_keys(table)

@@ -223,3 +223,13 @@ def test_geometry_in_another_crs_or_encoding_is_refused(store, tmp_path):
     with pytest.raises(SpecError, match="encoded as 'point'.*accepted: WKB"):
         import_table(store, str(tmp_path / "native.parquet"), model="utm", revision="1", buffer_m=10)
     assert not [s for s in store.spaces() if s.model == "imported:utm"]
+
+
+def test_empty_batches_and_an_empty_input(store):
+    t = mixed_table(30)
+    empty = t.slice(0, 0)
+    parts = [*empty.to_batches(), *t.to_batches(), pa.RecordBatch.from_pylist([], schema=t.schema)]
+    reader = pa.RecordBatchReader.from_batches(t.schema, parts)
+    assert import_table(store, reader, model="gaps", revision="1").inserted == 30
+    res = import_table(store, empty, model="nothing", revision="1", dry_run=True)
+    assert res.rows == 0 and res.inserted == 0
