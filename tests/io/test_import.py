@@ -233,3 +233,16 @@ def test_empty_batches_and_an_empty_input(store):
     assert import_table(store, reader, model="gaps", revision="1").inserted == 30
     res = import_table(store, empty, model="nothing", revision="1", dry_run=True)
     assert res.rows == 0 and res.inserted == 0
+
+
+@pytest.mark.parametrize("start,end,text", [
+    (["2021-01-01", "2021-05-01"], ["2021-02-01", "2021-05-01"], "row 1: the window needs start < end"),
+    (["2021-01-01", "9999-12-31"], ["2021-02-01", "9999-12-31"], "row 1: start date 9999-12-31 is out of range"),
+    (["2021-01-01", "2021-13-01"], ["2021-02-01", "2021-14-01"], "column 'start_date' .* cannot be read as dates"),
+])
+def test_bad_windows_are_refused(store, start, end, text):
+    t = pa.table({"cell": [h3.latlng_to_cell(1.0, 2.0, 7)] * 2, "start_date": start, "end_date": end,
+                  "embedding": vectors(np.ones((2, 4), np.float32))})
+    with pytest.raises(SpecError, match=text):
+        import_table(store, t, model="dates", revision="1")
+    assert not [s for s in store.spaces() if s.model == "imported:dates"]
