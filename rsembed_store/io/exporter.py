@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from ..errors import SpecError
 from . import wkb
 
-FORMATS = ("geoparquet", "parquet", "geotiff")
+FORMATS = ("geoparquet", "parquet", "npz", "geotiff")
 BATCH_ROWS = 65_536
 # the stored columns read (buffer_m is taken from the request, cell printed as H3 hex)
 READ = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "cell",
@@ -179,6 +179,21 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
     tmp = _tmp(path)
+    if format == "npz":  # rs-embed's combined layout: X.npz beside its manifest X.json
+        from .npz import manifest_path, write_npz
+
+        info = store.space_info(space)
+        count = store.dataset(space).count_rows(filter=flt)
+        try:
+            rows = write_npz(batches(store, space, flt, batch_rows), tmp, rows=count, dim=dim, model=info.model,
+                             progress=progress)
+            os.replace(tmp, path)
+            os.replace(manifest_path(tmp), manifest_path(path))  # the manifest last: the pair is complete
+        finally:
+            for p in (tmp, manifest_path(tmp)):
+                if os.path.exists(p):
+                    os.remove(p)
+        return ExportResult(space=space, path=path, format=format, rows=rows, bytes=os.path.getsize(path))
     try:
         rows = _write_parquet(batches(store, space, flt, batch_rows), tmp, geo=format == "geoparquet", dim=dim,
                               progress=progress)

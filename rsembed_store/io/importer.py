@@ -66,7 +66,7 @@ def _geo_metadata(schema: pa.Schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def open_batches(source: Source, batch_rows: int = BATCH_ROWS):
+def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None):
     """(schema, a function returning a fresh batch iterator, a clean-up function) for ``source``."""
     if isinstance(source, pa.Table):
         return source.schema, lambda: iter(source.to_batches(max_chunksize=batch_rows)), lambda: None
@@ -77,6 +77,11 @@ def open_batches(source: Source, batch_rows: int = BATCH_ROWS):
     path = os.fspath(source)
     if not os.path.exists(path):
         raise SpecError(f"input file {path!r} does not exist")
+    if path.lower().endswith(".npz"):  # rs-embed's combined export: the npz and its manifest
+        from .npz import table_from_npz
+
+        table = table_from_npz(path, npz_model)
+        return table.schema, lambda: iter(table.to_batches(max_chunksize=batch_rows)), lambda: None
     try:
         schema = pq.read_schema(path)
     except Exception as exc:
@@ -88,20 +93,20 @@ def open_batches(source: Source, batch_rows: int = BATCH_ROWS):
 def import_table(store, source: Source, *, model: str, revision: str, dim: Optional[int] = None,
                  metric: str = "cosine", temporal: str = "composite", columns: Optional[Mapping[str, str]] = None,
                  buffer_m: Optional[float] = None, year: Optional[int] = None, update: bool = False,
-                 dry_run: bool = False, batch_rows: int = BATCH_ROWS,
+                 dry_run: bool = False, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
                  progress: Optional[Callable[[int], None]] = None) -> ImportResult:
     """Import precomputed vectors into the space of ``imported:<model>`` at ``revision``.
 
     ``dim`` defaults to the vector column's width; ``columns`` maps roles (``vector``,
     ``lon``, ``cell``, ``start``, ... see :data:`columns.ROLES`) to input columns where
     detection would not find them; ``buffer_m``/``year`` are constants for inputs without
-    such a column. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
+    such a column; ``npz_model`` picks the model of an rs-embed npz holding several. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
     row, and nothing is written. ``dry_run`` checks and keys everything and reports
     what would be written.
     """
     if dry_run is False and store is None:
         raise SpecError("a store is needed to import into (store=None is only for dry_run=True)")
-    schema, batches, cleanup = open_batches(source, batch_rows)
+    schema, batches, cleanup = open_batches(source, batch_rows, npz_model)
     cm = C.detect(schema, columns, buffer_m=buffer_m, year=year, geo=_geo_metadata(schema))
     vtype = schema.field(cm.columns["vector"]).type
     if dim is None and pa.types.is_fixed_size_list(vtype):
