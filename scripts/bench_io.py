@@ -22,7 +22,6 @@ import json
 import os
 import resource
 import shutil
-import struct
 import sys
 import tempfile
 import time

@@ -21,7 +21,6 @@ from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..embedding import grid_codec
 

@@ -20,7 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterator, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Union
 
 import h3.api.basic_int as h3i
 import numpy as np

@@ -10,7 +10,7 @@ no Z/M); anything else is refused with its row number.
 from __future__ import annotations
 
 import struct
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import pyarrow as pa

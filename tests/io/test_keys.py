@@ -1,10 +1,7 @@
 """Vectorised keys equal resolve()'s, value for value, rounding edges included."""
 
-from datetime import date, timedelta
-
 import h3
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from rsembed_store import BBox, H3Cell, PointBuffer, Request, TemporalSpec, resolve
