@@ -160,6 +160,9 @@ def test_cli_export(filled, tmp_path):
     assert bad.exit_code == 2 and "no space or model 'nope'" in bad.output
 
 
+AREA = {"type": "Polygon", "coordinates": [[[-20, -10], [5, -10], [5, 30], [-20, 30], [-20, -10]]]}
+
+
 def test_cli_export_area_flags_match_python(filled, tmp_path):
     import h3
 
@@ -167,7 +170,9 @@ def test_cli_export_area_flags_match_python(filled, tmp_path):
     cell = h3.latlng_to_cell(10.0, 5.0, 1)
     cases = [(["--bbox", "0,0,20,60"], {"within": BBox(0, 0, 20, 60)}),
              (["--h3", cell], {"within": [cell]}),
-             (["--where", "year = 2020", "--format", "parquet"], {"where": "year = 2020", "format": "parquet"})]
+             (["--where", "year = 2020", "--format", "parquet"], {"where": "year = 2020", "format": "parquet"}),
+             (["--within", str(tmp_path / "area.geojson")], {"within": AREA})]
+    (tmp_path / "area.geojson").write_text(json.dumps(AREA))
     for i, (flags, kwargs) in enumerate(cases):
         res = CliRunner().invoke(main, ["--db", store.uri, "export", space, "--out", str(tmp_path / f"c{i}.parquet"),
                                         "--json", *flags])
