@@ -487,21 +487,44 @@ class Store:
                 self.ensure_space(first.model, first.request.revision, dim, metric=metric, kind=kind,
                                   dtype=dtype, info=extra)
             table = embeddings_to_table(unique, dim, self.space_info(space).h3_res)
-            t = self._table(space)
-            # use_index(False): the indexed join skips Lance's primary-key conflict check,
-            # and concurrent writers then duplicate new keys (tests/test_store.py proves both)
-            res = (
-                t.merge_insert("key")
-                .use_index(False)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(table)
-            )
-            inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
-            updated += int(getattr(res, "num_updated_rows", 0) or 0)
+            ins, upd = self.write_rows(space, table)
+            inserted += ins
+            updated += upd
             counts[space] = len(unique)
-            self._ensure_key_index(space)
         return PutResult(inserted=inserted, updated=updated, spaces=counts)
+
+    def write_rows(self, space: str, table: pa.Table, *, update: bool = True, key_index: bool = True) -> tuple:
+        """Upsert rows already in the space's layout (``space.row_schema``, unique keys) on their key;
+        ``update=False`` inserts only keys the space lacks. Returns ``(inserted, updated)``.
+        ``key_index=False`` leaves the key index as it is (a bulk writer refreshes it once at the end
+        with :meth:`_ensure_key_index`).
+
+        The one write path of every row: put_many and bulk import (``rsembed_store.io``) use it.
+        """
+        t = self._table(space)
+        # use_index(False): the indexed join skips Lance's primary-key conflict check,
+        # and concurrent writers then duplicate new keys (tests/test_store.py proves both)
+        merge = t.merge_insert("key").use_index(False)
+        if update:
+            merge = merge.when_matched_update_all()
+        res = merge.when_not_matched_insert_all().execute(table)
+        if key_index:
+            self._ensure_key_index(space)
+        return int(getattr(res, "num_inserted_rows", 0) or 0), int(getattr(res, "num_updated_rows", 0) or 0)
+
+    def import_table(self, source, *, model: str, revision: str, **kwargs):
+        """Bulk-import precomputed vectors (an Arrow table, a record-batch stream or a (Geo)Parquet
+        path) into the space of ``imported:<model>``; see :func:`rsembed_store.io.importer.import_table`."""
+        from .io.importer import import_table
+
+        return import_table(self, source, model=model, revision=revision, **kwargs)
+
+    def export(self, space: str, out, *, format: str = "geoparquet", **kwargs):
+        """Write a space's rows (all, or those the filters select) to a file; see
+        :func:`rsembed_store.io.exporter.export`."""
+        from .io.exporter import export
+
+        return export(self, space, out, format=format, **kwargs)
 
     def _ensure_key_index(self, space: str) -> None:
         """Keep the key index useful: build it on a space's first write, and fold new

@@ -13,6 +13,8 @@ _COMMANDS = {
     "serve": "serve",
     "search": "search",
     "maintain": "maintain",
+    "importing": "import_cmd",
+    "exporting": "export_cmd",
 }
 
 

@@ -80,3 +80,14 @@ class Context:
         if self._store is None:
             self._store = self.open_store(create=True)
         return self._store
+
+
+def row_bar(total, desc: str, enabled: bool):
+    """A tqdm bar of rows on stderr when it is a terminal and ``enabled``; else None (silent)."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,81 @@
+"""Grid rows as georeferenced rasters: one GeoTIFF per grid, bands = embedding dimensions.
+
+A grid answer ``(D, H, W)`` is north-up over the pixel grid its input was read
+on; the row's metadata keeps that grid's CRS and GDAL geotransform
+(``crs``, ``transform``) and how many input pixels one grid cell spans
+(``grid_cell_px``, rows then columns). The raster's transform is the input's
+scaled by that span, so the value under a coordinate is the stored one.
+
+Files are named ``<key>.tif`` in the output directory, each written to a
+temporary name and renamed when complete; an existing file is kept (a stopped
+export resumes where it was). Grid rows without that metadata (e.g. read by a
+product reader that does not record it) are counted in ``skipped``, never
+guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Dict, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from ..embedding import grid_codec
+
+COLUMNS = ["key", "model", "grid", "grid_shape", "grid_dtype", "grid_codec", "meta", "request"]
+
+
+def grid_batches(store, space: str, filter: Optional[str], batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
+    where = "output = 'grid'" + (f" AND ({filter})" if filter else "")
+    yield from store.dataset(space).to_batches(columns=COLUMNS, filter=where, batch_size=batch_rows)
+
+
+def georeference(meta: dict, shape) -> Optional[tuple]:
+    """``(crs, affine transform)`` of a ``(D, H, W)`` grid from its row's metadata, or None."""
+    from affine import Affine
+
+    crs, gt, cell = meta.get("crs"), meta.get("transform"), meta.get("grid_cell_px")
+    if not crs or not gt or len(gt) != 6 or not cell or len(cell) != 2:
+        return None
+    return crs, Affine.from_gdal(*gt) @ Affine.scale(float(cell[1]), float(cell[0]))
+
+
+def write_grid_tifs(store, space: str, out_dir: str, *, filter: Optional[str] = None,
+                    progress: Optional[Callable[[int], None]] = None) -> Dict[str, int]:
+    """Write every grid row of ``space`` (that ``filter`` keeps) as ``out_dir/<key>.tif``."""
+    import rasterio
+
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {"written": 0, "kept": 0, "skipped": 0}
+    for batch in grid_batches(store, space, filter):
+        for row in batch.to_pylist():
+            path = os.path.join(out_dir, f"{row['key']}.tif")
+            if os.path.exists(path):
+                counts["kept"] += 1
+                continue
+            meta = json.loads(row["meta"] or "{}")
+            shape = row["grid_shape"]
+            ref = georeference(meta, shape) if shape and len(shape) == 3 else None
+            if ref is None:
+                counts["skipped"] += 1
+                continue
+            raw = np.frombuffer(row["grid"], dtype=np.dtype(row["grid_dtype"])).reshape(shape)
+            grid = np.asarray(grid_codec(row["grid_codec"] or "raw", row["model"])(raw), dtype=np.float32)
+            crs, transform = ref
+            tmp = os.path.join(out_dir, f".{row['key']}.tif.tmp-{os.getpid()}")
+            try:
+                with rasterio.open(tmp, "w", driver="GTiff", width=shape[2], height=shape[1], count=shape[0],
+                                   dtype="float32", crs=crs, transform=transform, nodata=float("nan"),
+                                   compress="deflate", tiled=shape[1] >= 256 and shape[2] >= 256) as dst:
+                    dst.write(grid)
+                    dst.update_tags(key=row["key"], request=row["request"])
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            counts["written"] += 1
+            if progress:
+                progress(1)
+    return counts
