@@ -77,6 +77,11 @@ class NoImageryError(ProviderError):
     """No scene passes the filters for the requested place and window."""
 
 
+class RealDataUnavailable(ProviderError):
+    """The real test scenes (Debian's r-cran-satellite Landsat files) could not be fetched: no apt, no
+    network, no package (``rsembed_store.realdata``)."""
+
+
 class ComputeError(RsEmbedStoreError, RuntimeError):
     """A model failed on an input."""
 

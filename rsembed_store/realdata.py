@@ -22,17 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .errors import ProviderError
+from .errors import RealDataUnavailable
 
 PACKAGE = "r-cran-satellite"
 EXTDATA = Path("usr/lib/R/site-library/satellite/extdata")
 ENV_CACHE = "RSEMBED_TESTDATA"
 LE07 = "LE07_L1TP_195025_20010730_20170204_01_T1"
 LC08 = "LC08_L1TP_195025_20130707_20170503_01_T1"
-
-
-class RealDataUnavailable(ProviderError):
-    """The real scenes could not be fetched (no apt, no network, no package)."""
 
 
 def cache_dir() -> Path:
