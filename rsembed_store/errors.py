@@ -77,6 +77,13 @@ class NoImageryError(ProviderError):
     """No scene passes the filters for the requested place and window."""
 
 
+class NoProviderError(ProviderError):
+    """No provider of a model can serve a request (``provider="auto"``); ``tried`` lists
+    ``(provider, why it declined)`` for every one of them."""
+
+    tried: tuple = ()
+
+
 class ComputeError(RsEmbedStoreError, RuntimeError):
     """A model failed on an input."""
 
