@@ -175,3 +175,17 @@ def routing_info(name):
     from rsembed_store.registry import model_info
 
     return model_info(name)
+
+
+def test_every_public_name_is_documented_for_rs_embed_users():
+    from pathlib import Path
+
+    import rsembed_store.compat as rs_embed
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "rs-embed-users.md").read_text(encoding="utf-8")
+    missing = [n for n in rs_embed.__all__ if n not in page and n not in ("Embedding", "default_store_uri",
+                                                                          "get_store", "NoProviderError")]
+    assert not missing, missing
+    assert "RSEMBED_STORE_DB" in page and "RSEMBED_STORE_STRICT_PROVIDER" in page
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "docs/rs-embed-users.md" in readme
