@@ -50,6 +50,10 @@ def to_result(stored, asked: str) -> Embedding:
         "image_size": info.input_size,
         "output": r.output.to_dict(),
         "input_prep": r.input_prep.to_dict() if r.input_prep is not None else None,
+    })
+    # a model bridged from rs-embed: its own meta at the top level, as rs-embed returns it
+    meta.update({k: v for k, v in (meta.pop("rs_embed", None) or {}).items() if k != "model"})
+    meta.update({
         # what the store knows
         "store_model": r.model,
         "revision": r.revision,

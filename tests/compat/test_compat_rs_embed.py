@@ -1,0 +1,120 @@
+"""One rs-embed script run twice, with rs-embed and with the drop-in (only the import line changed).
+
+The model is an embedder registered through rs-embed's own ``register`` (a fixed projection of
+band means, no weights), reached by rs-embed directly and by the store through the
+``rsembed:<name>`` bridge. rs-embed's provider is the one thing faked (Earth Engine is beyond
+the machine): it hands rs-embed the very pixels the store's local provider reads for the same
+ROI and window, so both runs see the same pixels and must give the same arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+rs = pytest.importorskip("rs_embed", reason="rs-embed is not importable here (it lives in the models venv: "
+                         "pip install --no-deps --ignore-requires-python rs-embed==0.3.1)")
+
+from rs_embed.core.embedding import Embedding as RsEmbedding  # noqa: E402
+from rs_embed.core.registry import register  # noqa: E402
+from rs_embed.core.types import EmbedderCapabilities  # noqa: E402
+from rs_embed.embedders.base import EmbedderBase  # noqa: E402
+from rs_embed.providers import register_provider  # noqa: E402
+
+import rsembed_store.compat as compat  # noqa: E402
+from rsembed_store import InputPrepSpec, PointBuffer, Request, Store, TemporalSpec, resolve  # noqa: E402
+from rsembed_store.ingest.providers.local import LocalProvider  # noqa: E402
+
+S2 = "COPERNICUS/S2_SR_HARMONIZED"
+RS_BANDS = ("B2", "B3", "B4", "B8")
+OUR_BANDS = ("B02", "B03", "B04", "B08")
+D = 5
+PROJECTION = np.random.default_rng(11).normal(size=(D, len(RS_BANDS))).astype(np.float32)
+NAME = "compattest_bandmean"
+CALLS = {"n": 0}
+
+
+@register(NAME)
+class _BandMean(EmbedderBase):
+    capabilities = EmbedderCapabilities(input_chw=True)
+
+    def describe(self):
+        return {"type": "on_the_fly", "backend": ["provider"], "inputs": {"collection": S2, "bands": list(RS_BANDS)},
+                "temporal": {"mode": "range"}, "output": ["pooled"], "dim": D, "weights": None,
+                "defaults": {"scale_m": 10, "cloudy_pct": 30, "composite": "median"}}
+
+    def get_embedding(self, *, spatial, temporal, sensor, output, backend, device="auto", input_chw=None,
+                      model_config=None):
+        CALLS["n"] += 1
+        if input_chw is None:  # rs-embed's own path: the embedder fetches through rs-embed's provider
+            from rs_embed.embedders.meta import temporal_to_range
+            from rs_embed.providers import get_provider
+
+            input_chw = get_provider("gee").fetch_sensor_patch_chw(
+                spatial=spatial, temporal=temporal_to_range(temporal), sensor=rs.SensorSpec(S2, RS_BANDS))
+        x = np.asarray(input_chw, np.float32) * 1e-4
+        return RsEmbedding(data=PROJECTION @ x.reshape(x.shape[0], -1).mean(axis=1), meta={"toy": True})
+
+
+SCRIPT = """
+sp = [rs_embed.PointBuffer(lon=lon, lat=lat, buffer_m=320) for lon, lat in PLACES]
+t = rs_embed.TemporalSpec.range("2023-01-01", "2024-01-01")
+embs = rs_embed.get_embeddings_batch(MODEL, spatials=sp, temporal=t, input_prep="resize")
+one = rs_embed.get_embedding(MODEL, spatial=sp[0], temporal=t, input_prep="resize")
+rs_embed.export_batch(spatials=sp, temporal=t, models=[MODEL], target=rs_embed.ExportTarget.combined(OUT),
+                      config=rs_embed.ExportConfig(save_inputs=False, show_progress=False, num_workers=1),
+                      input_prep="resize")
+back = rs_embed.load_export(OUT + ".npz")
+"""
+
+
+def run(import_line: str, **names) -> dict:
+    ns = dict(names)
+    exec(import_line + "\n" + SCRIPT, ns)
+    return ns
+
+
+@pytest.fixture
+def fake_rs_provider(scene_config, monkeypatch):
+    """rs-embed's 'gee' provider, answering with the store's local pixels (DN, no data -> fill)."""
+    from rs_embed.providers import _PROVIDER_REGISTRY
+
+    class LocalPixels:
+        name = "gee"
+
+        def ensure_ready(self):
+            pass
+
+        def fetch_sensor_patch_chw(self, *, spatial, temporal, sensor, to_float_image=False):
+            r = resolve(Request(f"rsembed:{NAME}", PointBuffer(spatial.lon, spatial.lat, spatial.buffer_m),
+                                TemporalSpec.range(temporal.start, temporal.end), input_prep=InputPrepSpec.resize()))
+            px = LocalProvider(scene_config).fetch(r)
+            x = px.array[[px.bands.index(b) for b in OUR_BANDS]] / 1e-4
+            return np.where(px.valid, x, sensor.fill_value).astype(np.float32)
+
+    monkeypatch.setitem(_PROVIDER_REGISTRY, "gee", lambda **kw: LocalPixels())
+    yield
+
+
+def test_the_same_script_gives_the_same_arrays_and_the_drop_in_rerun_is_all_hits(
+        tmp_path, small_scene, scene_config, fake_rs_provider, monkeypatch):
+    w, s, e, n = small_scene[1]["bounds_lonlat"]
+    places = [(w + (e - w) * f, (s + n) / 2) for f in (0.3, 0.6)]
+    db = Store.open(tmp_path / "db", config=scene_config)
+    monkeypatch.setattr(compat.routing, "_default_store", db)
+    theirs = run("import rs_embed", PLACES=places, MODEL=NAME, OUT=str(tmp_path / "theirs"))
+    ours = run("from rsembed_store import compat as rs_embed", PLACES=places, MODEL=NAME, OUT=str(tmp_path / "ours"))
+    for a, b in zip(theirs["embs"], ours["embs"]):
+        np.testing.assert_allclose(np.asarray(a.data), b.data, rtol=1e-5, atol=1e-6)
+        common = set(a.meta) & set(b.meta)  # the meta fields both define agree
+        assert common and all(a.meta[k] == b.meta[k] for k in common), (a.meta, b.meta)
+    np.testing.assert_allclose(np.asarray(theirs["one"].data), ours["one"].data, rtol=1e-5, atol=1e-6)
+    assert ours["one"].cached  # the batch before it stored the answer
+    # the exported files: same arrays, and rs-embed's load_export reads both
+    np.testing.assert_allclose(theirs["back"].embedding(NAME), ours["back"].embedding(NAME), rtol=1e-5, atol=1e-6)
+    assert rs.load_export(str(tmp_path / "ours.npz")).n_items == 2
+    # the drop-in's second run is all cache hits and computes nothing
+    before = CALLS["n"]
+    again = run("from rsembed_store import compat as rs_embed", PLACES=places, MODEL=NAME,
+                OUT=str(tmp_path / "again"))
+    assert all(e.cached for e in again["embs"]) and again["one"].cached and CALLS["n"] == before
