@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import SpecError
+from ..specs import OutputSpec
 from . import netcdf, routing
 from .api import build_requests, to_result
 from .auto import answers
@@ -254,7 +255,7 @@ def export_batch(
     config: ExportConfig = ExportConfig(),
     backend: str = "auto",
     device: str = "auto",
-    output=None,
+    output: OutputSpec = OutputSpec.pooled(),
     sensor=None,
     fetch=None,
     modality: Optional[str] = None,
@@ -267,8 +268,6 @@ def export_batch(
     Returns what rs-embed's returns: a list of per-item manifests (per-item target)
     or the combined manifest; items skipped by ``resume`` carry ``resume_skipped=True``.
     """
-    from ..specs import OutputSpec
-
     if not isinstance(spatials, list) or not spatials:
         raise SpecError("spatials must be a non-empty list[SpatialSpec].")
     if input_prep is not None and config.input_prep is not None:

@@ -118,3 +118,31 @@ def test_the_same_script_gives_the_same_arrays_and_the_drop_in_rerun_is_all_hits
     again = run("from rsembed_store import compat as rs_embed", PLACES=places, MODEL=NAME,
                 OUT=str(tmp_path / "again"))
     assert all(e.cached for e in again["embs"]) and again["one"].cached and CALLS["n"] == before
+
+
+@pytest.mark.parametrize("name", ["get_embedding", "get_embeddings_batch", "export_batch", "list_models",
+                                  "describe_model", "load_export"])
+def test_signatures_are_rs_embeds(name):
+    """Every parameter of rs-embed's function is ours, same kind and same default (ours may add
+    keyword-only ``store`` and ``strict_provider``)."""
+    import inspect
+
+    theirs = inspect.signature(getattr(rs, name)).parameters
+    ours = inspect.signature(getattr(compat, name)).parameters
+    for pname, p in theirs.items():
+        assert pname in ours, f"{name} lacks {pname}"
+        q = ours[pname]
+        assert q.kind == p.kind, (name, pname)
+        if p.default is not inspect.Parameter.empty:
+            assert repr(q.default) == repr(p.default) or q.default == p.default or \
+                type(q.default).__name__ == type(p.default).__name__, (name, pname, q.default, p.default)
+    assert set(ours) - set(theirs) <= {"store", "strict_provider"}
+
+
+@pytest.mark.parametrize("cls", ["ExportConfig", "ExportTarget", "ExportModelRequest", "FetchSpec"])
+def test_export_and_fetch_types_have_rs_embeds_fields_and_defaults(cls):
+    from dataclasses import fields
+
+    theirs = {f.name: f.default for f in fields(getattr(rs, cls))}
+    ours = {f.name: f.default for f in fields(getattr(compat, cls))}
+    assert theirs == ours
