@@ -24,7 +24,7 @@ each one tried and why it declined.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import NoProviderError, ProviderError
@@ -151,4 +151,82 @@ def answers(store, requests: Sequence[Request], *, strict: bool = False, compute
     return out
 
 
-__all__ = ["Candidates", "NoProviderError", "answers", "declines", "gee_declines", "local_declines"]
+def with_provider(r: ResolvedRequest, provider: Optional[str]) -> ResolvedRequest:
+    """``r`` resolved for another provider of its model (the key is recomputed)."""
+    return replace(r, provider=provider, canonical="", key="")
+
+
+@dataclass
+class Routing:
+    """Planned requests with a provider chosen for each (see :func:`route`)."""
+
+    requests: List[ResolvedRequest]
+    stored_elsewhere: int = 0  # answered by another provider's stored answer (not strict)
+
+    def providers(self, is_cached: Optional[Sequence[bool]] = None) -> Dict[str, dict]:
+        """Per provider: how many requests it takes and how many of them are to compute."""
+        out: Dict[str, dict] = {}
+        flags = is_cached if is_cached is not None else [False] * len(self.requests)
+        for r, hit in zip(self.requests, flags):
+            entry = out.setdefault(str(r.provider), {"requests": 0, "to_compute": 0})
+            entry["requests"] += 1
+            entry["to_compute"] += 0 if hit else 1
+        return out
+
+    def earth_engine_calls(self, is_cached: Optional[Sequence[bool]] = None) -> int:
+        """Expected Earth Engine calls: one computePixels per composite (a frame, a modality) of every
+        request to compute through ``gee``; a ROI beyond the request limits is split into more."""
+        flags = is_cached if is_cached is not None else [False] * len(self.requests)
+        calls = 0
+        for r, hit in zip(self.requests, flags):
+            if r.provider == "gee" and not hit:
+                calls += (r.frames.count if r.frames is not None else 1) * (1 + len(r.modalities or ()))
+        return calls
+
+
+def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, strict: bool = False) -> Routing:
+    """Choose a provider for each planned request, as ``backend="auto"`` does.
+
+    Without ``strict`` a stored answer from any of the model's providers is taken
+    (one batch look-up in ``store`` of every candidate key); otherwise the first
+    provider that serves the request. Raises :class:`NoProviderError` when some
+    request has none, naming how many and, for the first, each provider and why.
+    """
+    groups = []
+    for r in requests:
+        providers = model_class(r.model).info.providers or (r.provider,)
+        groups.append([with_provider(r, p) if p != r.provider else r for p in providers])
+    found = set()
+    if store is not None and not strict:
+        flat = [c for g in groups for c in g]
+        found = {c.key for c, hit in zip(flat, store.lookup(flat)) if hit is not None}
+    out: List[ResolvedRequest] = []
+    elsewhere, unserved, first = 0, 0, None
+    for g in groups:
+        hit = next((c for c in g if c.key in found), None)
+        if hit is not None:
+            out.append(hit)
+            elsewhere += hit.provider != g[0].provider
+            continue
+        tried = []
+        for c in g:
+            why = declines(c.provider, c, config)
+            if why is None:
+                out.append(c)
+                break
+            tried.append((c.provider, why))
+        else:
+            unserved += 1
+            first = first or (g[0], tried)
+    if unserved:
+        r, tried = first
+        listed = "; ".join(f"{name}: {why}" for name, why in tried)
+        err = NoProviderError(f"{unserved} of {len(groups)} requests have no provider that can serve them; the "
+                              f"first, {r.spatial!r} in {r.temporal!r}: tried {listed}")
+        err.tried = tuple(tried)
+        raise err
+    return Routing(out, elsewhere)
+
+
+__all__ = ["Candidates", "NoProviderError", "Routing", "answers", "declines", "gee_declines", "local_declines",
+           "route", "with_provider"]

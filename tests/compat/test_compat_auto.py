@@ -84,3 +84,37 @@ def test_no_provider_names_every_provider_tried_and_why(tmp_path, small_scene, s
     text = str(err.value)
     assert "local: no local scene" in text and "covers the ROI" in text and "gee: Earth Engine is not configured" in text
     assert not fake.requests and db.spaces() == [] or all(db.count(s.name) == 0 for s in db.spaces())
+
+
+def test_cli_ingest_with_provider_auto_uses_both_and_reruns_all_hits(tmp_path, small_scene, fake, monkeypatch):
+    """One ingest of a region half covered by the local source: the dry run says which provider takes how
+    many requests and the expected Earth Engine calls; the ingest uses both; a second run is all hits."""
+    import json
+
+    from click.testing import CliRunner
+
+    from rsembed_store.cli import main
+
+    out, manifest = small_scene
+    w, s, e, n = manifest["bounds_lonlat"]
+    bbox = f"{w + 0.003},{s + 0.003},{e + (e - w)},{n - 0.003}"
+    monkeypatch.setenv("EE_PROJECT", "p")
+    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--bbox", bbox, "--h3-res", "8",
+            "--year", "2023", "--source", f"s2-l2a={out / 'scenes'}", "--provider", "auto", "--json"]
+
+    def run(*extra):
+        res = CliRunner().invoke(main, args + list(extra), catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    dry = run("--dry-run")["plan"]
+    providers = dry["providers"]
+    assert set(providers) == {"local", "gee"} and providers["local"]["requests"] > 0
+    assert providers["local"]["requests"] + providers["gee"]["requests"] == dry["n_requests"]
+    assert dry["earth_engine_calls"] == providers["gee"]["to_compute"] > 0
+    assert not fake.requests  # a dry run fetches nothing
+    done = run()
+    assert done["summary"]["computed"] == dry["n_requests"] and done["summary"]["failed"] == 0
+    assert len(fake.requests) == providers["gee"]["requests"]
+    again = run("--dry-run")["plan"]
+    assert again["cached"] == again["n_requests"] and again["earth_engine_calls"] == 0
