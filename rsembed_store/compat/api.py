@@ -68,9 +68,9 @@ def to_result(stored, asked: str) -> Embedding:
 def build_requests(model: str, spatials, *, temporal, sensor, fetch, modality, output, backend, input_prep,
                    model_kwargs) -> List[Request]:
     """One store Request per spatial, read the way rs-embed reads its arguments (see :mod:`.routing`)."""
-    name = routing.store_model_name(model)
-    info = model_class(name).info
     routing.check_unsupported(model, modality, model_kwargs)
+    name = routing.with_settings(routing.store_model_name(model), model_kwargs)
+    info = model_class(name).info
     t = routing.temporal_for(info, temporal)
     s = routing.sensor_for(info, sensor, fetch)
     out = routing.output_for(output)

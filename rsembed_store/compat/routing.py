@@ -212,9 +212,24 @@ def check_unsupported(model: str, modality: Optional[str], model_kwargs: Mapping
         raise SpecError(f"modality={modality!r} is not supported by the store's rs-embed calls yet; "
                         "accepted: None (the model's default input). Name extra inputs with the store's "
                         "Request(modalities=...) instead")
-    if model_kwargs:
-        raise SpecError(f"model settings {sorted(model_kwargs)} for {model!r} are not supported by the store's "
-                        "rs-embed calls yet (they would need to enter the key); accepted: none")
+    if model_kwargs and not routing_is_bridged(model):
+        raise SpecError(f"model settings {sorted(model_kwargs)} for {model!r} are not supported by this store's "
+                        f"native {store_model_name(model)!r}; accepted: none (settings pass to models bridged "
+                        "from rs-embed, e.g. 'rsembed:<name>')")
+
+
+def routing_is_bridged(model: str) -> bool:
+    return store_model_name(model).startswith("rsembed:")
+
+
+def with_settings(name: str, model_kwargs: Mapping[str, Any]) -> str:
+    """A bridged model's id with rs-embed's ``**model_kwargs`` in it (they enter every key)."""
+    if not model_kwargs:
+        return name
+    from ..ingest.models.rsembed_bridge import settings_suffix, split_name
+
+    base, old = split_name(name)
+    return base + settings_suffix({**(old or {}), **dict(model_kwargs)})
 
 
 def backend_provider(backend: Optional[str]) -> Optional[str]:

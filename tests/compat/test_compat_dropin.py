@@ -189,3 +189,15 @@ def test_every_public_name_is_documented_for_rs_embed_users():
     assert "RSEMBED_STORE_DB" in page and "RSEMBED_STORE_STRICT_PROVIDER" in page
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert "docs/rs-embed-users.md" in readme
+
+
+def test_bridged_model_settings_are_written_in_the_model_id():
+    from rsembed_store.errors import UnknownModelError
+    from rsembed_store.ingest.models.rsembed_bridge import settings_suffix, split_name
+
+    name = routing.with_settings("rsembed:dofa", {"variant": "large", "k": 2})
+    assert name == 'rsembed:dofa[{"k":2,"variant":"large"}]'
+    assert split_name(name) == ("rsembed:dofa", {"k": 2, "variant": "large"})
+    assert split_name("rsembed:dofa") == ("rsembed:dofa", None) and settings_suffix({}) == ""
+    with pytest.raises(UnknownModelError, match="JSON object"):
+        split_name("rsembed:dofa[variant=large]")

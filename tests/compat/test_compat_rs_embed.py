@@ -36,7 +36,8 @@ CALLS = {"n": 0}
 
 @register(NAME)
 class _BandMean(EmbedderBase):
-    capabilities = EmbedderCapabilities(input_chw=True)
+    capabilities = EmbedderCapabilities(input_chw=True, model_config_single=True, model_config_batch=True,
+                                        model_config_batch_inputs=True)
 
     def describe(self):
         return {"type": "on_the_fly", "backend": ["provider"], "inputs": {"collection": S2, "bands": list(RS_BANDS)},
@@ -53,12 +54,14 @@ class _BandMean(EmbedderBase):
             input_chw = get_provider("gee").fetch_sensor_patch_chw(
                 spatial=spatial, temporal=temporal_to_range(temporal), sensor=rs.SensorSpec(S2, RS_BANDS))
         x = np.asarray(input_chw, np.float32) * 1e-4
-        return RsEmbedding(data=PROJECTION @ x.reshape(x.shape[0], -1).mean(axis=1), meta={"toy": True})
+        gain = float((model_config or {}).get("gain", 1.0))  # a model setting (rs-embed's **model_kwargs)
+        return RsEmbedding(data=gain * (PROJECTION @ x.reshape(x.shape[0], -1).mean(axis=1)), meta={"toy": True})
 
 
 SCRIPT = """
 sp = [rs_embed.PointBuffer(lon=lon, lat=lat, buffer_m=320) for lon, lat in PLACES]
 t = rs_embed.TemporalSpec.range("2023-01-01", "2024-01-01")
+gained = rs_embed.get_embedding(MODEL, spatial=sp[0], temporal=t, input_prep="resize", gain=2.5)
 embs = rs_embed.get_embeddings_batch(MODEL, spatials=sp, temporal=t, input_prep="resize")
 one = rs_embed.get_embedding(MODEL, spatial=sp[0], temporal=t, input_prep="resize")
 rs_embed.export_batch(spatials=sp, temporal=t, models=[MODEL], target=rs_embed.ExportTarget.combined(OUT),
@@ -109,6 +112,11 @@ def test_the_same_script_gives_the_same_arrays_and_the_drop_in_rerun_is_all_hits
         common = set(a.meta) & set(b.meta)  # the meta fields both define agree
         assert common and all(a.meta[k] == b.meta[k] for k in common), (a.meta, b.meta)
     np.testing.assert_allclose(np.asarray(theirs["one"].data), ours["one"].data, rtol=1e-5, atol=1e-6)
+    # model settings pass through the bridge and are part of the key (the model id names them)
+    np.testing.assert_allclose(np.asarray(theirs["gained"].data), ours["gained"].data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["gained"].data, 2.5 * ours["one"].data, rtol=1e-5)
+    assert ours["gained"].meta["store_model"] == f'rsembed:{NAME}[{{"gain":2.5}}]'
+    assert ours["gained"].key != ours["one"].key
     assert ours["one"].cached  # the batch before it stored the answer
     # the exported files: same arrays, and rs-embed's load_export reads both
     np.testing.assert_allclose(theirs["back"].embedding(NAME), ours["back"].embedding(NAME), rtol=1e-5, atol=1e-6)
