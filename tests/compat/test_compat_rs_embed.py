@@ -154,3 +154,50 @@ def test_export_and_fetch_types_have_rs_embeds_fields_and_defaults(cls):
     theirs = {f.name: f.default for f in fields(getattr(rs, cls))}
     ours = {f.name: f.default for f in fields(getattr(compat, cls))}
     assert theirs == ours
+
+
+# ------------------------------------------------------------------ a multi-frame rs-embed model
+
+
+from rs_embed.core.specs import ModelInputSpec  # noqa: E402
+
+FRAMES_SEEN = []
+
+
+@register("compattest_frames")
+class _FrameDiff(EmbedderBase):
+    """Declares a 3-frame input contract, as galileo/agrifm/olmoearth do; embeds last minus first frame."""
+
+    capabilities = EmbedderCapabilities(input_chw=True)
+    input_spec = ModelInputSpec(collection=S2, bands=RS_BANDS, temporal_mode="multi", n_frames=3)
+
+    def describe(self):
+        return {"type": "on_the_fly", "backend": ["provider"], "inputs": {"collection": S2, "bands": list(RS_BANDS)},
+                "temporal": {"mode": "range"}, "output": ["pooled"], "dim": D, "weights": None,
+                "defaults": {"scale_m": 10, "cloudy_pct": 30, "composite": "median"}}
+
+    def get_embedding(self, *, spatial, temporal, sensor, output, backend, device="auto", input_chw=None,
+                      model_config=None):
+        x = np.asarray(input_chw, np.float32) * 1e-4
+        FRAMES_SEEN.append(x.shape)
+        means = x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2)  # (T, C)
+        return RsEmbedding(data=PROJECTION @ (means[-1] - means[0]), meta={"frames": int(x.shape[0])})
+
+
+def test_a_multi_frame_model_gets_its_frames_through_the_bridge(tmp_path, scene_config):
+    db = Store.open(tmp_path / "db", config=scene_config)
+    roi = PointBuffer(11.0, 46.0, 320)
+    stored = db.get("rsembed:compattest_frames", roi, TemporalSpec.year(2023))
+    r = stored.request
+    assert r.frames is not None and r.frames.count == 3 and '"frames"' in r.canonical
+    assert len(FRAMES_SEEN[-1]) == 4 and FRAMES_SEEN[-1][0] == 3  # (T, C, H, W) reached the model
+    px = LocalProvider(scene_config).fetch(r)
+    dn = np.where(px.valid[:, None], px.array[:, [px.bands.index(b) for b in OUR_BANDS]] / 1e-4, 0.0)
+    start, end = (d.isoformat() for d in r.temporal.window())
+    theirs = rs.get_embedding_from_data(
+        "compattest_frames", rs.UserData(data=dn.astype(np.float32), collection=S2, bands=RS_BANDS,
+                                         spatial=rs.PointBuffer(roi.lon, roi.lat, roi.buffer_m),
+                                         temporal=rs.TemporalSpec.range(start, end)),
+        input_prep="resize")
+    np.testing.assert_allclose(stored.vector, np.asarray(theirs.data), rtol=1e-5, atol=1e-6)
+    assert np.abs(stored.vector).max() > 0  # the frames differ: a single composite would give zeros

@@ -243,6 +243,7 @@ def _declare(name: str):
     rs_sensor = default_sensor_for_model(short)
     sensor, collection = _our_sensor(rs_sensor, short)
     image_size = (desc.get("defaults") or {}).get("image_size")
+    frames = _declared_frames(short)
     info = ModelInfo(
         id=PREFIX + short + settings_suffix(settings),
         revision=revision_of(rs.__version__, desc),
@@ -253,6 +254,7 @@ def _declare(name: str):
         default_sensor=sensor,
         providers=("local", "gee"),
         input_size=image_size if isinstance(image_size, int) else None,
+        frames=frames,
         description=_notes(desc, short),
         params={
             "rs_embed_model": short,
@@ -264,6 +266,19 @@ def _declare(name: str):
         },
     )
     return info, short, rs_sensor, collection
+
+
+def _declared_frames(short: str) -> Optional[int]:
+    """T for an rs-embed model whose input contract is a time series (``input_spec.temporal_mode
+    == "multi"``: galileo, agrifm, olmoearth, ...), None for one composite. The store then
+    fetches T frames of the window (a ``frames`` entry in every key) and hands rs-embed a
+    ``(T, C, H, W)`` array, as rs-embed's own fetch does."""
+    from rs_embed.core.registry import get_embedder_cls
+
+    spec = getattr(get_embedder_cls(short), "input_spec", None)
+    if spec is None or getattr(spec, "temporal_mode", "single") != "multi":
+        return None
+    return int(spec.n_frames or 8)  # rs-embed's fetch_input default
 
 
 def build(name: str) -> type:
@@ -498,19 +513,21 @@ def to_raw_units(pixels, bands: Sequence[str], collection, fill_value: float, ke
     ``bands`` order; pixels without data in any band get ``fill_value``. The whole square is
     kept (an H3 cell's covering square is real imagery); at least one pixel of the ROI must have data."""
     arr = np.asarray(pixels.array)
-    if arr.ndim != 3:
-        raise ComputeError(f"request {key[:12]}: the rs-embed bridge takes one composite (C, H, W), got {arr.shape}")
+    if arr.ndim not in (3, 4):
+        raise ComputeError(f"request {key[:12]}: the rs-embed bridge takes (C, H, W) or (T, C, H, W), got {arr.shape}")
     missing = [b for b in bands if b not in pixels.bands]
     if missing:
         raise ComputeError(f"request {key[:12]}: the pixels lack band(s) {missing}; got {list(pixels.bands)}")
-    x = arr[[pixels.bands.index(b) for b in bands]].astype(np.float64)
-    valid = np.asarray(pixels.valid, bool) & np.isfinite(x).all(axis=0)
+    band_axis = arr.ndim - 3  # a time series keeps its frames first
+    x = np.take(arr, [pixels.bands.index(b) for b in bands], axis=band_axis).astype(np.float64)
+    valid = np.asarray(pixels.valid, bool) & np.isfinite(x).all(axis=band_axis)
     if not (valid & np.asarray(pixels.roi_mask, bool)).any():
         raise ComputeError(f"request {key[:12]}: no pixel inside the ROI has data in every band {list(bands)}")
     for i, band in enumerate(bands):
         unit = collection.resolve_band(band)
-        x[i] = (x[i] - unit.offset) / unit.scale
-    return np.where(valid, x, fill_value).astype(np.float32)
+        index = (slice(None), i) if band_axis else (i,)
+        x[index] = (x[index] - unit.offset) / unit.scale
+    return np.where(np.expand_dims(valid, band_axis), x, fill_value).astype(np.float32)
 
 
 def _json_safe(value: Any) -> Any:
