@@ -10,8 +10,10 @@ For an on-the-fly model the providers are tried in the model's declared order
   or a URL, from the store config ``providers.gee`` or ``EE_PROJECT`` & co.) and its
   client is installed.
 
-Product providers (``cog``, ``geotessera``, ``geotiff``) are taken as declared: the
-product readers choose their own source (a configured root, else the public mirror).
+``gse`` tries ``cog`` first: a configured COG root (``products.gse.root`` or
+``$RSEMBED_GSE_ROOT``) holding a file of the year that covers the ROI; else Earth Engine
+as above. No public COG mirror is wired in yet. The other product providers
+(``geotessera``, ``geotiff``) are taken as declared.
 The chosen provider is part of the key, as for any request, and of the meta.
 
 Cache-first across providers: a stored answer to the same question from ANY of the
@@ -82,7 +84,18 @@ def gee_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
     return None
 
 
-CHECKS = {"local": local_declines, "gee": gee_declines}
+def cog_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
+    """Why ``gse``'s COG source cannot serve ``request`` (no root configured, no file of the year
+    covering the ROI), asking the product's own planner, which only lists files; or None."""
+    model = model_class(request.model)(dict(config))
+    try:
+        model.plan(request)
+    except ProviderError as exc:  # NoImageryError included
+        return str(exc)
+    return None
+
+
+CHECKS = {"local": local_declines, "gee": gee_declines, "cog": cog_declines}
 
 
 def declines(provider: Optional[str], request: ResolvedRequest, config: Mapping) -> Optional[str]:

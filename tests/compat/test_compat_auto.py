@@ -118,3 +118,22 @@ def test_cli_ingest_with_provider_auto_uses_both_and_reruns_all_hits(tmp_path, s
     assert len(fake.requests) == providers["gee"]["requests"]
     again = run("--dry-run")["plan"]
     assert again["cached"] == again["n_requests"] and again["earth_engine_calls"] == 0
+
+
+def test_gse_takes_a_cog_root_that_covers_the_tile_else_earth_engine(tmp_path, fake, monkeypatch):
+    from rsembed_store.compat.auto import Candidates
+    from rsembed_store.ingest import products_synthetic as syn
+    from rsembed_store.keys import Request
+
+    monkeypatch.delenv("RSEMBED_GSE_ROOT", raising=False)
+    root = tmp_path / "gse"
+    syn.make_gse_file(root, 2022, "32N", 500000, 5100000, (256, 256), seed=1)  # 2.56 km west of 9 E, 46 N
+    inside = PointBuffer(9.0 + 1000 / 77_300, 46.04 - 1000 / 111_200, 200)
+    outside = PointBuffer(9.5, 46.0, 200)
+    when = TemporalSpec.year(2022)
+    with_root = {"products": {"gse": {"root": str(root)}}, "providers": {"gee": {"project": "p"}}}
+    assert Candidates(Request("gse", inside, when)).choose(with_root).provider == "cog"
+    assert Candidates(Request("gse", outside, when)).choose(with_root).provider == "gee"
+    with pytest.raises(NoProviderError) as err:
+        Candidates(Request("gse", inside, when)).choose({})
+    assert [name for name, _ in err.value.tried] == ["cog", "gee"] and "no root" in str(err.value)
