@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import SpecError
 from ..keys import Request
 from ..registry import model_class
-from ..specs import InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from ..specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
 from . import routing
 from .auto import answers
 from .types import Embedding, FetchSpec

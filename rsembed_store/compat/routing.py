@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ..errors import SpecError
-from ..specs import InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec, coerce_spec
+from ..specs import InputPrepSpec, OutputSpec, SensorSpec, TemporalSpec, coerce_spec
 from .types import FetchSpec
 
 # rs-embed 0.3.1's aliases (rs_embed.embedders.catalog.MODEL_ALIASES)
