@@ -188,6 +188,14 @@ def test_bad_arguments_name_the_value(db, small_scene, tmp_path):
                      config=ExportConfig(input_prep="resize"), input_prep="tile", store=db)
 
 
+def _xarray_reads_classic_netcdf() -> bool:
+    try:
+        import xarray  # noqa: F401
+    except Exception:  # noqa: BLE001 - e.g. installed without pandas (--no-deps)
+        return False
+    return any(importlib.util.find_spec(m) is not None for m in ("scipy", "netCDF4"))
+
+
 def _rs_embed_load_export():
     if importlib.util.find_spec("rs_embed") is None:
         pytest.skip("rs-embed is not importable here (it lives in the models venv: pip install --no-deps "
@@ -201,8 +209,9 @@ def _rs_embed_load_export():
 @pytest.mark.parametrize("fmt", ["npz", "netcdf"])
 def test_rs_embeds_own_load_export_reads_them(db, small_scene, tmp_path, layout, fmt):
     rs_load = _rs_embed_load_export()
-    if fmt == "netcdf" and importlib.util.find_spec("xarray") is None:
-        pytest.skip("rs-embed reads NetCDF exports with xarray, which is not importable here")
+    if fmt == "netcdf" and not _xarray_reads_classic_netcdf():
+        pytest.skip("rs-embed reads NetCDF exports with xarray (and scipy or netCDF4 for classic NetCDF), "
+                    "which is not importable here")
     spatials = points(small_scene[1], 3)
     target = (ExportTarget.combined(str(tmp_path / "run")) if layout == "combined"
               else ExportTarget.per_item(str(tmp_path / "items")))
