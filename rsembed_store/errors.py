@@ -82,6 +82,13 @@ class RealDataUnavailable(ProviderError):
     network, no package (``rsembed_store.realdata``)."""
 
 
+class NoProviderError(ProviderError):
+    """No provider of a model can serve a request (``provider="auto"``); ``tried`` lists
+    ``(provider, why it declined)`` for every one of them."""
+
+    tried: tuple = ()
+
+
 class ComputeError(RsEmbedStoreError, RuntimeError):
     """A model failed on an input."""
 

@@ -72,7 +72,8 @@ def windows_from(times, years) -> list:
 @click.option("--output", type=click.Choice(["pooled", "grid"]), default="pooled", show_default=True)
 @click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
 @click.option("--source", "sources", multiple=True, help="Imagery source NAME=DIR for the local provider; repeatable.")
-@click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first.")
+@click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first. "
+              "'auto': per request, the first that can serve it (docs/rs-embed-users.md).")
 @click.option("--modality", "modalities", multiple=True,
               help="An extra sensor the model takes beside its own, e.g. s1 (see docs/timeseries.md); repeatable.")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent fetches.")
@@ -138,10 +139,13 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
     windows = windows_from(times, years)
     config = {"sources": parse_sources(sources)} if sources else {}
-    check_model_options(model, provider, out, list(modalities) or None, config, dry_run)
+    auto = isinstance(provider, str) and provider.strip().lower() == "auto"
+    provider = None if auto else provider
+    check_model_options(model, provider, out, list(modalities) or None, config, dry_run or auto)
 
     the_plan = plan(region, h3_res, windows, model, output=out, provider=provider,
                     modalities=list(modalities) or None, limits=obj.limits)
+    routing = route_auto(obj, the_plan, config, dry_run) if auto else None
     if dry_run:
         try:
             the_plan.check_cache(obj.store)  # a dry run only reads: it creates no store
@@ -154,7 +158,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     if save_plan:
         the_plan.save(save_plan)
     if dry_run:
-        summary = the_plan.summary()
+        summary = plan_summary(the_plan, routing)
         if as_json:
             emit_json({"plan": summary})
         else:
@@ -163,6 +167,10 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
                 f"{summary['cached']} cached, {summary['to_compute']} to compute, "
                 f"~{summary['estimated_seconds']:.0f} s estimated"
             )
+            if routing is not None:
+                click.echo("providers: " + ", ".join(f"{name} {v['requests']} ({v['to_compute']} to compute)"
+                                                     for name, v in summary["providers"].items())
+                           + f"; ~{summary['earth_engine_calls']} Earth Engine calls")
         return
     try:
         result = run_ingest(obj.writable_store, the_plan.requests, config, progress=None if not as_json else False,
@@ -172,7 +180,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
         if hasattr(runner, "close"):  # a local Ray started for this command stops with it
             runner.close()
     if as_json:
-        emit_json({"plan": the_plan.summary(), "summary": result.to_dict()})
+        emit_json({"plan": plan_summary(the_plan, routing), "summary": result.to_dict()})
     else:
         click.echo(result.line())
         for f in result.failures[:10]:
@@ -186,6 +194,34 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
             click.echo(f"error: {what} failed ({result.failed} of {result.requested}); exit {code} "
                        "(--allow-failures exits 0)", err=True)
         sys.exit(code)
+
+
+def route_auto(obj, the_plan, config: dict, dry_run: bool):
+    """``--provider auto``: a provider per planned request (rsembed_store.compat.auto.route),
+    a stored answer of any provider counting as a hit unless $RSEMBED_STORE_STRICT_PROVIDER."""
+    from ..compat.auto import route
+    from ..compat.routing import strict_default
+    from ..errors import NoStoreError
+
+    try:
+        store = obj.store if dry_run else obj.writable_store
+    except NoStoreError:
+        store = None
+    full = {**((store.config or {}) if store is not None else {}), **config}
+    routing = route(the_plan.requests, full, store=store, strict=strict_default())
+    the_plan.requests = routing.requests
+    return routing
+
+
+def plan_summary(the_plan, routing) -> dict:
+    """The plan's summary; under ``--provider auto`` also the requests per provider and the
+    expected Earth Engine calls."""
+    summary = the_plan.summary()
+    if routing is not None:
+        summary["providers"] = routing.providers(the_plan.is_cached)
+        summary["earth_engine_calls"] = routing.earth_engine_calls(the_plan.is_cached)
+        summary["stored_by_another_provider"] = routing.stored_elsewhere
+    return summary
 
 
 def exit_code(summary) -> int:

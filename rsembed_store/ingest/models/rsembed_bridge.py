@@ -24,6 +24,13 @@ are given in rs-embed's units (raw provider numbers: Sentinel-2 DN = reflectance
 rather than re-gridding it to Web Mercator); pixels without data get the sensor's
 ``fill_value``, as rs-embed's own fetch does.
 
+Model settings
+==============
+rs-embed's ``**model_kwargs`` (``variant="large"``, a model key, ...) are part of the model id:
+``rsembed:dofa[{"variant":"large"}]`` (canonical JSON, :func:`settings_suffix`), passed to
+rs-embed on every call. Settings name their own space (a variant may change the dimension) and
+enter every key through the model id; ``rsembed_store.compat`` builds the id from the keywords.
+
 Keys and revision
 =================
 The sensor of a key is written in this store's vocabulary (``s2-l2a``, ``B04``); an
@@ -87,6 +94,36 @@ def _rs_model_ids() -> List[str]:
 def model_names() -> List[str]:
     """``rsembed:<name>`` for every rs-embed on-the-fly model; empty when rs-embed is not installed."""
     return [PREFIX + name for name in _rs_model_ids()] if installed() else []
+
+
+def settings_suffix(model_config: Optional[Mapping[str, Any]]) -> str:
+    """How model settings (rs-embed's ``**model_kwargs``, e.g. ``variant="large"``) are written in a
+    bridged model's id: ``[<canonical JSON>]``, so they name the space and enter every key.
+
+    >>> settings_suffix({"variant": "large"})
+    '[{"variant":"large"}]'
+    """
+    if not model_config:
+        return ""
+    try:
+        return "[" + json.dumps(dict(model_config), sort_keys=True, separators=(",", ":"), allow_nan=False) + "]"
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"model settings {dict(model_config)!r} must be JSON values (strings, numbers, "
+                        f"booleans, lists): {exc}") from None
+
+
+def split_name(name: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """``rsembed:<name>[<JSON settings>]`` as (``rsembed:<name>``, settings or None)."""
+    base, sep, rest = name.partition("[")
+    if not sep:
+        return name, None
+    try:
+        config = json.loads("[" + rest) if rest.endswith("]") else None
+    except ValueError:
+        config = None
+    if not (isinstance(config, list) and len(config) == 1 and isinstance(config[0], dict) and config[0]):
+        raise _unknown(name, " (model settings are written rsembed:<name>[{\"key\": value}], a JSON object)")
+    return base, config[0]
 
 
 def _unknown(name: str, why: str = "") -> UnknownModelError:
@@ -196,17 +233,19 @@ def _declare(name: str):
     ``rsembed:<name>``, read from what rs-embed declares; ``dim`` is 0 when undeclared."""
     if not name.startswith(PREFIX) or not name[len(PREFIX):].strip():
         raise _unknown(name)
+    base, settings = split_name(name)
     rs = _rs()
     from rs_embed.embedders.catalog import canonical_model_id
     from rs_embed.tools.model_defaults import default_sensor_for_model
 
-    short = canonical_model_id(name[len(PREFIX):])
+    short = canonical_model_id(base[len(PREFIX):])
     desc = _describe(short)
     rs_sensor = default_sensor_for_model(short)
     sensor, collection = _our_sensor(rs_sensor, short)
     image_size = (desc.get("defaults") or {}).get("image_size")
+    frames = _declared_frames(short)
     info = ModelInfo(
-        id=PREFIX + short,
+        id=PREFIX + short + settings_suffix(settings),
         revision=revision_of(rs.__version__, desc),
         kind="on_the_fly",
         dim=declared_dim(desc) or 0,
@@ -215,6 +254,7 @@ def _declare(name: str):
         default_sensor=sensor,
         providers=("local", "gee"),
         input_size=image_size if isinstance(image_size, int) else None,
+        frames=frames,
         description=_notes(desc, short),
         params={
             "rs_embed_model": short,
@@ -222,9 +262,23 @@ def _declare(name: str):
             "weights": weights_identity(desc),
             "rs_embed_sensor": {"collection": rs_sensor.collection, "bands": list(rs_sensor.bands)},
             "pixels": "this store's provider -> rs_embed.get_embeddings_batch_from_data",
+            **({"model_config": settings} if settings else {}),
         },
     )
     return info, short, rs_sensor, collection
+
+
+def _declared_frames(short: str) -> Optional[int]:
+    """T for an rs-embed model whose input contract is a time series (``input_spec.temporal_mode
+    == "multi"``: galileo, agrifm, olmoearth, ...), None for one composite. The store then
+    fetches T frames of the window (a ``frames`` entry in every key) and hands rs-embed a
+    ``(T, C, H, W)`` array, as rs-embed's own fetch does."""
+    from rs_embed.core.registry import get_embedder_cls
+
+    spec = getattr(get_embedder_cls(short), "input_spec", None)
+    if spec is None or getattr(spec, "temporal_mode", "single") != "multi":
+        return None
+    return int(spec.n_frames or 8)  # rs-embed's fetch_input default
 
 
 def build(name: str) -> type:
@@ -233,6 +287,7 @@ def build(name: str) -> type:
     info, short, rs_sensor, collection = _declare(name)
     cls = type(f"RsEmbed_{short}", (RsEmbedModel,), {
         "info": info, "rs_name": short, "rs_bands": tuple(rs_sensor.bands), "collection": collection,
+        "model_config": dict(info.params.get("model_config") or {}),
     })
     if info.dim == 0:
         cls.info = replace(info, dim=_probe_dim(cls))
@@ -273,7 +328,8 @@ def _probe_dim(cls) -> int:
         temporal=rs.TemporalSpec.range("2020-06-01", "2020-07-01"),
     )
     try:
-        vector = np.asarray(rs.get_embedding_from_data(cls.rs_name, data, output=rs.OutputSpec.pooled()).data)
+        vector = np.asarray(rs.get_embedding_from_data(cls.rs_name, data, output=rs.OutputSpec.pooled(),
+                                                       **cls.model_config).data)
     except Exception as exc:
         raise ComputeError(
             f"model {cls.info.id!r} declares no embedding dimension and a probe call to measure it "
@@ -291,6 +347,7 @@ class RsEmbedModel(Model):
     rs_name: ClassVar[str]
     rs_bands: ClassVar[Tuple[str, ...]]  # rs-embed's band names, in the model's order
     collection: ClassVar[Any]  # our declaration of the collection: ids, band units
+    model_config: ClassVar[Dict[str, Any]] = {}  # rs-embed's **model_kwargs, part of the model id
 
     def __init__(self, config: Optional[Mapping] = None):
         self.config = dict(config or {})
@@ -383,7 +440,7 @@ class RsEmbedModel(Model):
         rs = _rs()
         return rs.get_embeddings_batch_from_data(
             self.rs_name, datas, output=rs_output(request.output),
-            input_prep=rs_input_prep(request.input_prep), device=self.device,
+            input_prep=rs_input_prep(request.input_prep), device=self.device, **self.model_config,
         )
 
     def user_data(self, pixels, request: ResolvedRequest):
@@ -456,19 +513,21 @@ def to_raw_units(pixels, bands: Sequence[str], collection, fill_value: float, ke
     ``bands`` order; pixels without data in any band get ``fill_value``. The whole square is
     kept (an H3 cell's covering square is real imagery); at least one pixel of the ROI must have data."""
     arr = np.asarray(pixels.array)
-    if arr.ndim != 3:
-        raise ComputeError(f"request {key[:12]}: the rs-embed bridge takes one composite (C, H, W), got {arr.shape}")
+    if arr.ndim not in (3, 4):
+        raise ComputeError(f"request {key[:12]}: the rs-embed bridge takes (C, H, W) or (T, C, H, W), got {arr.shape}")
     missing = [b for b in bands if b not in pixels.bands]
     if missing:
         raise ComputeError(f"request {key[:12]}: the pixels lack band(s) {missing}; got {list(pixels.bands)}")
-    x = arr[[pixels.bands.index(b) for b in bands]].astype(np.float64)
-    valid = np.asarray(pixels.valid, bool) & np.isfinite(x).all(axis=0)
+    band_axis = arr.ndim - 3  # a time series keeps its frames first
+    x = np.take(arr, [pixels.bands.index(b) for b in bands], axis=band_axis).astype(np.float64)
+    valid = np.asarray(pixels.valid, bool) & np.isfinite(x).all(axis=band_axis)
     if not (valid & np.asarray(pixels.roi_mask, bool)).any():
         raise ComputeError(f"request {key[:12]}: no pixel inside the ROI has data in every band {list(bands)}")
     for i, band in enumerate(bands):
         unit = collection.resolve_band(band)
-        x[i] = (x[i] - unit.offset) / unit.scale
-    return np.where(valid, x, fill_value).astype(np.float32)
+        index = (slice(None), i) if band_axis else (i,)
+        x[index] = (x[index] - unit.offset) / unit.scale
+    return np.where(np.expand_dims(valid, band_axis), x, fill_value).astype(np.float32)
 
 
 def _json_safe(value: Any) -> Any:
