@@ -9,7 +9,8 @@ afterwards, so any number of threads may read it without a lock. It holds:
   is one binary search;
 - for spaces of more than :data:`FLAT_MAX_ROWS` rows, an HNSW graph from FAISS
   (``IndexHNSWFlat``, M = 32) whose search depth ``efSearch`` is tuned at build
-  time on the space's own rows to reach recall@10 >= :data:`RECALL_GOAL`;
+  time to reach recall@10 >= :data:`RECALL_GOAL` for places the graph does not
+  hold yet (see :func:`_tuning_places`);
   smaller spaces are scanned exactly (faster than a graph at that size).
 - the fragment layout of version ``V`` (data files and deletion files), from
   which :mod:`.delta` finds what changed in later versions.
@@ -40,7 +41,7 @@ FLAT_MAX_ROWS = 20_000
 HNSW_M = 32
 EF_CONSTRUCTION = 40
 EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-RECALL_GOAL = 0.97  # tuned on the space's own rows, a margin above the promised 0.95
+RECALL_GOAL = 0.96  # measured on places left out of the graph: a margin above the promised 0.95
 TUNE_QUERIES = 200
 UNIT_TOLERANCE = 1e-5  # vectors this close to unit length are searched as they are (cosine = 1 - dot)
 
@@ -148,43 +149,32 @@ class Tier:
               threads: int = 0, graph_min_rows: int = FLAT_MAX_ROWS) -> "Tier":
         """Read every row of the Lance dataset ``ds`` (one version) and index it."""
         table = ds.to_table(columns=COLUMNS, with_row_address=True)
-        rows = Rows.from_arrow(table, dim=dim, model=model, revision=revision)
-        del table
         layout = fragment_layout(ds)
-        search_vectors = _search_vectors(rows.vectors, metric)
-        if rows.n <= graph_min_rows:
+        if table.num_rows <= graph_min_rows:
+            rows = Rows.from_arrow(table, dim=dim, model=model, revision=revision)
             return cls(rows, space=space, version=ds.version, metric=metric, layout=layout,
-                       search_vectors=search_vectors)
+                       search_vectors=_search_vectors(rows.vectors, metric))
+        # the places the beam is tuned on go last, so the graph can be built first without them
+        picks, held = _tuning_places(table.column("h3").to_numpy())
+        order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])
+        rows = Rows.from_arrow(table.take(order), dim=dim, model=model, revision=revision)
+        del table
+        queries = np.searchsorted(order[len(order) - int(held.sum()):], picks) + (len(order) - int(held.sum()))
+        search_vectors = _search_vectors(rows.vectors, metric)
         faiss = _faiss()
         if threads:
             faiss.omp_set_num_threads(int(threads))
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = EF_CONSTRUCTION
-        index.add(search_vectors)
+        built = rows.n - int(held.sum())
+        index.add(search_vectors[:built])
+        ef, measured = _tune(index, search_vectors, built, queries, metric)
+        index.add(search_vectors[built:])
         stored = _storage_view(faiss, index, rows.n, dim)
         if search_vectors is rows.vectors:  # the graph's copy is the stored vectors: hold them once
             rows.vectors = stored
-        tier = cls(rows, space=space, version=ds.version, metric=metric, layout=layout, index=index,
-                   search_vectors=stored)
-        tier.ef, tier.measured = tier._tune()
-        return tier
-
-    def _tune(self) -> Tuple[int, dict]:
-        """The smallest efSearch whose recall@10 on up to 200 of the space's own rows reaches the goal."""
-        rng = np.random.default_rng(0)
-        picks = rng.choice(self.n, size=min(TUNE_QUERIES, self.n), replace=False)
-        Q = np.ascontiguousarray(self.search_vectors[picks])
-        truth = _exact_top(self.search_vectors, Q, 11, self.metric)
-        truth = [[p for p in row if p != own][:10] for row, own in zip(truth, picks)]
-        best = None
-        for ef in EF_STEPS:
-            _, I = self.graph(Q, 11, ef=ef)
-            got = [[p for p in row if p != own][:10] for row, own in zip(I.tolist(), picks)]
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
-            best = (ef, recall)
-            if recall >= RECALL_GOAL:
-                break
-        return best[0], {"recall_at_10": round(best[1], 4), "queries": len(picks), "ef": best[0]}
+        return cls(rows, space=space, version=ds.version, metric=metric, layout=layout, index=index, ef=ef,
+                   search_vectors=stored, measured=measured)
 
     # ------------------------------------------------------------ saving
 
@@ -266,6 +256,44 @@ class Tier:
         layout = {int(k): v for k, v in meta["layout"].items()}
         return cls(rows, space=space, version=meta["version"], metric=metric, layout=layout, index=index,
                    ef=meta["ef"], search_vectors=search_vectors, measured=meta["measured"])
+
+
+def _tuning_places(cells: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Up to 200 rows to tune on (seeded), and the mask of every row at their places (their H3 cells).
+
+    A stored row searched for in a graph that holds it finds itself and, through its own links, its
+    neighbours: far easier than a query for a new place, and a beam tuned that way fell short (0.91
+    recall@10 on held-out queries at 1M rows for 0.97 measured). So the places tuned on (every row in
+    their cells: the same place in other years is a near-duplicate, as easy) are left out of the graph
+    until the beam is chosen; on the benchmark's vectors this estimate is within 0.01 of held-out recall.
+    """
+    rng = np.random.default_rng(0)
+    n = len(cells)
+    picks = np.sort(rng.choice(n, size=min(TUNE_QUERIES, max(1, n // 10)), replace=False))
+    held = np.isin(cells, cells[picks])
+    if held.sum() > n // 2:  # a space of few places (many rows a cell): leave out the picked rows alone
+        held = np.zeros(n, dtype=bool)
+        held[picks] = True
+    return picks, held
+
+
+def _tune(index, vectors: np.ndarray, built: int, queries: np.ndarray, metric: str) -> Tuple[int, dict]:
+    """The smallest efSearch whose recall@10, for ``queries`` (rows after ``built``, not yet in the graph)
+    against the exact neighbours among the first ``built`` rows, reaches :data:`RECALL_GOAL`."""
+    faiss = _faiss()
+    Q = np.ascontiguousarray(vectors[queries])
+    truth = _exact_top(vectors[:built], Q, 10, metric)
+    best = None
+    for ef in EF_STEPS:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        _, I = index.search(Q, 10, params=params)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I.tolist(), truth)]))
+        best = (ef, recall)
+        if recall >= RECALL_GOAL:
+            break
+    return best[0], {"recall_at_10": round(best[1], 4), "queries": len(queries), "ef": best[0],
+                     "method": "places left out of the graph while tuning"}
 
 
 def _search_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
