@@ -307,8 +307,15 @@ def _served(store, info, metric: str, temporal, within, where):
 
 def _result_from(found, info, metric: str, k: int, plan: dict, t0: float) -> SearchResult:
     rows, canonical = [], []
-    for distance, _, source, i in found:
-        row, text = source.result(i, distance)
+    by_source = {}
+    for j, (distance, _, source, i) in enumerate(found):
+        by_source.setdefault(id(source), (source, []))[1].append((j, i, distance))
+    placed = [None] * len(found)
+    for source, items in by_source.values():  # the tier's rows and the delta's, each read in one go
+        got, texts = source.results([i for _, i, _ in items], [d for _, _, d in items])
+        for (j, _, _), row, text in zip(items, got, texts):
+            placed[j] = (row, text)
+    for row, text in placed:
         rows.append(row)
         canonical.append(text)
     return SearchResult(rows=rows, space=info.space, model=info.model, metric=metric, k=k, filter=None,
