@@ -188,8 +188,8 @@ def serving(sec: dict) -> List[str]:
     w, d = sec["bulk_write"], sec["disk"]
     out += ["", f"Bulk writes: `put_many` of {w['rows']:,} new rows in batches of {w['batch']:,}: "
                 f"{_num(w['rows_per_s'], 0)} rows/s. Disk: {_mib(d['bytes_before'])} before pruning, "
-                f"{_mib(d['bytes_after'])} after ({d['versions_removed']} versions removed; raw vectors "
-                f"{_mib(d['raw_vector_bytes'])}, of which the saved tier {_mib(d['serving_bytes'])})."]
+                f"{_mib(d['bytes_after'])} after ({d['versions_removed']} versions removed), of which the saved "
+                f"tier takes {_mib(d['serving_bytes'])}; the raw vectors are {_mib(d['raw_vector_bytes'])}."]
     return out
 
 

@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from rsembed_store.query.serving.tier import EF_CONSTRUCTION
+
 from . import engines
 from .machine import rss_bytes
 from .timing import latency, median_latency, recall, time_calls
@@ -115,7 +117,7 @@ def run_point(ws: Workspace, rows: int, dim: int) -> dict:
         info = sp.store.serving.describe(sp.space)
         return {**fig, "build_s": tier.get("build_s"), "index_bytes": info.get("bytes"),
                 "raw_vector_bytes": info.get("raw_vector_bytes"), "path": info.get("path"),
-                "params": f"{info.get('kind')} tier (FAISS HNSW32, efConstruction 40)",
+                "params": f"{info.get('kind')} tier (FAISS HNSW32, efConstruction {EF_CONSTRUCTION})",
                 "setting": f"efSearch {info.get('ef')}", "tuning_recall": (info.get("measured") or {}).get(
                     "recall_at_10")}
 
