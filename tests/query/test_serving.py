@@ -347,3 +347,20 @@ def test_spaces_of_other_metrics_are_served_with_lances_distances(tmp_path, metr
             assert a.keys == b.keys
             np.testing.assert_allclose([r["distance"] for r in a], [r["distance"] for r in b], rtol=1e-4,
                                        atol=1e-4)
+
+
+def test_a_box_found_through_the_sorted_longitudes_keeps_exactly_the_rows_the_full_test_keeps(space):
+    from rsembed_store.query.serving.filters import Filters
+
+    path, reqs, X, lon, lat, years = space
+    tier = _open(path).serving.view(SPACE).tier
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        w, e = np.sort(rng.uniform(10.9, 12.1, 2))
+        s, n = np.sort(rng.uniform(45.9, 47.1, 2))
+        if rng.random() < 0.2:  # edges exactly on stored values: both edges are inclusive
+            i, j = rng.integers(N, size=2)
+            w, e = sorted((tier.rows.lon[i], tier.rows.lon[j]))
+        f = Filters(box=(w, s, e, n), window=(18262, 18628) if rng.random() < 0.5 else None)
+        fast = np.sort(f.select(tier.rows, tier.lon_sorted, tier.lon_order))
+        assert np.array_equal(fast, np.flatnonzero(f.mask(tier.rows)))

@@ -46,6 +46,33 @@ class Filters:
         return m
 
 
+    def select(self, rows: Rows, lon_sorted: Optional[np.ndarray] = None,
+               lon_order: Optional[np.ndarray] = None) -> np.ndarray:
+        """Positions of the rows that pass (in no particular order).
+
+        With a box and the rows' longitudes sorted (``lon_sorted``, ``lon_order``), the rows inside the
+        box's longitudes are found by two binary searches and only they are tested further: a box that
+        keeps 0.1 % of 1M rows costs microseconds instead of five comparisons over every row.
+        """
+        cand = None
+        if self.box is not None and lon_sorted is not None:
+            w, s, e, n = self.box
+            i0 = int(np.searchsorted(lon_sorted, w, side="left"))
+            i1 = int(np.searchsorted(lon_sorted, e, side="right"))
+            if i1 - i0 < rows.n // 2:  # wider slices are cheaper to test in place than to gather
+                cand = lon_order[i0:max(i0, i1)]
+        if cand is None:
+            return np.flatnonzero(self.mask(rows))
+        lat = rows.lat[cand]
+        keep = (lat >= self.box[1]) & (lat <= self.box[3])
+        if self.window is not None:
+            lo, hi = self.window
+            keep &= (rows.start[cand] < hi) & (rows.end[cand] > lo)
+        if self.ranges is not None:
+            keep &= _in_ranges(rows.h3[cand], self.ranges)
+        return cand[keep]
+
+
 def _in_ranges(values: np.ndarray, ranges: List[Tuple[int, int]]) -> np.ndarray:
     """``values`` inside any of the sorted, disjoint inclusive ``ranges``."""
     starts = np.fromiter((lo for lo, _ in ranges), dtype=np.int64, count=len(ranges))

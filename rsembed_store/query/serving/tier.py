@@ -78,6 +78,9 @@ class Tier:
         self.measured = measured or {}
         self.order = np.argsort(rows.keys, kind="stable")
         self.sorted_keys = rows.keys[self.order]
+        # the rows by longitude: a box filter finds its rows with two binary searches (filters.select)
+        self.lon_order = np.argsort(rows.lon, kind="stable")
+        self.lon_sorted = rows.lon[self.lon_order]
 
     @property
     def n(self) -> int:
@@ -89,7 +92,8 @@ class Tier:
 
     def nbytes(self) -> int:
         """Resident bytes: the rows, the key index and the graph (vectors counted once when shared)."""
-        total = self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes
+        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes + self.lon_order.nbytes
+                 + self.lon_sorted.nbytes)
         if self.search_vectors is not self.rows.vectors:
             total += self.search_vectors.nbytes
         if self.index is not None:

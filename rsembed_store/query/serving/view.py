@@ -79,13 +79,19 @@ class View:
         and how the search ran."""
         tier, delta = self.tier, self.delta
         own = key_bytes([exclude]) if exclude else None
-        allowed = filters.mask(tier.rows) if filters else None
-        if delta.removed is not None:
-            allowed = ~delta.removed if allowed is None else allowed & ~delta.removed
         own_pos = int(tier.positions(own)[0]) if own is not None else -1
         plan = {"path": "serving", "tier_version": tier.version, "delta_rows": delta.rows.n,
                 "removed_rows": delta.n_removed}
-        found = self._tier_candidates(q, k, allowed, own_pos, plan)
+        if filters:
+            pos = filters.select(tier.rows, tier.lon_sorted, tier.lon_order)
+            if delta.removed is not None:
+                pos = pos[~delta.removed[pos]]
+            if own_pos >= 0:
+                pos = pos[pos != own_pos]
+            found = self._tier_filtered(q, k, pos, plan)
+        else:
+            allowed = ~delta.removed if delta.removed is not None else None
+            found = self._tier_candidates(q, k, allowed, own_pos, plan)
         if delta.rows.n:
             found += self._delta_candidates(q, k, filters, own)
         found.sort(key=lambda c: (c[0], c[1]))
@@ -130,6 +136,35 @@ class View:
             return [(float(dist[b]), bytes(tier.rows.keys[positions[b]]), tier.rows, int(positions[b]))
                     for b in best]
         return out[:k]
+
+    def _tier_filtered(self, q, k, pos: np.ndarray, plan) -> List[Candidate]:
+        """The nearest of the tier rows at ``pos`` (the ones a filter keeps): scanned exactly when few,
+        else through the graph with them as an allow-list."""
+        tier = self.tier
+        plan["rows_allowed"] = len(pos)
+        if not len(pos):
+            plan.update(index=None, exact=True)
+            return []
+        if tier.index is None or len(pos) <= EXACT_MAX_ROWS:
+            return self._exact_at(q, k, pos, plan)
+        allowed = np.zeros(tier.n, dtype=bool)
+        allowed[pos] = True
+        ef = tier.ef or 64
+        ef = min(MAX_EF, max(ef, int(math.ceil(ef * min(4.0, tier.n / len(pos))))))
+        D, I = tier.graph(q, k, allowed=allowed, ef=ef)
+        plan.update(index="hnsw", exact=False, ef=int(max(ef, k)))
+        out = [(float(d), bytes(tier.rows.keys[i]), tier.rows, int(i)) for d, i in zip(D[0], I[0]) if i >= 0]
+        if len(out) < min(k, len(pos)):  # the graph ran out of allowed rows to reach: scan them instead
+            plan["widened"] = True
+            return self._exact_at(q, k, pos, plan)
+        return out
+
+    def _exact_at(self, q, k, pos: np.ndarray, plan) -> List[Candidate]:
+        tier = self.tier
+        dist = tier.exact(q, pos)
+        best = top_k(dist, tier.rows.keys[pos], k)
+        plan.update(index=None, exact=True)
+        return [(float(dist[b]), bytes(tier.rows.keys[pos[b]]), tier.rows, int(pos[b])) for b in best]
 
     def _delta_candidates(self, q, k, filters, own) -> List[Candidate]:
         rows = self.delta.rows
