@@ -227,6 +227,9 @@ def test_band_positions_match_s2_and_common_names():
     assert band_positions(("blue", "red", "nir"), ("B04", "B08")) == [1, 2]
     assert band_positions(("B08", "B8A"), ("nir",)) == [None]  # two candidates: refused, not guessed
     assert band_positions(("B08", "B8A"), ("B8A",)) == [1]
+    # two Sentinel-2 names never stand for each other: B08 is not B8A (anysat and prithvi read B8A)
+    assert band_positions(("B02", "B08"), ("B8A",)) == [None]
+    assert band_positions(("B02", "B8A"), ("B08",)) == [None]
 
 
 def test_prithvis_default_hls_request_reads_pixels_named_either_way():

@@ -282,15 +282,23 @@ def as_common(s2_bands: Sequence[str], fam: Family) -> Tuple[str, ...]:
 
 def band_positions(have: Sequence[str], wanted: Sequence[str]) -> List[Optional[int]]:
     """Where each ``wanted`` band sits in ``have`` (None: absent), a Sentinel-2 name and its common
-    name counting as the same band (``B04`` ~ ``red``, ``B8A`` ~ ``nir``); an exact name wins."""
+    name counting as the same band (``B04`` ~ ``red``, ``B8A`` ~ ``nir``); an exact name wins.
+
+    Two Sentinel-2 names never stand for each other: ``B08`` and ``B8A`` share the common name
+    ``nir`` but are different bands, so pixels holding ``B08`` lack ``B8A``. A common name stands
+    for the Sentinel-2 band of that name, either way round (a Landsat or HLS read named by common
+    names, or a model asking for common names of a Sentinel-2 read)."""
     have = list(have)
     out: List[Optional[int]] = []
     for w in wanted:
         if w in have:
             out.append(have.index(w))
             continue
+        w_s2 = str(w).upper() in S2_COMMON
         common = S2_COMMON.get(str(w).upper(), str(w).lower())
-        hits = [i for i, h in enumerate(have) if S2_COMMON.get(str(h).upper(), str(h).lower()) == common]
+        hits = [i for i, h in enumerate(have)
+                if not (w_s2 and str(h).upper() in S2_COMMON)
+                and S2_COMMON.get(str(h).upper(), str(h).lower()) == common]
         out.append(hits[0] if len(hits) == 1 else None)
     return out
 
