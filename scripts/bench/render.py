@@ -105,10 +105,15 @@ def filtered(sec: dict) -> List[str]:
         else:
             rows.append([label, f"{fig['recall_at_10']:.3f}", _num(fig["p50_ms"]), _num(fig["p99_ms"]),
                          _num(fig["qps"], 1)])
-    out = [f"Filtered search over {sec['rows']:,} x {sec['dim']}: year {sec['year']} and a box keep "
-           f"{sec['rows_kept']:,} rows ({100 * sec['share']:.1f} %); the polygon keeps "
-           f"{100 * sec['polygon_share']:.1f} %.", ""] + _table(["engine", "recall@10", "p50 ms", "p99 ms", "QPS"],
-                                                                 rows)
+    out = []
+    if sec.get("rerun"):
+        r = sec["rerun"]
+        out += [f"These filtered figures come from a later run of this section alone: `{r['command']}`, commit "
+                f"{r['commit']}, {r['started_at']}, load average {r['loadavg_start']} at its start.", ""]
+    out += [f"Filtered search over {sec['rows']:,} x {sec['dim']}: year {sec['year']} and a box keep "
+            f"{sec['rows_kept']:,} rows ({100 * sec['share']:.1f} %); the polygon keeps "
+            f"{100 * sec['polygon_share']:.1f} %.", ""] + _table(["engine", "recall@10", "p50 ms", "p99 ms", "QPS"],
+                                                                  rows)
     shares = []
     for f in sec.get("by_share") or []:
         for name, label in (("store", "rsembed_store serving tier"), ("faiss_hnsw", "FAISS HNSW + ID selector")):
@@ -223,6 +228,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = ap.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", help="write here instead of printing")
     out.add_argument("--page", help="replace the generated block of this markdown page (between its markers)")
+    ap.add_argument("--section-from", action="append", default=[], metavar="SECTION=REPORT",
+                    help="take SECTION from another report.json (a later run of that section alone); the "
+                         "tables say which run it came from")
     args = ap.parse_args(argv)
     page = None
     if args.page:
@@ -239,6 +247,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error(f"cannot read report {args.report!r}: {exc}")
     if not isinstance(report, dict) or not {"machine", "sections", "config"} <= set(report):
         ap.error(f"{args.report!r} is not a report of python -m scripts.bench (it needs machine, config, sections)")
+    for item in args.section_from:
+        name, _, other_path = item.partition("=")
+        try:
+            with open(other_path) as f:
+                other = json.load(f)
+            sec = dict(other["sections"][name])
+        except (OSError, ValueError, KeyError) as exc:
+            ap.error(f"--section-from {item!r}: {exc}")
+        sec["rerun"] = {"command": other["command"], "commit": other["machine"].get("commit"),
+                        "started_at": other["started_at"], "loadavg_start": other["machine"].get("loadavg_start")}
+        report["sections"][name] = sec
     text = render(report)
     if page is not None:
         with open(args.page, "w") as f:

@@ -362,5 +362,5 @@ def test_a_box_found_through_the_sorted_longitudes_keeps_exactly_the_rows_the_fu
             i, j = rng.integers(N, size=2)
             w, e = sorted((tier.rows.lon[i], tier.rows.lon[j]))
         f = Filters(box=(w, s, e, n), window=(18262, 18628) if rng.random() < 0.5 else None)
-        fast = np.sort(f.select(tier.rows, tier.lon_sorted, tier.lon_order))
+        fast = np.sort(f.select(tier.rows, tier.by_lon))
         assert np.array_equal(fast, np.flatnonzero(f.mask(tier.rows)))

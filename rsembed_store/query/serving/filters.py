@@ -10,7 +10,7 @@ the Lance path, which evaluates them exactly (:func:`plan` returns ``None``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -46,31 +46,27 @@ class Filters:
         return m
 
 
-    def select(self, rows: Rows, lon_sorted: Optional[np.ndarray] = None,
-               lon_order: Optional[np.ndarray] = None) -> np.ndarray:
+    def select(self, rows: Rows, by_lon: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
         """Positions of the rows that pass (in no particular order).
 
-        With a box and the rows' longitudes sorted (``lon_sorted``, ``lon_order``), the rows inside the
-        box's longitudes are found by two binary searches and only they are tested further: a box that
-        keeps 0.1 % of 1M rows costs microseconds instead of five comparisons over every row.
+        With a box and ``by_lon`` (the filter columns ordered by longitude, and that order), the rows
+        inside the box's longitudes are one contiguous slice found by two binary searches, and only it
+        is tested further: a box keeping 0.1 % of 1M rows costs tens of microseconds instead of five
+        comparisons over every row.
         """
-        cand = None
-        if self.box is not None and lon_sorted is not None:
-            w, s, e, n = self.box
-            i0 = int(np.searchsorted(lon_sorted, w, side="left"))
-            i1 = int(np.searchsorted(lon_sorted, e, side="right"))
-            if i1 - i0 < rows.n // 2:  # wider slices are cheaper to test in place than to gather
-                cand = lon_order[i0:max(i0, i1)]
-        if cand is None:
+        if self.box is None or by_lon is None:
             return np.flatnonzero(self.mask(rows))
-        lat = rows.lat[cand]
-        keep = (lat >= self.box[1]) & (lat <= self.box[3])
+        w, s, e, n = self.box
+        i0 = int(np.searchsorted(by_lon["lon"], w, side="left"))
+        i1 = max(i0, int(np.searchsorted(by_lon["lon"], e, side="right")))
+        lat = by_lon["lat"][i0:i1]
+        keep = (lat >= s) & (lat <= n)
         if self.window is not None:
             lo, hi = self.window
-            keep &= (rows.start[cand] < hi) & (rows.end[cand] > lo)
+            keep &= (by_lon["start"][i0:i1] < hi) & (by_lon["end"][i0:i1] > lo)
         if self.ranges is not None:
-            keep &= _in_ranges(rows.h3[cand], self.ranges)
-        return cand[keep]
+            keep &= _in_ranges(by_lon["h3"][i0:i1], self.ranges)
+        return by_lon["order"][i0:i1][keep]
 
 
 def _in_ranges(values: np.ndarray, ranges: List[Tuple[int, int]]) -> np.ndarray:

@@ -78,9 +78,11 @@ class Tier:
         self.measured = measured or {}
         self.order = np.argsort(rows.keys, kind="stable")
         self.sorted_keys = rows.keys[self.order]
-        # the rows by longitude: a box filter finds its rows with two binary searches (filters.select)
-        self.lon_order = np.argsort(rows.lon, kind="stable")
-        self.lon_sorted = rows.lon[self.lon_order]
+        # the filter columns again, ordered by longitude: a box filter finds the rows inside its
+        # longitudes with two binary searches and tests the rest on that contiguous slice (filters.select)
+        order = np.argsort(rows.lon, kind="stable")
+        self.by_lon = {"order": order, "lon": rows.lon[order], "lat": rows.lat[order], "start": rows.start[order],
+                       "end": rows.end[order], "h3": rows.h3[order]}
 
     @property
     def n(self) -> int:
@@ -92,8 +94,8 @@ class Tier:
 
     def nbytes(self) -> int:
         """Resident bytes: the rows, the key index and the graph (vectors counted once when shared)."""
-        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes + self.lon_order.nbytes
-                 + self.lon_sorted.nbytes)
+        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes
+                 + sum(a.nbytes for a in self.by_lon.values()))
         if self.search_vectors is not self.rows.vectors:
             total += self.search_vectors.nbytes
         if self.index is not None:

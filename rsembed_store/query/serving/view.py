@@ -22,7 +22,7 @@ from .filters import Filters
 from .rows import Rows, distances, key_bytes, top_k
 from .tier import Tier
 
-EXACT_MAX_ROWS = 40_000
+EXACT_MAX_ROWS = 60_000
 MAX_EF = 1024
 
 Candidate = Tuple[float, bytes, Rows, int]
@@ -83,7 +83,7 @@ class View:
         plan = {"path": "serving", "tier_version": tier.version, "delta_rows": delta.rows.n,
                 "removed_rows": delta.n_removed}
         if filters:
-            pos = filters.select(tier.rows, tier.lon_sorted, tier.lon_order)
+            pos = filters.select(tier.rows, tier.by_lon)
             if delta.removed is not None:
                 pos = pos[~delta.removed[pos]]
             if own_pos >= 0:
