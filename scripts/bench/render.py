@@ -185,11 +185,13 @@ def serving(sec: dict) -> List[str]:
     ] + [[f"{t['threads']} threads mixing get / lookup / search", f"{_num(t['calls_per_s'], 0)} calls/s, "
                                                                   f"{t['errors']} errors"] for t in sec["threads"]])
     h = sec.get("http") or {}
-    if h.get("clients"):
-        out += ["", f"`POST /search` by vector through `rsembed-store serve` ({h['workers']} uvicorn worker):", ""]
-        out += _table(["clients", "requests/s", "p50 ms", "p99 ms", "failed"], [
-            [str(c["clients"]), _num(c["requests_per_s"], 0), _num(c["p50_ms"]), _num(c["p99_ms"]),
-             str(c["failed_all_runs"])] for c in h["clients"]])
+    by_workers = h.get("by_workers") or ({str(h["workers"]): h["clients"]} if h.get("clients") else {})
+    if by_workers:
+        out += ["", "`POST /search` by vector through `rsembed-store serve --workers N` (the load clients share "
+                    "the machine):", ""]
+        out += _table(["workers", "clients", "requests/s", "p50 ms", "p99 ms", "failed"], [
+            [w, str(c["clients"]), _num(c["requests_per_s"], 0), _num(c["p50_ms"]), _num(c["p99_ms"]),
+             str(c["failed_all_runs"])] for w, figs in by_workers.items() for c in figs])
     w, d = sec["bulk_write"], sec["disk"]
     out += ["", f"Bulk writes: `put_many` of {w['rows']:,} new rows in batches of {w['batch']:,}: "
                 f"{_num(w['rows_per_s'], 0)} rows/s. Disk: {_mib(d['bytes_before'])} before pruning, "

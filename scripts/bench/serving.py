@@ -120,21 +120,25 @@ def threads(sp, Q, n: int, seconds: float) -> dict:
 
 
 def http(sp, Q, cfg) -> dict:
+    """1 uvicorn worker (one core serves), and one per core when there are several."""
     from scripts.load_service import hammer, served_in_process
 
     bodies = [{"model": sp.model, "like": {"vector": [float(x) for x in q]}, "k": engines.K} for q in Q]
-    figs = []
-    with served_in_process(sp.path) as base:
-        hammer(base, "/search", bodies[:50], clients=1, total=50)  # warm: the server loads the tier
-        for clients in cfg.http_clients:
-            runs = sorted((hammer(base, "/search", bodies, clients=clients, total=cfg.http_requests)
-                           for _ in range(cfg.runs)), key=lambda r: r["requests_per_s"])
-            fig = {**runs[len(runs) // 2], "failed_all_runs": sum(r["failed"] for r in runs),
-                   "runs_rps": [r["requests_per_s"] for r in runs]}
-            figs.append(fig)
-            log(f"  http {clients} clients: {fig['requests_per_s']} req/s, p50 {fig['p50_ms']} ms, "
-                f"p99 {fig['p99_ms']} ms, {fig['failed_all_runs']} failed")
-    return {"workers": 1, "clients": figs}
+    out = {}
+    for workers in sorted({1, os.cpu_count() or 1}):
+        figs = []
+        with served_in_process(sp.path, workers) as base:
+            hammer(base, "/search", bodies[:50], clients=max(1, workers), total=50)  # warm: workers load the tier
+            for clients in cfg.http_clients:
+                runs = sorted((hammer(base, "/search", bodies, clients=clients, total=cfg.http_requests)
+                               for _ in range(cfg.runs)), key=lambda r: r["requests_per_s"])
+                fig = {**runs[len(runs) // 2], "failed_all_runs": sum(r["failed"] for r in runs),
+                       "runs_rps": [r["requests_per_s"] for r in runs]}
+                figs.append(fig)
+                log(f"  http {workers} worker(s), {clients} clients: {fig['requests_per_s']} req/s, "
+                    f"p50 {fig['p50_ms']} ms, p99 {fig['p99_ms']} ms, {fig['failed_all_runs']} failed")
+        out[str(workers)] = figs
+    return {"workers": sorted(int(w) for w in out), "clients": out["1"], "by_workers": out}
 
 
 def bulk(sp, cfg) -> dict:

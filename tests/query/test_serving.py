@@ -364,3 +364,11 @@ def test_a_box_found_through_the_sorted_longitudes_keeps_exactly_the_rows_the_fu
         f = Filters(box=(w, s, e, n), window=(18262, 18628) if rng.random() < 0.5 else None)
         fast = np.sort(f.select(tier.rows, tier.by_lon))
         assert np.array_equal(fast, np.flatnonzero(f.mask(tier.rows)))
+
+
+def test_a_large_batch_is_spread_over_threads_with_the_same_answers(space):
+    path, reqs, X, *_ = space
+    store = _open(path)
+    Q = X[:600] + 0.02  # more than one chunk of 256: searched on several threads
+    many = store.search_many("toy", Q, k=3)
+    assert [r.keys for r in many] == [store.search("toy", q, k=3, exclude_self=False).keys for q in Q]

@@ -184,8 +184,23 @@ class View:
         if tier.index is None or filters or self.delta.removed is not None or self.delta.rows.n:
             results = [self.search(q, k, filters=filters) for q in Q]
             return [r[0] for r in results], (results[0][1] if results else {"path": "serving"})
-        D, I = tier.graph(Q, k, ef=tier.ef)
+        D, I = _spread(lambda part: tier.graph(part, k, ef=tier.ef), Q)
         out = [[(float(d), bytes(tier.rows.keys[i]), tier.rows, int(i)) for d, i in zip(drow, irow) if i >= 0]
                for drow, irow in zip(D, I)]
         return out, {"path": "serving", "tier_version": tier.version, "index": "hnsw", "exact": False,
                      "ef": int(max(tier.ef or 64, k)), "delta_rows": 0, "removed_rows": 0}
+
+
+def _spread(search, Q: np.ndarray, chunk: int = 256):
+    """``search`` over ``Q`` in chunks on one thread per core (FAISS releases the GIL while it searches; its
+    own OpenMP threads are a process-wide setting that other code may have lowered)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(os.cpu_count() or 1, max(1, len(Q) // chunk))
+    if workers == 1:
+        return search(Q)
+    parts = [Q[i:i + chunk] for i in range(0, len(Q), chunk)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(search, parts))
+    return np.concatenate([d for d, _ in done]), np.concatenate([i for _, i in done])
