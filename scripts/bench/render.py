@@ -105,12 +105,7 @@ def filtered(sec: dict) -> List[str]:
         else:
             rows.append([label, f"{fig['recall_at_10']:.3f}", _num(fig["p50_ms"]), _num(fig["p99_ms"]),
                          _num(fig["qps"], 1)])
-    out = []
-    if sec.get("rerun"):
-        r = sec["rerun"]
-        out += [f"These filtered figures come from a later run of this section alone: `{r['command']}`, commit "
-                f"{r['commit']}, {r['started_at']}, load average {r['loadavg_start']} at its start.", ""]
-    out += [f"Filtered search over {sec['rows']:,} x {sec['dim']}: year {sec['year']} and a box keep "
+    out = [f"Filtered search over {sec['rows']:,} x {sec['dim']}: year {sec['year']} and a box keep "
             f"{sec['rows_kept']:,} rows ({100 * sec['share']:.1f} %); the polygon keeps "
             f"{100 * sec['polygon_share']:.1f} %.", ""] + _table(["engine", "recall@10", "p50 ms", "p99 ms", "QPS"],
                                                                   rows)
@@ -211,6 +206,11 @@ def render(report: dict) -> str:
         if sec is None:
             continue
         lines += ["", f"### {name}", ""]
+        if sec.get("rerun"):
+            r = sec["rerun"]
+            lines += [f"These {name} figures come from a later run of this section alone: `{r['command']}`, "
+                      f"commit {r['commit']}, {r['started_at']}, load average {r['loadavg_start']} at its start.",
+                      ""]
         lines += [f"Failed: {sec['error']}"] if "error" in sec else fn(sec)
     return "\n".join(lines) + "\n"
 
