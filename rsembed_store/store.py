@@ -652,7 +652,7 @@ class Store:
                     where: Optional[str] = None, metric: Optional[str] = None, revision: Optional[str] = None):
         """:meth:`search` for many query vectors at once: one SearchResult per row of ``vectors``
         (batched through the serving tier's graph when it can answer)."""
-        from .query.search import search_many
+        from .query.serving.answer import search_many
 
         return search_many(self, model, vectors, k=k, temporal=temporal, within=within, where=where,
                            metric=metric, revision=revision)

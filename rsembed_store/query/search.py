@@ -197,11 +197,13 @@ def search(store, model: str, like, *, k: int = 10, temporal=None, within=None, 
     t0 = time.perf_counter()
     query = _query(store, model, like, k=k, metric=metric, revision=revision, get=get)
     k, info, metric_, vector, self_key, like_kind = query
-    served = _served(store, info, metric_, temporal, within, where)
+    from .serving.answer import result_from, served_view
+
+    served = served_view(store, info, metric_, temporal, within, where)
     if served is not None:
         view, filters = served
         found, plan = view.search(vector, k, filters=filters, exclude=self_key if exclude_self else None)
-        return _result_from(found, info, metric_, k, {"like": like_kind, **plan}, t0)
+        return result_from(found, info, metric_, k, {"like": like_kind, **plan}, t0)
     q = _prepare(store, model, like, k=k, temporal=temporal, within=within, where=where,
                  exclude_self=exclude_self, metric=metric, revision=revision, get=get, query=query)
     nearest = dict(q.nearest)
@@ -229,7 +231,9 @@ def explain(store, model: str, like, *, k: int = 10, temporal=None, within=None,
     Lance path the filter, the settings and Lance's plan (for the serving tier, the tier it would use)."""
     query = _query(store, model, like, k=k, metric=metric, revision=revision, get=get)
     k, info, metric_, *_ = query
-    served = _served(store, info, metric_, temporal, within, where)
+    from .serving.answer import served_view
+
+    served = served_view(store, info, metric_, temporal, within, where)
     if served is not None:
         view, filters = served
         return {"space": info.space, "metric": metric_, "k": k, "path": "serving",
@@ -289,70 +293,6 @@ def _query(store, model, like, *, k, metric, revision, get) -> tuple:
     if metric == "cosine" and not np.any(vector):
         raise VectorError("the query vector is all zeros: it has no direction, so cosine distance is undefined")
     return k, info, metric, vector, self_key, like_kind
-
-
-def _served(store, info, metric: str, temporal, within, where):
-    """(view, filters) when the serving tier can answer exactly this search, else None (the Lance path)."""
-    serving = getattr(store, "serving", None)
-    if serving is None or metric != info.metric:
-        return None
-    from .serving import plan as plan_filters
-
-    filters = plan_filters(temporal, within, where, info.h3_res)
-    if filters is None:
-        return None
-    view = serving.view(info.space)
-    return (view, filters) if view is not None else None
-
-
-def _result_from(found, info, metric: str, k: int, plan: dict, t0: float) -> SearchResult:
-    rows, canonical = [], []
-    by_source = {}
-    for j, (distance, _, source, i) in enumerate(found):
-        by_source.setdefault(id(source), (source, []))[1].append((j, i, distance))
-    placed = [None] * len(found)
-    for source, items in by_source.values():  # the tier's rows and the delta's, each read in one go
-        got, texts = source.results([i for _, i, _ in items], [d for _, _, d in items])
-        for (j, _, _), row, text in zip(items, got, texts):
-            placed[j] = (row, text)
-    for row, text in placed:
-        rows.append(row)
-        canonical.append(text)
-    return SearchResult(rows=rows, space=info.space, model=info.model, metric=metric, k=k, filter=None,
-                        plan=plan, seconds=time.perf_counter() - t0, canonical=canonical)
-
-
-def search_many(store, model: str, vectors, *, k: int = 10, temporal=None, within=None,
-                where: Optional[str] = None, metric: Optional[str] = None,
-                revision: Optional[str] = None) -> List[SearchResult]:
-    """:func:`search` for many query vectors at once (one result per row of ``vectors``).
-
-    On the serving tier, unfiltered queries run as one batch through the graph
-    (FAISS spreads them over the cores); otherwise each is searched in turn.
-    """
-    t0 = time.perf_counter()
-    k = check_k(k)
-    info = store.space_for(model, revision)
-    metric = check_metric(metric if metric is not None else info.metric)
-    try:
-        Q = np.asarray(vectors, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise VectorError(f"vectors must be a list of vectors of dimension {info.dim}") from None
-    if Q.ndim != 2 or Q.shape[1] != info.dim:
-        raise VectorError(f"vectors must have shape (n, {info.dim}); got {Q.shape}")
-    Q = np.stack([as_vector(q, info.dim, f"vectors[{i}]") for i, q in enumerate(Q)]) if len(Q) else Q
-    if metric == "cosine":
-        zero = [i for i, q in enumerate(Q) if not np.any(q)]
-        if zero:
-            raise VectorError(f"vectors[{zero[0]}] is all zeros: it has no direction, so cosine distance is "
-                              "undefined")
-    served = _served(store, info, metric, temporal, within, where)
-    if served is not None:
-        view, filters = served
-        found, plan = view.search_many(Q.astype(np.float32), k, filters=filters)
-        return [_result_from(f, info, metric, k, {"like": "vector", **plan}, t0) for f in found]
-    return [search(store, model, q, k=k, temporal=temporal, within=within, where=where, metric=metric,
-                   revision=revision) for q in Q]
 
 
 def _exclude_clause(ds, key: str, *, alone: bool) -> Optional[str]:
