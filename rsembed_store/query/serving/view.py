@@ -100,7 +100,7 @@ class View:
     def _tier_candidates(self, q, k, allowed, own_pos, plan) -> List[Candidate]:
         tier = self.tier
         if allowed is not None and own_pos >= 0:
-            allowed = allowed.copy() if allowed is not None else allowed
+            allowed = allowed.copy()
             allowed[own_pos] = False
         n_allowed = tier.n if allowed is None else int(allowed.sum())
         plan["rows_allowed"] = n_allowed - (1 if allowed is None and own_pos >= 0 else 0)
