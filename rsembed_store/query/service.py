@@ -515,17 +515,37 @@ def _models():
 
     class SearchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])
-        like: Like = Field(description="Exactly one of vector, key or request.")
+        # search by examples and text (issue 20): see rsembed_store/query/examples.py
+        like: Optional[Union[Like, List[Like]]] = Field(
+            None, description="One example (exactly one of vector, key or request) or a list of them; "
+                              "give like or text.")
+        negatives: Optional[List[Like]] = Field(None, description="Examples the results should not resemble.")
+        text: Optional[str] = Field(None, description="A phrase, for models with a text tower (instead of like).")
+        combine: Optional[str] = Field(None, description="How several examples make one query: 'centroid' or "
+                                                         "'linear' (default: the measured winner).")
         k: int = Field(10, ge=1, description="How many results (at most max_batch).")
         temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
                                                                      "TemporalSpec dict.",
                                                    json_schema_extra=nullable(TEMPORAL))
         within: Optional[Area] = Field(None, description="Keep rows inside this area.")
         where: Optional[str] = Field(None, description="An extra filter on stored columns, e.g. \"year = 2023\".")
-        exclude_self: bool = True
+        exclude_self: bool = Field(True, description="Leave out every example's and negative's own row.")
         metric: Optional[str] = Field(None, description="cosine, l2 or dot (default: the space's metric).")
         revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
         compute: bool = Field(False, description="With like.request: compute it on a miss (needs the token).")
+
+    class ChangeBody(Body):
+        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        model: str = Field(description="The model whose space is compared.", examples=["spectral"])
+        from_: Dict[str, Any] = Field(alias="from", description="The first window (TemporalSpec dict).",
+                                      json_schema_extra=described_as(TEMPORAL))
+        to: Dict[str, Any] = Field(description="The second window (TemporalSpec dict).",
+                                   json_schema_extra=described_as(TEMPORAL))
+        within: Optional[Area] = Field(None, description="Keep cells inside this area.")
+        where: Optional[str] = Field(None, description="An extra filter on stored columns.")
+        revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
+        format: Literal["json", "arrow"] = Field("json", description="JSON cells (at most max_json_cells, "
+                                                                     "200,000 by default), or an Arrow IPC stream.")
 
     class SearchBatchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])
@@ -768,13 +788,40 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
         if body.compute:
             check_token(creds, "compute=true (computing on a miss writes to the store)")
         limit(body.k, "k", "k")
-        like = _like(body)
+        if isinstance(body.like, list):
+            limit(len(body.like), "like", "like")
+            like = [_like(body, item, f"like[{i}]") for i, item in enumerate(body.like)]
+        else:
+            like = None if body.like is None else _like(body, body.like, "like")
+        negatives = None
+        if body.negatives is not None:
+            limit(len(body.negatives), "negatives", "negatives")
+            negatives = [_like(body, item, f"negatives[{i}]") for i, item in enumerate(body.negatives)]
         temporal = _temporal(body.temporal, "temporal")
         within = _area(body.within, "within") if body.within is not None else None
-        result = store.search(body.model, like, k=body.k, temporal=temporal, within=within, where=body.where,
-                              exclude_self=body.exclude_self, metric=body.metric, revision=body.revision,
-                              compute=body.compute)
+        with field_of("like" if body.text is None else "text"):
+            result = store.search(body.model, like, k=body.k, negatives=negatives, text=body.text,
+                                  combine=body.combine, temporal=temporal, within=within, where=body.where,
+                                  exclude_self=body.exclude_self, metric=body.metric, revision=body.revision,
+                                  compute=body.compute)
         return ok({"results": result.to_dicts()})
+
+    @app.post("/change", tags=["search"], summary="Per-cell change between two windows", responses={
+        **errors, 200: {"content": {"application/json": {}, ARROW_STREAM: {}},
+                        "description": "JSON cells, or an Arrow IPC stream (cell, distance, lon, lat)"}})
+    def change(body: m.ChangeBody, creds=Depends(reader)):
+        """Per H3 cell stored in both windows, the cosine distance between its two vectors."""
+        from ..limits import max_json_cells
+        from .change import change_arrow, change_json
+
+        windows = [_temporal(body.from_, "from"), _temporal(body.to, "to")]
+        within = _area(body.within, "within") if body.within is not None else None
+        table = store.change(body.model, windows[0], windows[1], within=within, where=body.where,
+                             revision=body.revision)
+        if body.format == "arrow":
+            return Response(change_arrow(table), media_type=ARROW_STREAM,
+                            headers={"X-Row-Count": str(table.num_rows)})
+        return ok(change_json(table, max_json_cells(store.config)))
 
     @app.post("/search/batch", tags=["search"], summary="Many query vectors at once", responses=errors)
     def search_batch(body: m.SearchBatchBody, creds=Depends(reader)):
@@ -788,32 +835,31 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
                                         where=body.where, metric=body.metric, revision=body.revision)
         return ok({"results": [r.to_dicts() for r in results]})
 
-    def _like(body):
-        like = body.like
+    def _like(body, like, name: str):
         given = [n for n in ("vector", "key", "request") if getattr(like, n) is not None]
         if len(given) != 1:
-            raise ApiError(422, "spec_error", "like needs exactly one of 'vector', 'key' or 'request', got "
-                                              f"{given or 'none'}", "like")
+            raise ApiError(422, "spec_error", f"{name} needs exactly one of 'vector', 'key' or 'request', got "
+                                              f"{given or 'none'}", name)
         if like.vector is not None:
-            with field_of("like.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
+            with field_of(f"{name}.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
                 vector = np.asarray(like.vector, dtype=np.float32)
                 if vector.size == 0 or not np.all(np.isfinite(vector)):
-                    raise VectorError("like.vector must be a non-empty list of finite numbers")
+                    raise VectorError(f"{name}.vector must be a non-empty list of finite numbers")
             return vector
         if like.key is not None:
-            key = _check_key(like.key, "like.key")
-            with field_of("like.key"):
+            key = _check_key(like.key, f"{name}.key")
+            with field_of(f"{name}.key"):
                 space = store.space_for(body.model, body.revision)
                 hit = store.lookup_many([key], space=space.space)[0]
             if hit is None:
-                raise ApiError(404, "not_found", f"key {key} is not stored in space {space.space!r}", "like.key")
+                raise ApiError(404, "not_found", f"key {key} is not stored in space {space.space!r}", f"{name}.key")
             return hit
-        resolved = _resolved(like.request, "like.request")
-        with field_of("like.request"):
+        resolved = _resolved(like.request, f"{name}.request")
+        with field_of(f"{name}.request"):
             emb = store.get(resolved, compute=body.compute)
         if emb is None:
             raise ApiError(404, "not_found", f"the like request (key {resolved.key}) is not stored; send "
-                                             "compute=true to compute it", "like.request")
+                                             "compute=true to compute it", f"{name}.request")
         return emb
 
     # ------------------------------------------------------------ sql
