@@ -154,7 +154,8 @@ def linear_vector(P: np.ndarray, N: Optional[np.ndarray], background: np.ndarray
     Positives together weigh as much as all negatives; explicit negatives weigh
     as much as the background rows together (they are what the user said no
     to). Features are standardised by the training rows' mean and spread, the
-    model fitted by Newton steps with an L2 penalty, then ``w`` is mapped back
+    model fitted by Newton steps with an L2 penalty (each step an n x n
+    solve over the training rows, so its cost does not grow with the dimension cubed), then ``w`` is mapped back
     to the stored vectors' units (the intercept does not change a ranking).
     """
     parts = [P, background] + ([N] if N is not None and len(N) else [])
@@ -169,12 +170,17 @@ def linear_vector(P: np.ndarray, N: Optional[np.ndarray], background: np.ndarray
     Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
     beta = np.zeros(Z.shape[1])
     ridge = np.full(Z.shape[1], _RIDGE / len(X))
-    ridge[-1] = 0.0  # the intercept is not penalised
+    ridge[-1] = 1e-6  # the intercept is (all but) not penalised
+    inv_ridge = 1.0 / ridge
+    eye = np.eye(len(X))
     for _ in range(_NEWTON_STEPS):
         p = 1.0 / (1.0 + np.exp(-np.clip(Z @ beta, -30, 30)))
         grad = Z.T @ (wts * (p - y)) + ridge * beta
-        hess = (Z * (wts * p * (1 - p))[:, None]).T @ Z + np.diag(ridge + 1e-9)
-        step = np.linalg.solve(hess, grad)
+        # the Newton step solves (diag(ridge) + U'U) step = grad with U = sqrt(s) Z; there are far fewer
+        # rows than dimensions, so it goes through the rows' n x n system (Woodbury), not a D x D one
+        U = np.sqrt(wts * p * (1 - p))[:, None] * Z
+        a = inv_ridge * grad
+        step = a - inv_ridge * (U.T @ np.linalg.solve(eye + (U * inv_ridge) @ U.T, U @ a))
         beta -= step
         if np.max(np.abs(step)) < 1e-6:
             break

@@ -315,3 +315,20 @@ def test_limit_error_for_json_cells():
     with pytest.raises(LimitError, match="12 cells"):
         check_json_cells(12, 10)
     check_json_cells(10, 10)
+
+
+def test_example_searches_from_many_threads_agree(held):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, embs, _, _ = held
+    jobs = [([embs[i].key, embs[i + 1].key], [embs[i + 2].key], c) for i in range(0, 24, 3)
+            for c in ("centroid", "linear")]
+
+    def one(job):
+        like, neg, combine = job
+        return store.search("toy", like, k=6, negatives=neg, combine=combine).keys
+
+    alone = [one(j) for j in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(one, jobs * 2))
+    assert together == alone * 2
