@@ -26,7 +26,7 @@ import time
 from rsembed_store import Store, TemporalSpec
 from rsembed_store.ingest.engine import ingest
 from rsembed_store.ingest.plan import plan
-from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 from rsembed_store.specs import BBox
 
 

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rsembed_store import BBox, OutputSpec, TemporalSpec  # noqa: E402
-from rsembed_store.ingest import products_synthetic as syn  # noqa: E402
+from rsembed_store.testing import products as syn  # noqa: E402
 from rsembed_store.ingest.models.gse import GseModel  # noqa: E402
 from rsembed_store.ingest.plan import plan  # noqa: E402
 

@@ -155,7 +155,7 @@ def small_store(root: Path):
     from rsembed_store import BBox, Store, TemporalSpec
     from rsembed_store.ingest.engine import Engine
     from rsembed_store.ingest.plan import plan, region_cells
-    from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+    from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 
     manifest = ensure_scene(root / "scene", SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))
     config = {"sources": {"s2-l2a": str(root / "scene" / "scenes")}}

@@ -18,7 +18,7 @@ from rasterio.warp import transform as warp
 from rsembed_store import BBox, H3Cell, OutputSpec, PointBuffer, Request, TemporalSpec, resolve
 from rsembed_store.embedding import GRID_CODECS
 from rsembed_store.errors import MissingExtraError, NoImageryError, ProviderError, SpecError
-from rsembed_store.ingest import products_synthetic as syn
+from rsembed_store.testing import products as syn
 from rsembed_store.ingest.engine import Engine
 from rsembed_store.ingest.models import gse as gse_mod
 from rsembed_store.ingest.models import products

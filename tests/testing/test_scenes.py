@@ -1,4 +1,4 @@
-"""Tests of the synthetic Sentinel-2-like scene generator (rsembed_store.ingest.synthetic)."""
+"""Tests of the synthetic Sentinel-2-like scene generator (rsembed_store.testing.scenes)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.warp import transform as warp_transform
 
-from rsembed_store.ingest.synthetic import (
+from rsembed_store.testing.scenes import (
     BANDS,
     CLASSES,
     SceneSpec,
