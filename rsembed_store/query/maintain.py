@@ -504,8 +504,7 @@ def tuning_regions(ds, cells: Sequence[int], res: int, *, share: float = TUNING_
     """Up to ``count`` distinct regions around sample rows, each an H3 cell holding >= ``share`` of the rows."""
     import h3
 
-    from ..space import h3_children_range
-    from .search import ranges_sql
+    from ..h3int import children_range, ranges_sql
 
     total = ds.count_rows()
     regions, seen = [], set()
@@ -515,7 +514,7 @@ def tuning_regions(ds, cells: Sequence[int], res: int, *, share: float = TUNING_
         text = h3.int_to_str(int(cell))
         for r in range(min(res, h3.get_resolution(text)), -1, -1):
             anc = h3.str_to_int(h3.cell_to_parent(text, r))
-            sql = ranges_sql([h3_children_range(anc, res)])
+            sql = ranges_sql([children_range(anc, res)])
             n = ds.count_rows(filter=sql)
             if n >= share * total:
                 if anc not in seen:
