@@ -155,7 +155,7 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
                     "runs": [], "search": [], "sql": None, "map": None}
     plans = {}
     for model in models:
-        plans[model] = plan(region, h3_res, window, model)
+        plans[model] = plan(model, region, h3_res, window)
         for attempt in ("first", "again"):
             summary = ingest(store, plans[model].requests, config, progress=progress)
             log(f"ingest  {model:<9} {attempt:<6} {summary.line()}")

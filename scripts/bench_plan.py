@@ -43,10 +43,10 @@ def main() -> None:
     cells = region_cells(bbox, RES)[:N]
     assert len(cells) == N, len(cells)
 
-    t_list, p = median_of_3(lambda: plan(cells, RES, WINDOW, "toy"))
+    t_list, p = median_of_3(lambda: plan("toy", cells, RES, WINDOW))
     print(f"plan(list of {N:,} cells, 1 window): median of 3 = {t_list:.2f} s ({len(p.requests):,} requests)")
 
-    t_bbox, p = median_of_3(lambda: plan(bbox, RES, WINDOW, "toy"))
+    t_bbox, p = median_of_3(lambda: plan("toy", bbox, RES, WINDOW))
     print(f"plan(bbox -> {len(p.cells):,} cells, 1 window): median of 3 = {t_bbox:.2f} s")
 
     sample = cells[:5000]

@@ -162,7 +162,7 @@ def small_store(root: Path):
     store = Store.open(root / "db", config=config)
     w, s, e, n = manifest["bounds_lonlat"]
     cells = region_cells(BBox(w + 0.003, s + 0.003, e - 0.003, n - 0.003), 8)
-    summary = Engine(store, store.config).run(plan(cells, 8, [TemporalSpec.year(2023)], "spectral").requests,
+    summary = Engine(store, store.config).run(plan("spectral", cells, 8, [TemporalSpec.year(2023)]).requests,
                                               progress=False)
     if summary.failed:
         raise RuntimeError(f"the fuzz store's ingest failed: {summary.failures[:3]}")

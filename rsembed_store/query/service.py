@@ -883,7 +883,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
                 raise
         limit(len(cells) * len(windows), "this ingest (cells x windows)", "region", max_ingest_requests)
         with field_of("region"):
-            the_plan = plan(cells, body.h3_res, windows, body.model, output=output,
+            the_plan = plan(body.model, cells, body.h3_res, windows, output=output,
                             max_cells=max_ingest_requests, limits=Limits.from_config(store.config))
         return ok(jobs.submit(the_plan), 202)
 
