@@ -30,7 +30,7 @@ True
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import h3
 
@@ -94,6 +94,29 @@ def cell_int(value: Any, where: str = "H3 cell") -> int:
     if isinstance(inner, int) and not isinstance(value, (str, int)):
         return inner
     return int(cell_id(value, where), 16)
+
+
+def cell_ids(values: Sequence[Any]) -> List[Optional[str]]:
+    """Many cell ids (hex strings, ints or None) at once: each one's hex id, or None where it is not a cell.
+
+    The bulk form of :func:`cell_id` for columns (file import), with the same
+    spellings accepted; the caller names the first bad row.
+    """
+    out: List[Optional[str]] = []
+    for v in values:
+        if isinstance(v, str):
+            text = v.strip().lower()
+            ok = _CELL_HEX.match(text) is not None
+            number = int(text, 16) if ok else 0
+        else:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            number = v if ok else 0
+        if ok and 0 < number < 2**64:
+            text = format(number, "x")
+            out.append(text if h3.is_valid_cell(text) else None)
+        else:
+            out.append(None)
+    return out
 
 
 def to_string(cell: int) -> str:
@@ -267,6 +290,7 @@ __all__ = [
     "SQL_MACROS",
     "at_res",
     "cell_id",
+    "cell_ids",
     "cell_int",
     "cell_ranges",
     "child_max",

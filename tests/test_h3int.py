@@ -163,3 +163,15 @@ def test_the_store_sql_uses_these_macros():
     from rsembed_store.query.sql import H3_MACROS
 
     assert {k: v for k, v in H3_MACROS.items() if k in h3int.SQL_MACROS} == h3int.SQL_MACROS
+
+
+def test_cell_ids_is_the_bulk_form_of_cell_id():
+    cell = "8928308280fffff"
+    values = [cell, cell.upper(), "0x" + cell, int(cell, 16), None, "zz", -5, 2**64, 12345, True, 1.5]
+    assert h3int.cell_ids(values) == [cell] * 4 + [None] * 7
+    for v in values:
+        try:
+            expected = h3int.cell_id(v)
+        except SpecError:
+            expected = None
+        assert h3int.cell_ids([v]) == [expected]
