@@ -20,7 +20,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import h3  # noqa: E402
 
 import toy  # noqa: E402,F401  registers the "toy" model
-from rsembed_store.ingest.plan import plan, region_cells  # noqa: E402
+from rsembed_store.ingest.plan import plan  # noqa: E402
+from rsembed_store.ingest.regions import region_cells  # noqa: E402
 from rsembed_store.keys import Request, resolve  # noqa: E402
 from rsembed_store.specs import BBox, H3Cell, TemporalSpec  # noqa: E402
 

@@ -154,7 +154,8 @@ def small_store(root: Path):
     """A store over a generated 256 px scene, its H3 cells (res 8) ingested with ``spectral``; and its config."""
     from rsembed_store import BBox, Store, TemporalSpec
     from rsembed_store.ingest.engine import Engine
-    from rsembed_store.ingest.plan import plan, region_cells
+    from rsembed_store.ingest.plan import plan
+    from rsembed_store.ingest.regions import region_cells
     from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 
     manifest = ensure_scene(root / "scene", SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))

@@ -468,3 +468,11 @@ def test_load_refuses_bad_files(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")  # truncated
     with pytest.raises(SpecError, match="header says"):
         Plan.load(path)
+
+
+def test_plan_takes_the_model_first_and_keywords_still_work():
+    p = plan("toy", BOX, 7, Y2022)
+    assert plan(region=BOX, h3_res=7, windows=Y2022, model="toy").keys() == p.keys()
+    assert plan("toy", windows=Y2022, h3_res=7, region=BOX).keys() == p.keys()
+    with pytest.raises(SpecError, match=r"model=BBox.*takes the model first"):
+        plan(BOX, 7, Y2022, "toy")
