@@ -109,7 +109,7 @@ def test_a_wide_polygon_covers_its_inside_not_the_short_way_round():
 # ---------------------------------------------------------------- plan and search agree
 
 
-RES = 6
+RES = 5
 NEAR_180 = [geo.bbox_polygon(178.0, 10.0, 180.0, 11.0), geo.bbox_polygon(-180.0, 10.0, -178.0, 11.0)]
 NEAR_0 = [geo.bbox_polygon(-0.4, 10.0, 0.4, 11.0)]
 ACROSS_180 = {"type": "MultiPolygon", "coordinates": [[box(179.1, 10.2, 180, 10.8)], [box(-180, 10.2, -179.2, 10.8)]]}
@@ -118,7 +118,7 @@ WIDE = {"type": "Polygon", "coordinates": [box(-179.3, 10.1, 179.4, 10.9)]}
 
 @pytest.fixture(scope="module")
 def rows_near_the_antimeridian(tmp_path_factory):
-    """A store holding one toy row per res-6 cell around lon 180 and lon 0 (the rows lie at the cell centres)."""
+    """A store holding one toy row per res-5 cell around lon 180 and lon 0 (the rows lie at the cell centres)."""
     from rsembed_store import Embedding, Request, resolve
 
     cells = sorted(geo.polygon_cells(NEAR_180 + NEAR_0, RES))
