@@ -142,18 +142,3 @@ def test_a_polygon_across_180_gives_the_same_cells_in_plan_and_in_search(rows_ne
     else:  # both sides of the antimeridian, nothing near lon 0
         assert any(x > 179 for x in lons) and any(x < -179 for x in lons) and not any(abs(x) < 1 for x in lons)
 
-
-def test_geo_and_h3int_are_core_modules_that_import_no_wing():
-    import ast
-    import inspect
-
-    from rsembed_store import h3int
-
-    wings = ("ingest", "query", "commands", "io", "compat", "testing", "cli", "store")
-    for module in (geo, h3int):
-        tree = ast.parse(inspect.getsource(module))
-        inside = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
-        absolute = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        absolute += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0]
-        assert inside and not [m for m in inside if m.split(".")[0] in wings], (module.__name__, inside)
-        assert not [m for m in absolute if m.startswith("rsembed_store")], (module.__name__, absolute)

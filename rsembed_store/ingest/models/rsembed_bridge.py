@@ -534,4 +534,12 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-__all__ = ["PREFIX", "RsEmbedModel", "build", "describe", "installed", "model_names", "weights_identity"]
+def _resolver():
+    from ...registry import Resolver
+
+    return Resolver(PREFIX, build=build, names=model_names, describe=describe)
+
+
+RESOLVER = _resolver()  # what the registry serves ``rsembed:<name>`` ids with (registry._RESOLVERS)
+
+__all__ = ["PREFIX", "RESOLVER", "RsEmbedModel", "build", "describe", "installed", "model_names", "weights_identity"]
