@@ -201,7 +201,7 @@ def _collection_of(rs_collection: str):
 
 
 def _our_band(collection, band: str) -> str:
-    from ..providers.local import canonical_band
+    from ..providers.bands import canonical_band
 
     try:
         return canonical_band(collection.resolve_band(band).name)

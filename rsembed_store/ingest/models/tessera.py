@@ -44,7 +44,7 @@ from ...embedding import Embedding
 from ...errors import MissingExtraError, NoImageryError, ProviderError, SpecError
 from ...keys import ResolvedRequest
 from ...model import ModelInfo
-from ..providers.local import TargetGrid, target_grid
+from ..grid import TargetGrid, target_grid
 from .products import ProductModel, Session, answer, check_grid_size
 from .products_raster import Part, array_part, mosaic
 

@@ -32,7 +32,7 @@ It costs more only when the grid is larger than Earth Engine's per-request limit
 (one call per tile) or a call is retried. The first request of a process also pays
 for ``ee.Initialize`` (credentials plus the algorithm list).
 
-The grid is :func:`~rsembed_store.ingest.providers.local.target_grid`, the same
+The grid is :func:`~rsembed_store.ingest.grid.target_grid`, the same
 one the ``local`` provider answers on: UTM zone of the ROI centre, ``scale_m``
 metre pixels, north-up, ROI measured in ground metres.
 """
@@ -54,7 +54,7 @@ from ...errors import NoImageryError, ProviderError, RsEmbedStoreError, require
 from ...keys import ResolvedRequest
 from .base import Pixels, Provider
 from .gee_collections import POLARISATIONS, Band, Collection, lookup
-from .local import TargetGrid, target_grid
+from ..grid import TargetGrid, target_grid
 
 ENV_PROJECT = ("EE_PROJECT", "GOOGLE_CLOUD_PROJECT")
 ENV_KEY = "EE_SERVICE_ACCOUNT_KEY"
@@ -278,7 +278,7 @@ def _grid_parts(grid) -> Tuple[str, Tuple[float, ...], int, int]:
         ok = False
     if not ok or gt[2] != 0.0 or gt[4] != 0.0 or gt[1] <= 0 or gt[5] >= 0:
         raise ProviderError(
-            f"grid {grid!r} is not a north-up grid; give a TargetGrid (local.target_grid) or "
+            f"grid {grid!r} is not a north-up grid; give a TargetGrid (rsembed_store.ingest.grid.target_grid) or "
             "{'crs': 'EPSG:32632', 'transform': (x0, xres, 0, y0, 0, -yres), 'width': W, 'height': H}"
         )
     return str(crs), gt, int(width), int(height)
@@ -787,7 +787,7 @@ def fetch_image_array(image: ImageLike, grid, bands: Sequence[str], *, year: Opt
     * a function ``ee -> ee.Image`` (so the caller need not import ``ee``);
     * an ``ee.Image``.
 
-    ``grid`` is a :class:`~rsembed_store.ingest.providers.local.TargetGrid` (e.g.
+    ``grid`` is a :class:`~rsembed_store.ingest.grid.TargetGrid` (e.g.
     ``target_grid(spatial, 10)``) or ``{"crs", "transform" (GDAL), "width", "height"}``.
     ``bands`` are Earth Engine band names, returned in that order, raw (no scaling).
 
