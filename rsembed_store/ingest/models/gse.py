@@ -122,6 +122,7 @@ class GseModel(ProductModel):
         providers=("cog", "gee"),
         grid_dtype="int8",
         years=(2017, 2025),
+        seconds_per_request=0.02,  # reading a product: no imagery, no network
         description="AlphaEarth Foundations annual Satellite Embedding (Google), 64-d, 10 m, unit-length pixels",
         citation="Brown et al. 2025, AlphaEarth Foundations, arXiv:2507.22291. " + ATTRIBUTION + " CC-BY 4.0.",
         params={"version": "v1", "collection": COLLECTION, "bands": "A00..A63", "nodata": NODATA,

@@ -125,6 +125,7 @@ class TesseraModel(ProductModel):
         providers=("geotessera",),
         grid_dtype="float32",
         years=(2017, 2025),
+        seconds_per_request=0.02,  # reading a product: no imagery, no network
         description="TESSERA annual Sentinel-1/2 pixel embeddings (Cambridge), 128-d, 10 m, 0.1-degree UTM tiles",
         citation=ATTRIBUTION,
         params={"version": "v1", "tile_deg": 0.1, "dequantisation": "q * scales", "native_m": NATIVE_M,
