@@ -201,11 +201,11 @@ class PixelFetcher:
             window, depth = pending.pop(0)
             try:
                 block = self._call(ee, stacked, band_ids, crs, gt, window, tally)
-            except NoBands as exc:
+            except _NoBands as exc:
                 if counts:
                     raise NoImageryError(f"no Earth Engine image to composite for {what}: {exc}") from None
                 raise ProviderError(f"{what} lacks a requested band of {list(names)}: {exc}") from None
-            except TooLarge as exc:
+            except _TooLarge as exc:
                 c, r, w, h = window
                 if depth >= MAX_SPLIT_DEPTH or (w == 1 and h == 1):
                     raise ProviderError(
@@ -259,9 +259,9 @@ class PixelFetcher:
             except Exception as exc:
                 kind = classify(exc)
                 if kind == "too_large":
-                    raise TooLarge(str(exc)) from None
+                    raise _TooLarge(str(exc)) from None
                 if kind == "no_bands":
-                    raise NoBands(str(exc)) from None
+                    raise _NoBands(str(exc)) from None
                 if kind != "transient":
                     raise ProviderError(f"Earth Engine computePixels failed: {type(exc).__name__}: {exc}") from exc
                 if retry >= self.policy.max_retries:
@@ -276,7 +276,7 @@ class PixelFetcher:
         return unpack(data, band_ids, w, h)
 
 
-class TooLarge(Exception):
+class _TooLarge(Exception):
     """Earth Engine refused a request as too large (bytes or pixels): split the window and retry."""
 
     def __init__(self, message: str):
@@ -284,7 +284,7 @@ class TooLarge(Exception):
         self.message = message
 
 
-class NoBands(Exception):
+class _NoBands(Exception):
     """Earth Engine: "Image.select: Pattern 'B4' did not match any bands." (what an empty composite gives)."""
 
 
@@ -312,11 +312,9 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "MAX_REQUEST_SIDE",
     "MAX_SPLIT_DEPTH",
-    "NoBands",
     "PixelFetcher",
     "RetryPolicy",
     "Tally",
-    "TooLarge",
     "VALID_BAND",
     "WINDOW_BAND",
     "classify",
