@@ -8,7 +8,6 @@ Configuration (machine-specific, never part of a key)::
 The environment variable ``RSEMBED_SOURCES=name=dir[,name=dir]`` is the fallback for
 collections the configuration does not name.
 
-
 Scenes
 ======
 Every ``*.tif``/``*.tiff`` under a source directory is catalogued once (dated
@@ -39,9 +38,13 @@ coarsest internal overview that is still at least as fine as the grid when the g
 is coarser than the data. No data (the file's nodata value, NaN, or
 outside the file) becomes NaN. A scene pixel counts only when every requested band
 has data there. ``median`` takes the per-band NaN-median over scenes; ``mosaic``
-takes the whole spectrum of the latest valid scene (by date, then id).
-"""
+takes the whole spectrum of the latest valid scene (by date, then id); see
+:mod:`rsembed_store.ingest.composite`.
 
+This module re-exports the names callers used to import from it (``canonical_band``,
+``target_grid``, ``catalogue``, ``composite``, ...); new code imports them from their
+own modules.
+"""
 
 from __future__ import annotations
 
