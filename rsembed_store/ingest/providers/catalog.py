@@ -1,9 +1,7 @@
 """The local provider's scene catalogue: which GeoTIFF/COG scenes a source directory holds.
 
-Scenes
-======
-Every ``*.tif``/``*.tiff`` under a source directory (recursively) is inspected once;
-the resulting catalogue is kept in memory per directory (thread-safe). A scene is
+Every ``*.tif``/``*.tiff`` under a source directory (recursively) is inspected once,
+headers only, never pixels. A scene is
 
 * a multi-band file whose band descriptions name its bands (``B02``, ``B03``, ...), or
 * a folder holding one single-band file per band, named after the band (``B04.tif``
@@ -19,10 +17,9 @@ skipped. Digital numbers become physical values as ``DN * BOA_SCALE + BOA_OFFSET
 (dataset tags; else GDAL's per-band scale/offset; else the STAC ``raster:bands``;
 else 1 and 0).
 
-The catalogue reads file headers (never pixels) and is kept in memory per directory
-(thread-safe; one scan per directory at a time); it is re-read when the directory's
-``index.json`` changes. Landsat and HLS products have their own catalogue in
-:mod:`.local_products`, built from the same :class:`Scene` records.
+The catalogue is kept in memory per directory (thread-safe; one scan per directory at
+a time) and re-read when its ``index.json`` changes. Landsat and HLS products have
+their own catalogue in :mod:`.local_products`, made of the same :class:`Scene` records.
 """
 
 from __future__ import annotations
