@@ -35,10 +35,8 @@ from rsembed_store.ingest.plan import plan  # noqa: E402
 from rsembed_store.query.examples import COMBINES  # noqa: E402
 from rsembed_store.specs import BBox  # noqa: E402
 
-try:  # the synthetic scene generator is moving to rsembed_store.testing
-    from rsembed_store.testing.synthetic import SceneSpec, ensure_scene, read_labels  # noqa: E402
-except ImportError:
-    from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene, read_labels  # noqa: E402
+from rsembed_store.testing.labels import read_labels  # noqa: E402
+from rsembed_store.testing.scenes import SceneSpec, ensure_scene  # noqa: E402
 
 POSITIVES = (1, 3, 5)
 NEGATIVES = (0, 3)
