@@ -39,7 +39,7 @@ def _geojson(path: str) -> dict:
                                                      "(repeatable).")
 @click.option("--text", "text", help="A phrase to search with, for models with a text tower (e.g. remoteclip).")
 @click.option("--combine", type=click.Choice(["centroid", "linear"]),
-              help="How several examples make one query (default: linear, the measured winner).")
+              help="How several examples make one query (default: centroid, the measured winner).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many results.")
 @click.option("--during", help="Keep results whose window overlaps this: a year '2023' or 'START/END'.")
 @click.option("--within-bbox", help="Keep results whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")

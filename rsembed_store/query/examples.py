@@ -49,7 +49,7 @@ from ..errors import RsEmbedStoreError, SpecError, VectorError
 from .search import MAX_K, SearchResult, as_vector, check_k, query_vector, search
 
 COMBINES = ("centroid", "linear")
-DEFAULT_COMBINE = "linear"
+DEFAULT_COMBINE = "centroid"  # precision@20 0.994 against linear's 0.974 (docs/search.md)
 MAX_EXAMPLES = 1000  # positives and negatives together
 BACKGROUND_ROWS = 256  # random rows of the space the linear model learns as "not this"
 MAX_TEXT_CHARS = 1000

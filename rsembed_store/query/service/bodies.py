@@ -73,7 +73,7 @@ def body_models():
         negatives: Optional[List[Like]] = Field(None, description="Examples the results should not resemble.")
         text: Optional[str] = Field(None, description="A phrase, for models with a text tower (instead of like).")
         combine: Optional[str] = Field(None, description="How several examples make one query: 'centroid' or "
-                                                         "'linear' (default: the measured winner).")
+                                                         "'linear' (default: centroid, the measured winner).")
         k: int = Field(10, ge=1, description="How many results (at most max_batch).")
         temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
                                                                      "TemporalSpec dict.",
