@@ -634,13 +634,16 @@ class Store:
 
     def search(self, model: str, like, k: int = 10, *, temporal=None, within=None, where: Optional[str] = None,
                exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
-               compute: bool = True, config: Optional[Mapping] = None):
+               compute: bool = False, config: Optional[Mapping] = None):
         """Find the ``k`` stored places most like ``like`` in ``model``'s space.
 
-        ``like`` is a vector, a stored key, an Embedding or a request (which goes
-        through cache-first :meth:`get`). ``temporal`` keeps rows whose window
-        overlaps it; ``within`` is a BBox, a GeoJSON polygon or H3 cells; ``where``
-        is an extra filter on stored columns. Filters run inside LanceDB.
+        ``like`` is a vector, a stored key, an Embedding or a request (looked up;
+        computed and stored on a miss only with ``compute=True``, the same default
+        as the CLI's ``--no-compute`` and HTTP's ``"compute": false``: a search
+        writes nothing unless asked). ``temporal`` keeps rows whose window overlaps
+        it; ``within`` is a BBox, a GeoJSON polygon, H3 cells or the HTTP form
+        ``{"bbox"|"geojson"|"cells": ...}``; ``where`` is an extra filter on stored
+        columns. Filters run inside LanceDB.
         """
         from .query.search import search
 
@@ -727,43 +730,11 @@ class Store:
     # ------------------------------------------------------------ stats
 
     def stats(self) -> dict:
-        """Per space: rows, pooled/grid rows, versions, bytes, indexes.
+        """Per space: rows, pooled/grid rows, versions, bytes, indexes and what serves it; see
+        :func:`rsembed_store.stats.store_stats` (the one report, shared with the light CLI path)."""
+        from .stats import store_stats
 
-        ``bytes`` is every file of the space's directory on a local store; on an
-        object store (where that would mean listing every object) it is the size
-        of the data files of the current version.
-        """
-        out = {"uri": self.uri, "spaces": []}
-        for s in self.spaces():
-            ds = self.dataset(s.space)
-            outputs = ds.to_table(columns=["output"]).column("output")
-            counts = pc.value_counts(outputs).to_pylist() if len(outputs) else []
-            by_mode = {c["values"]: c["counts"] for c in counts}
-            indices = [{"name": i.name, "type": i.index_type, "columns": list(i.columns)}
-                       for i in self._table(s.space).list_indices()]
-            out["spaces"].append(
-                {
-                    **s.to_dict(),
-                    "rows": ds.count_rows(),
-                    "pooled_rows": int(by_mode.get("pooled", 0)),
-                    "grid_rows": int(by_mode.get("grid", 0)),
-                    "version": ds.version,
-                    "versions": len(ds.versions()),
-                    "bytes": _space_bytes(ds),
-                    "indices": indices,
-                    "serving": self._serving_summary(s.space),
-                }
-            )
-        out["total_rows"] = sum(s["rows"] for s in out["spaces"])
-        return out
-
-    def _serving_summary(self, space: str) -> dict:
-        """Which path serves ``space`` and the memory its tier holds (loads a saved tier; builds no graph)."""
-        try:
-            self.serving.view(space, build=False)
-        except Exception as exc:  # stats must not fail because a tier could not be read
-            return {"path": "lance", "reason": f"the tier could not be loaded: {exc}"}
-        return self.serving.describe(space)
+        return store_stats(self)
 
 
 def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:

@@ -1,4 +1,7 @@
-"""What every subcommand shares: the --json flag, JSON printing, and the lazily opened store."""
+"""What every subcommand shares: JSON printing, exit codes, and the lazily opened store.
+
+The options themselves (``--db``, ``--json`` ...) live in :mod:`rsembed_store.commands.options`.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,6 @@ import click
 EXIT_SOME_FAILED = 3  # some requests failed; the others are stored
 EXIT_ALL_FAILED = 4  # every request that had to be computed failed
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-
-
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -27,10 +27,16 @@ class Context:
     that says how to make one. Commands that write use :attr:`writable_store`.
     """
 
-    def __init__(self, db: str, storage_options: Sequence[str] = (), limits: Optional[Mapping[str, int]] = None):
-        self.db = db
-        self._option_items = tuple(storage_options)
-        self._limit_flags = dict(limits or {})
+    def __init__(self, db: Optional[str] = None, storage_options: Sequence[str] = (),
+                 limits: Optional[Mapping[str, int]] = None, as_json: bool = False):
+        import os
+
+        from .options import DB_ENV, DEFAULT_DB
+
+        self.db = db or os.environ.get(DB_ENV) or DEFAULT_DB
+        self.storage_option_items = tuple(storage_options)
+        self.limit_flags = dict(limits or {})
+        self.as_json = as_json
         self._store = None
 
     @property
@@ -38,14 +44,14 @@ class Context:
         """The size limits in force: the ``--max-*`` flags over the environment over the defaults."""
         from ..limits import Limits
 
-        return Limits.from_config({"limits": self._limit_flags})
+        return Limits.from_config({"limits": self.limit_flags})
 
     @property
     def storage_options(self) -> Optional[Dict[str, str]]:
         """The ``--storage-option`` items as a dict (None when none were given)."""
         from ..store import parse_storage_options
 
-        items = self._option_items
+        items = self.storage_option_items
         return parse_storage_options(items, source="--storage-option") if items else None
 
     def open_store(self, config: Optional[Mapping] = None, *, create: bool = True):
@@ -56,8 +62,8 @@ class Context:
         from ..store import Store, redact
 
         config = dict(config or {})
-        if self._limit_flags:
-            config["limits"] = {**(config.get("limits") or {}), **self._limit_flags}
+        if self.limit_flags:
+            config["limits"] = {**(config.get("limits") or {}), **self.limit_flags}
         try:
             return Store.open(self.db, storage_options=self.storage_options, config=config or None, create=create)
         except NoStoreError as exc:
@@ -66,6 +72,22 @@ class Context:
                 f"no store at {self.db!r} ({reason}). Create one with `rsembed-store --db {self.db} ingest "
                 f"-m MODEL --bbox W,S,E,N --year YEAR --source s2-l2a=DIR` (or try `rsembed-store --db {self.db} "
                 "demo`), or point --db (or $RSEMBED_STORE_DB) at an existing store", self.storage_options)) from None
+
+    def store_stats(self) -> dict:
+        """``Store.stats()`` of the store at ``--db``; a local store is read through Lance alone
+        (:class:`~rsembed_store.lance_reader.LanceReader`), so that ``stats`` does not wait for
+        LanceDB to import. The report is the same function either way."""
+        from ..errors import NoStoreError
+        from ..stats import store_stats
+
+        if self._store is None and "://" not in self.db and not self.storage_option_items:
+            from ..lance_reader import LanceReader
+
+            try:
+                return store_stats(LanceReader.open(self.db))
+            except NoStoreError:
+                pass  # the full path below words the advice
+        return self.store.stats()
 
     @property
     def store(self):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option, row_bar
+from .common import emit_json, row_bar
+from .options import json_option
 
 
 def _pairs(items, flag: str) -> dict:

@@ -14,7 +14,7 @@ import click
 
 from ..errors import NoStoreError, SpecError, require
 from .common import emit_json
-from .ingest import parse_sources
+from .options import parse_sources
 
 
 def _is_loopback(host: str) -> bool:

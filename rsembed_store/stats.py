@@ -1,0 +1,61 @@
+"""What a store holds, per space: the one report behind ``Store.stats()``, ``GET /stats`` and
+``rsembed-store stats``.
+
+It reads only through what a store offers every reader (``spaces()``, ``dataset()``,
+``serving``), so the same function runs over a full :class:`~rsembed_store.store.Store`
+and over the light :class:`~rsembed_store.lance_reader.LanceReader` that the command
+line uses to answer without importing LanceDB (a second or more of start-up).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyarrow.compute as pc
+
+
+def store_stats(store) -> dict:
+    """Per space: rows, pooled/grid rows, versions, bytes, indexes and what serves it.
+
+    ``bytes`` is every file of the space's directory on a local store; on an
+    object store (where that would mean listing every object) it is the size
+    of the data files of the current version.
+    """
+    from .store import _space_bytes
+
+    out = {"uri": store.uri, "spaces": []}
+    for s in store.spaces():
+        ds = store.dataset(s.space)
+        outputs = ds.to_table(columns=["output"]).column("output")
+        counts = pc.value_counts(outputs).to_pylist() if len(outputs) else []
+        by_mode = {c["values"]: c["counts"] for c in counts}
+        out["spaces"].append(
+            {
+                **s.to_dict(),
+                "rows": ds.count_rows(),
+                "pooled_rows": int(by_mode.get("pooled", 0)),
+                "grid_rows": int(by_mode.get("grid", 0)),
+                "version": ds.version,
+                "versions": len(ds.versions()),
+                "bytes": _space_bytes(ds),
+                "indices": indices_of(ds),
+                "serving": serving_summary(store, s.space),
+            }
+        )
+    out["total_rows"] = sum(s["rows"] for s in out["spaces"])
+    return out
+
+
+def indices_of(ds) -> list:
+    """The indexes of a Lance dataset as ``{"name", "type", "columns"}``."""
+    return [{"name": i["name"], "type": i["type"], "columns": list(i.get("fields") or ())}
+            for i in ds.list_indices()]
+
+
+def serving_summary(store, space: str) -> Optional[dict]:
+    """Which path serves ``space`` and the memory its tier holds (loads a saved tier; builds no graph)."""
+    try:
+        store.serving.view(space, build=False)
+    except Exception as exc:  # stats must not fail because a tier could not be read
+        return {"path": "lance", "reason": f"the tier could not be loaded: {exc}"}
+    return store.serving.describe(space)
