@@ -47,9 +47,13 @@ def store_stats(store) -> dict:
 
 
 def indices_of(ds) -> list:
-    """The indexes of a Lance dataset as ``{"name", "type", "columns"}``."""
-    return [{"name": i["name"], "type": i["type"], "columns": list(i.get("fields") or ())}
-            for i in ds.list_indices()]
+    """The indexes of a Lance dataset as ``{"name", "type", "columns"}``, as LanceDB lists them."""
+    import warnings
+
+    with warnings.catch_warnings():  # list_indices names the type as LanceDB does ("BTree", "IVF_PQ");
+        warnings.simplefilter("ignore", DeprecationWarning)  # describe_indices gives a protobuf URL instead
+        listed = ds.list_indices()
+    return [{"name": i["name"], "type": i["type"], "columns": list(i.get("fields") or ())} for i in listed]
 
 
 def serving_summary(store, space: str) -> Optional[dict]:

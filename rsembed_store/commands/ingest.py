@@ -33,7 +33,8 @@ def windows_from(times, years) -> list:
 @provider_option("Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first. "
                  "'auto': per request, the first that can serve it (docs/rs-embed-users.md).")
 @modality_option
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent fetches.")
+@click.option("--fetch-workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Concurrent fetches (threads).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Requests looked up in the store at once.")
 @click.option("--flush-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -53,7 +54,7 @@ def windows_from(times, years) -> list:
 @json_option
 @click.pass_obj
 def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, provider,
-           modalities, workers, batch_size, flush_seconds, write_batch, allow_failures, executor, ray_address,
+           modalities, fetch_workers, batch_size, flush_seconds, write_batch, allow_failures, executor, ray_address,
            ray_num_cpus, partition_size, dry_run, save_plan, as_json):
     """Compute embeddings for every H3 cell of a region and every window, cache-first.
 
@@ -123,7 +124,7 @@ def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, p
         return
     try:
         result = run_ingest(obj.writable_store, the_plan.requests, config, progress=None if not as_json else False,
-                            fetch_workers=workers, batch_size=batch_size, write_batch=write_batch,
+                            fetch_workers=fetch_workers, batch_size=batch_size, write_batch=write_batch,
                             flush_seconds=flush_seconds, executor=runner)
     finally:
         if hasattr(runner, "close"):  # a local Ray started for this command stops with it
