@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-import numpy as np
 
 from .common import EXIT_ALL_FAILED, emit_json
 from .options import (config_from_sources, json_option, modality_option, model_option, request_from_options,
@@ -57,6 +56,8 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
     if as_json:
         emit_json({"found": True, **emb.to_dict(with_grid=with_grid)})
         return
+    import numpy as np
+
     v = np.asarray(emb.vector)
     click.echo(f"key      {emb.key}")
     click.echo(f"model    {emb.model} ({emb.request.revision}), {'cached' if emb.cached else 'computed now'}")
