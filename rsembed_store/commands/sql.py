@@ -67,7 +67,19 @@ def format_csv(result) -> str:
     return buf.getvalue()
 
 
-@click.command()
+class _SqlCommand(click.Command):
+    """Reads a query that starts with a ``-- comment`` as the query, not as an unknown option: an
+    argument that starts with ``-`` and holds white space cannot be an option."""
+
+    def parse_args(self, ctx, args):
+        if "--" not in args:
+            texts = [a for a in args if a.startswith("-") and any(c.isspace() for c in a)]
+            if texts:
+                args = [a for a in args if a not in texts] + ["--"] + texts
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_SqlCommand)
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True,
               help="Text output format (--json prints JSON).")

@@ -179,3 +179,13 @@ def test_a_missing_source_names_the_flag(tmp_path, small_scene, monkeypatch):
                  "--year", "2023", "--db", str(tmp_path / "db"))
     assert res.exit_code == 4, res.output
     assert "--source s2-l2a=DIR" in res.output
+
+
+def test_sql_takes_a_query_that_starts_with_a_comment(toy_store):
+    store, _ = toy_store
+    query = "-- how many rows\nSELECT count(*) AS n FROM embeddings"
+    res = invoke("sql", query, "--db", store.uri, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["rows"] == [[40]]
+    res = invoke("sql", "--db", store.uri, "--bogus", query)
+    assert res.exit_code == 2 and "No such option '--bogus'" in res.output  # a real unknown option is still refused
