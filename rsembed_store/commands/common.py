@@ -59,7 +59,7 @@ class Context:
         ``--max-*`` size limits, which every computation through the store then obeys);
         ``create=False`` refuses a ``--db`` that holds no store."""
         from ..errors import NoStoreError
-        from ..store import Store, redact
+        from ..store import Store
 
         config = dict(config or {})
         if self.limit_flags:
@@ -67,11 +67,18 @@ class Context:
         try:
             return Store.open(self.db, storage_options=self.storage_options, config=config or None, create=create)
         except NoStoreError as exc:
-            reason = getattr(exc, "reason", "nothing there")
-            raise NoStoreError(redact(
-                f"no store at {self.db!r} ({reason}). Create one with `rsembed-store --db {self.db} ingest "
-                f"-m MODEL --bbox W,S,E,N --year YEAR --source s2-l2a=DIR` (or try `rsembed-store --db {self.db} "
-                "demo`), or point --db (or $RSEMBED_STORE_DB) at an existing store", self.storage_options)) from None
+            raise self._no_store(exc) from None
+
+    def _no_store(self, exc):
+        """A :class:`NoStoreError` worded for the shell: how to make a store at ``--db``."""
+        from ..errors import NoStoreError
+        from ..store import redact
+
+        reason = getattr(exc, "reason", "nothing there")
+        return NoStoreError(redact(
+            f"no store at {self.db!r} ({reason}). Create one with `rsembed-store --db {self.db} ingest "
+            f"-m MODEL --region W,S,E,N --year YEAR --source s2-l2a=DIR` (or try `rsembed-store --db {self.db} "
+            "demo`), or point --db (or $RSEMBED_STORE_DB) at an existing store", self.storage_options))
 
     def store_stats(self) -> dict:
         """``Store.stats()`` of the store at ``--db``; a local store is read through Lance alone
@@ -84,9 +91,10 @@ class Context:
             from ..lance_reader import LanceReader
 
             try:
-                return store_stats(LanceReader.open(self.db))
-            except NoStoreError:
-                pass  # the full path below words the advice
+                reader = LanceReader.open(self.db)
+            except NoStoreError as exc:
+                raise self._no_store(exc) from None
+            return store_stats(reader)
         return self.store.stats()
 
     @property
