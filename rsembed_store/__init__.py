@@ -28,30 +28,54 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-# name -> the module that defines it: imported on first use (PEP 562), so that importing the
-# package (the command line's --help, `models`, `stats`) does not pay for numpy, pyarrow and h3
+# What users need, importable from here without importing it up front (PEP 562): the core's
+# names (so that the command line's --help, `models` and `stats` do not pay for numpy, pyarrow
+# and h3 before they need them) and the wings' (which would import the wings).
 _LAZY = {
-    "Embedding": "embedding",
-    "Request": "keys", "ResolvedRequest": "keys", "key_of": "keys", "resolve": "keys",
-    "BBox": "specs", "H3Cell": "specs", "InputPrepSpec": "specs", "OutputSpec": "specs", "PointBuffer": "specs",
-    "SensorSpec": "specs", "TemporalSpec": "specs",
-    "Store": "store",
+    "Embedding": "rsembed_store.embedding:Embedding",
+    "Request": "rsembed_store.keys:Request",
+    "ResolvedRequest": "rsembed_store.keys:ResolvedRequest",
+    "key_of": "rsembed_store.keys:key_of",
+    "resolve": "rsembed_store.keys:resolve",
+    "BBox": "rsembed_store.specs:BBox",
+    "H3Cell": "rsembed_store.specs:H3Cell",
+    "InputPrepSpec": "rsembed_store.specs:InputPrepSpec",
+    "OutputSpec": "rsembed_store.specs:OutputSpec",
+    "PointBuffer": "rsembed_store.specs:PointBuffer",
+    "SensorSpec": "rsembed_store.specs:SensorSpec",
+    "TemporalSpec": "rsembed_store.specs:TemporalSpec",
+    "Store": "rsembed_store.store:Store",
+    "Plan": "rsembed_store.ingest.plan:Plan",
+    "plan": "rsembed_store.ingest.plan:plan",
+    "IngestSummary": "rsembed_store.ingest.engine:IngestSummary",
+    "LocalExecutor": "rsembed_store.ingest.engine:LocalExecutor",
+    "RayExecutor": "rsembed_store.ingest.ray_executor:RayExecutor",
+    "use_weights": "rsembed_store.ingest.models.weights:use_weights",
+    "use_published": "rsembed_store.ingest.models.weights:use_published",
+    "SearchResult": "rsembed_store.query.search:SearchResult",
+    "register_model": "rsembed_store.registry:register_model",
+    "register_provider": "rsembed_store.registry:register_provider",
+    "register_resolver": "rsembed_store.registry:register_resolver",
+    "Resolver": "rsembed_store.registry:Resolver",
+    "model_names": "rsembed_store.registry:model_names",
+    "describe_models": "rsembed_store.registry:describe_models",
 }
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'rsembed_store' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(list(globals()) + list(_LAZY))
 
 __all__ = [
     "ApiError",
@@ -87,4 +111,5 @@ __all__ = [
     "WeightsError",
     "key_of",
     "resolve",
+    *_LAZY,
 ]

@@ -8,7 +8,7 @@ cannot disagree. Only local stores are read this way; an object store goes throu
 :meth:`Store.open` (its credentials and options are LanceDB's business).
 
 The layout read is LanceDB's: ``<uri>/<table>.lance`` per table, the catalog table
-``_spaces`` marking a store.
+``_spaces`` marking a store (:data:`rsembed_store.storage.CATALOG`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import threading
 from typing import Dict, List, Mapping, Optional
 
 from .errors import NoStoreError, UnknownSpaceError
+from .storage import CATALOG
 
-CATALOG = "_spaces"  # the catalog table of a store (rsembed_store.store.CATALOG)
 
 
 def no_store(uri: str, why: str) -> NoStoreError:
@@ -33,9 +33,10 @@ def no_store(uri: str, why: str) -> NoStoreError:
 class LanceReader:
     """The reading half of a local store (catalog, datasets, serving tiers) over ``lance`` only.
 
-    It offers what :func:`~rsembed_store.stats.store_stats` and the serving tier read
-    from a :class:`~rsembed_store.store.Store`: ``uri``, ``config``, ``spaces()``,
-    ``space_info()``, ``dataset()``, ``latest_version()`` and ``serving``. It never writes.
+    It offers what :func:`~rsembed_store.stats.store_stats` and the serving tier
+    (``query.serving.Serving``, which the command line puts over it) read from a store:
+    ``uri``, ``config``, ``spaces()``, ``space_info()``, ``dataset()`` and
+    ``latest_version()``. It writes nothing itself.
     """
 
     def __init__(self, uri: str, config: Optional[Mapping] = None):
@@ -45,7 +46,6 @@ class LanceReader:
         self._lock = threading.RLock()
         self._datasets: Dict[str, object] = {}
         self._spaces: Optional[list] = None
-        self._serving = None
 
     @classmethod
     def open(cls, uri: str, config: Optional[Mapping] = None) -> "LanceReader":
@@ -73,7 +73,7 @@ class LanceReader:
 
     def spaces(self) -> List:
         """Every space in the catalog, sorted by name."""
-        from .store import SpaceInfo
+        from .storage import SpaceInfo
 
         if self._spaces is None:
             rows = self._base(CATALOG).to_table().to_pylist()
@@ -96,12 +96,3 @@ class LanceReader:
 
     def latest_version(self, space: str) -> int:
         return int(self._base(space).latest_version)
-
-    @property
-    def serving(self):
-        """The serving tiers, read (never built) from the files saved beside the spaces."""
-        if self._serving is None:
-            from .query.serving import Serving
-
-            self._serving = Serving(self, self.config)
-        return self._serving

@@ -1,28 +1,32 @@
 """What a store holds, per space: the one report behind ``Store.stats()``, ``GET /stats`` and
 ``rsembed-store stats``.
 
-It reads only through what a store offers every reader (``spaces()``, ``dataset()``,
-``serving``), so the same function runs over a full :class:`~rsembed_store.store.Store`
-and over the light :class:`~rsembed_store.lance_reader.LanceReader` that the command
-line uses to answer without importing LanceDB (a second or more of start-up).
+It reads only through what every reader of a store offers (``uri``, ``spaces()``,
+``dataset()``), so the same function runs over the storage core (and the Store facade,
+which adds what serves each space through ``_space_extras``) and over the light
+:class:`~rsembed_store.lance_reader.LanceReader` that the command line uses to answer
+without importing LanceDB (a second or more of start-up).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import pyarrow.compute as pc
 
 
-def store_stats(store) -> dict:
-    """Per space: rows, pooled/grid rows, versions, bytes, indexes and what serves it.
+def store_stats(store, extras: Optional[Callable[[str], dict]] = None) -> dict:
+    """Per space: rows, pooled/grid rows, versions, bytes, indexes, and ``extras(space)``
+    (default: the store's ``_space_extras``).
 
     ``bytes`` is every file of the space's directory on a local store; on an
     object store (where that would mean listing every object) it is the size
     of the data files of the current version.
     """
-    from .store import _space_bytes
+    from .storage import _space_bytes
 
+    if extras is None:
+        extras = getattr(store, "_space_extras", lambda space: {})
     out = {"uri": store.uri, "spaces": []}
     for s in store.spaces():
         ds = store.dataset(s.space)
@@ -39,7 +43,7 @@ def store_stats(store) -> dict:
                 "versions": len(ds.versions()),
                 "bytes": _space_bytes(ds),
                 "indices": indices_of(ds),
-                "serving": serving_summary(store, s.space),
+                **extras(s.space),
             }
         )
     out["total_rows"] = sum(s["rows"] for s in out["spaces"])
@@ -56,10 +60,11 @@ def indices_of(ds) -> list:
     return [{"name": i["name"], "type": i["type"], "columns": list(i.get("fields") or ())} for i in listed]
 
 
-def serving_summary(store, space: str) -> Optional[dict]:
-    """Which path serves ``space`` and the memory its tier holds (loads a saved tier; builds no graph)."""
+def serving_summary(serving, space: str) -> dict:
+    """Which path serves ``space`` and the memory its tier holds, from a serving-tier manager
+    (loads a saved tier; builds no graph)."""
     try:
-        store.serving.view(space, build=False)
+        serving.view(space, build=False)
     except Exception as exc:  # stats must not fail because a tier could not be read
         return {"path": "lance", "reason": f"the tier could not be loaded: {exc}"}
-    return store.serving.describe(space)
+    return serving.describe(space)

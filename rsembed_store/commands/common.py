@@ -85,16 +85,18 @@ class Context:
         (:class:`~rsembed_store.lance_reader.LanceReader`), so that ``stats`` does not wait for
         LanceDB to import. The report is the same function either way."""
         from ..errors import NoStoreError
-        from ..stats import store_stats
+        from ..stats import serving_summary, store_stats
 
         if self._store is None and "://" not in self.db and not self.storage_option_items:
             from ..lance_reader import LanceReader
+            from ..query.serving import Serving
 
             try:
                 reader = LanceReader.open(self.db)
             except NoStoreError as exc:
                 raise self._no_store(exc) from None
-            return store_stats(reader)
+            serving = Serving(reader, reader.config)  # the tiers saved beside the spaces, as Store.stats reads them
+            return store_stats(reader, extras=lambda space: {"serving": serving_summary(serving, space)})
         return self.store.stats()
 
     @property

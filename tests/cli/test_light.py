@@ -39,14 +39,8 @@ def test_help_imports_nothing_heavy():
     assert imported_by("search", "--help") == []
 
 
-@pytest.mark.parametrize("allowed", [
-    pytest.param((), marks=pytest.mark.xfail(
-        strict=True, reason="gse imports ingest/providers/local.py (rasterio) for its grid maths until that moves "
-                            "to ingest/grid.py (issue 19, branch grid); then this passes and the mark goes")),
-    pytest.param(("rasterio",)),
-])
-def test_models_imports_no_model_library(allowed):
-    assert [m for m in imported_by("models", "--json") if m not in allowed + ("numpy", "pyarrow")] == []
+def test_models_imports_no_model_library():
+    assert [m for m in imported_by("models", "--json") if m not in ("numpy", "pyarrow")] == []
 
 
 def test_stats_reads_a_local_store_without_lancedb(tmp_path):
