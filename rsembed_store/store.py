@@ -30,6 +30,9 @@ from .storage import (  # the names older code imports from here too (see __all_
 )
 
 
+#: the H3 resolution of the cells an ingest plans unless told (the CLI's --h3-res, HTTP's h3_res)
+PLAN_H3_RES = 9
+
 class Store(Storage):
     """An embedding store: open it, then get, look up, search, query with SQL, ingest, import, export.
 
@@ -174,19 +177,20 @@ class Store(Storage):
 
         return maintain(self, **kwargs)
 
-    def plan(self, model: str, region, windows, *, h3_res: Optional[int] = None, **kwargs):
+    def plan(self, model: str, region, windows, *, h3_res: int = PLAN_H3_RES, **kwargs):
         """The :class:`~rsembed_store.ingest.plan.Plan` of ``model`` over the H3 cells of ``region`` x
-        ``windows`` (resolved and keyed as this store would; nothing is computed). ``h3_res`` defaults
-        to the store's; other arguments (``output``, ``sensor``, ``input_prep``, ``provider``,
+        ``windows`` (resolved and keyed as this store would; nothing is computed). ``h3_res`` is the
+        resolution of the cells planned, 9 (about 0.1 km2) as on the command line and over HTTP (the
+        store's own ``h3_res``, 12 by default, is that of the column every row's centre is indexed
+        by, not a planning grid); other arguments (``output``, ``sensor``, ``input_prep``, ``provider``,
         ``max_cells``, ``limits``) go to :func:`~rsembed_store.ingest.plan.plan`."""
         from .ingest.plan import plan
 
         with self.models_scope():
-            return plan(model=model, region=region, h3_res=self.h3_res if h3_res is None else h3_res,
-                        windows=windows, **kwargs)
+            return plan(model=model, region=region, h3_res=h3_res, windows=windows, **kwargs)
 
     def ingest(self, requests, region=None, windows=None, *, config: Optional[Mapping] = None,
-               h3_res: Optional[int] = None, output=None, sensor=None, input_prep=None, provider=None,
+               h3_res: int = PLAN_H3_RES, output=None, sensor=None, input_prep=None, provider=None,
                **kwargs):
         """Compute and store answers that are missing, cache-first; returns an IngestSummary.
 

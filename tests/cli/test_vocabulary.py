@@ -67,6 +67,7 @@ FACES = [
      ["model", "k", "temporal", "within", "where", "exclude_self", "metric", "revision", "compute"]),
     ("Store.get", Store.get, "get", "/embeddings", ["compute"]),
     ("Store.sql", Store.sql, "sql", "/sql", ["limit"]),
+    ("Store.ingest", Store.ingest, "ingest", "/ingest", ["region", "h3_res", "output"]),
 ]
 # Python callable and CLI command (no HTTP door of their own)
 CLI_ONLY = [
@@ -137,6 +138,10 @@ def test_python_cli_and_http_agree(openapi, label, fn, command, path, concepts):
 @pytest.mark.parametrize("label, target, command, concepts", CLI_ONLY, ids=[c[0] for c in CLI_ONLY])
 def test_python_and_cli_agree(label, target, command, concepts):
     assert check_cli_against_python(label, python_params(_load(target)), command, concepts) == []
+
+
+def test_lookup_takes_items_in_python_and_over_http(openapi):
+    assert "items" in python_params(Store.lookup) and "items" in http_fields(openapi, "/embeddings/lookup")
 
 
 def test_the_checker_catches_a_drift(monkeypatch):

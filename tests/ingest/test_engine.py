@@ -314,12 +314,12 @@ def test_a_failing_stats_call_is_logged_and_the_ingest_goes_on(tmp_path, caplog)
 
 
 def test_store_ingest_takes_a_model_a_region_and_windows(tmp_path, scene):
-    """store.ingest(model, region, windows) plans as plan() does, at the store's resolution."""
+    """store.ingest(model, region, windows) plans as plan() does, at resolution 9 as the CLI and HTTP do."""
     from rsembed_store.errors import SpecError
 
     out, manifest = scene
     store = Store.open(tmp_path / "db", config=config_of(out))
-    expected = plan(region_of(manifest), store.h3_res, TemporalSpec.year(2023), "spectral")
+    expected = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral")
     planned = store.plan("spectral", region_of(manifest), TemporalSpec.year(2023))
     assert [r.key for r in planned.requests] == [r.key for r in expected.requests]
     summary = store.ingest("spectral", region_of(manifest), [2023], progress=False)
