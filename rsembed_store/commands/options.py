@@ -320,24 +320,23 @@ def read_cells(path: str) -> list:
 
 
 def _area_file(path: str, flag: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise SpecError(f"{flag} {path!r} cannot be read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        cells = read_cells(path)
-        bad = [c for c in cells if not _is_cell(c)]
-        if not cells or bad:
-            raise SpecError(f"{flag} {path!r} is neither GeoJSON nor a list of H3 cells"
-                            + (f" (not a cell: {bad[0]!r})" if bad else " (it is empty)")
-                            + f"; {flag} takes {AREA_FORMS}") from None
-        return cells
-    if isinstance(data, list) or isinstance(data, dict):
-        return data
-    raise SpecError(f"{flag} {path!r} holds JSON {type(data).__name__}; {flag} takes {AREA_FORMS}")
+    """A file named by ``--within``/``--region``: GeoJSON (read by :func:`rsembed_store.geo.read_geojson`),
+    a JSON list of cells, or one cell per line."""
+    from ..geo import read_geojson
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(64).lstrip()
+    if head.startswith(("{", "[")):
+        data = read_geojson(path, flag)
+        if isinstance(data, (list, dict)):
+            return data
+        raise SpecError(f"{flag} {path!r} holds JSON {type(data).__name__}; {flag} takes {AREA_FORMS}")
+    cells = read_cells(path)
+    bad = [c for c in cells if not _is_cell(c)]
+    if not cells or bad:
+        raise SpecError(f"{flag} {path!r} is neither GeoJSON nor a list of H3 cells"
+                        + (f" (not a cell: {bad[0]!r})" if bad else " (it is empty)") + f"; {flag} takes {AREA_FORMS}")
+    return cells
 
 
 def parse_area(text: Optional[str], flag: str) -> Any:
