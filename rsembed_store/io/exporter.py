@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from ..errors import SpecError
 from . import wkb
 
-FORMATS = ("geoparquet", "parquet", "npz", "geotiff")
+FORMATS = ("geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr")
 BATCH_ROWS = 65_536
 # the stored columns read (buffer_m is taken from the request, cell printed as H3 hex)
 READ = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "cell",
@@ -167,26 +167,34 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
         raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
     dim = store.space_info(space).dim  # UnknownSpaceError names the spaces held
     path = os.fspath(out)
-    if format == "geotiff":  # one file per grid row in the directory ``out``
+    if format in ("geotiff", "cog"):  # one file per grid row in the directory ``out``
         from .geotiff import write_grid_tifs
 
         flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
-        counts = write_grid_tifs(store, space, path, filter=flt, progress=progress)
+        counts = write_grid_tifs(store, space, path, filter=flt, progress=progress, cog=format == "cog")
         size = sum(e.stat().st_size for e in os.scandir(path) if e.name.endswith(".tif"))
         return ExportResult(space=space, path=path, format=format, rows=counts["written"] + counts["kept"],
                             bytes=size, skipped=counts["skipped"])
+    if format == "zarr":  # one store, one group per grid row
+        from .zarr_grids import write_grid_zarr
+
+        flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
+        counts = write_grid_zarr(store, space, path, filter=flt, progress=progress)
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+        return ExportResult(space=space, path=path, format=format, rows=counts["written"], bytes=size,
+                            skipped=counts["skipped"])
     if os.path.isdir(path):
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
     tmp = _tmp(path)
-    if format == "npz":  # rs-embed's combined layout: X.npz beside its manifest X.json
+    if format in ("npz", "netcdf"):  # rs-embed's combined layout: X.npz (X.nc) beside its manifest X.json
         from .npz import manifest_path, write_npz
 
         info = store.space_info(space)
         count = store.dataset(space).count_rows(filter=flt)
         try:
             rows = write_npz(batches(store, space, flt, batch_rows), tmp, rows=count, dim=dim, model=info.model,
-                             progress=progress)
+                             progress=progress, fmt=format)
             os.replace(tmp, path)
             os.replace(manifest_path(tmp), manifest_path(path))  # the manifest last: the pair is complete
         finally:

@@ -66,7 +66,21 @@ def _geo_metadata(schema: pa.Schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None):
+FORMATS = ("parquet", "geoparquet", "npz", "netcdf")
+
+
+def file_format(path: str, format: Optional[str] = None) -> str:
+    """The format of an input file: ``format`` if given, else by suffix (``.npz``, ``.nc``), else Parquet."""
+    if format is not None:
+        if format not in FORMATS:
+            raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
+        return "parquet" if format == "geoparquet" else format
+    low = path.lower()
+    return "npz" if low.endswith(".npz") else "netcdf" if low.endswith((".nc", ".netcdf")) else "parquet"
+
+
+def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
+                 format: Optional[str] = None):
     """(schema, a function returning a fresh batch iterator, a clean-up function) for ``source``."""
     if isinstance(source, pa.Table):
         return source.schema, lambda: iter(source.to_batches(max_chunksize=batch_rows)), lambda: None
@@ -77,10 +91,11 @@ def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Option
     path = os.fspath(source)
     if not os.path.exists(path):
         raise SpecError(f"input file {path!r} does not exist")
-    if path.lower().endswith(".npz"):  # rs-embed's combined export: the npz and its manifest
+    fmt = file_format(path, format)
+    if fmt in ("npz", "netcdf"):  # rs-embed's combined export: data file + manifest
         from .npz import table_from_npz
 
-        table = table_from_npz(path, npz_model)
+        table = table_from_npz(path, npz_model, fmt)
         return table.schema, lambda: iter(table.to_batches(max_chunksize=batch_rows)), lambda: None
     try:
         schema = pq.read_schema(path)
@@ -94,19 +109,20 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                  metric: str = "cosine", temporal: str = "composite", columns: Optional[Mapping[str, str]] = None,
                  buffer_m: Optional[float] = None, year: Optional[int] = None, update: bool = False,
                  dry_run: bool = False, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> ImportResult:
+                 format: Optional[str] = None, progress: Optional[Callable[[int], None]] = None) -> ImportResult:
     """Import precomputed vectors into the space of ``imported:<model>`` at ``revision``.
 
     ``dim`` defaults to the vector column's width; ``columns`` maps roles (``vector``,
     ``lon``, ``cell``, ``start``, ... see :data:`columns.ROLES`) to input columns where
     detection would not find them; ``buffer_m``/``year`` are constants for inputs without
-    such a column; ``npz_model`` picks the model of an rs-embed npz holding several. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
+    such a column; ``npz_model`` picks the model of an rs-embed npz/netcdf holding several;
+    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
     row, and nothing is written. ``dry_run`` checks and keys everything and reports
     what would be written.
     """
     if dry_run is False and store is None:
         raise SpecError("a store is needed to import into (store=None is only for dry_run=True)")
-    schema, batches, cleanup = open_batches(source, batch_rows, npz_model)
+    schema, batches, cleanup = open_batches(source, batch_rows, npz_model, format)
     cm = C.detect(schema, columns, buffer_m=buffer_m, year=year, geo=_geo_metadata(schema))
     vtype = schema.field(cm.columns["vector"]).type
     if dim is None and pa.types.is_fixed_size_list(vtype):
