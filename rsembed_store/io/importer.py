@@ -20,7 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import h3.api.basic_int as h3i
 import numpy as np
@@ -32,6 +32,7 @@ from ..errors import SpecError
 from ..space import DEFAULT_H3_RES, row_schema, space_name
 from ..specs import metres_to_degrees
 from . import columns as C
+from . import extras
 from .keys import KeyTemplate, keys_for
 from .model import declare_imported
 
@@ -124,6 +125,7 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
         raise SpecError("a store is needed to import into (store=None is only for dry_run=True)")
     schema, batches, cleanup = open_batches(source, batch_rows, npz_model, format)
     cm = C.detect(schema, columns, buffer_m=buffer_m, year=year, geo=_geo_metadata(schema))
+    kept, dropped = extras.choose(schema, list(cm.columns.values()))
     vtype = schema.field(cm.columns["vector"]).type
     if dim is None and pa.types.is_fixed_size_list(vtype):
         dim = vtype.list_size
@@ -156,7 +158,8 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
             raise SpecError("the input has no rows and no fixed-size vector column: nothing to import")
         info = declare_imported(model, revision=revision, dim=dim, metric=metric, temporal=temporal)
         result = ImportResult(space=space_name(info.id, revision), model=info.id, revision=revision, rows=rows,
-                              kinds={k: int(v) for k, v in zip(C.KINDS, kinds) if v}, columns=cm.to_dict(),
+                              kinds={k: int(v) for k, v in zip(C.KINDS, kinds) if v},
+                              columns={**cm.to_dict(), "extra": kept, "dropped": dropped},
                               dry_run=dry_run)
         if not dry_run:
             store.ensure_space(info.id, revision, dim, metric=metric, kind="precomputed", info=info.to_dict())
@@ -181,7 +184,7 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                 for batch in batches():
                     if not batch.num_rows:
                         continue
-                    table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates)
+                    table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates, kept)
                     row0 += batch.num_rows
                     table, dup = _unique_keys(table)
                     result.duplicates += dup
@@ -237,8 +240,9 @@ def _unique_keys(table: pa.Table):
 
 
 def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_res: int, row0: int,
-               templates: Dict[tuple, KeyTemplate]) -> pa.Table:
-    """One checked batch as rows of the space, keyed column-wise (row order kept)."""
+               templates: Dict[tuple, KeyTemplate], extra: Sequence[str] = ()) -> pa.Table:
+    """One checked batch as rows of the space, keyed column-wise (row order kept); the ``extra``
+    columns go into each row's ``meta`` (``io.extras``)."""
     n = batch.num_rows
     vec = C.vectors(batch, cm.columns["vector"], dim, row0)
     sp = C.places(batch, cm, row0)
@@ -315,7 +319,7 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
                  "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float32()), dim),
                  "grid": pa.nulls(n, pa.large_binary()), "grid_shape": pa.nulls(n, pa.list_(pa.int32())),
                  "grid_dtype": pa.nulls(n, pa.string()), "grid_codec": pa.nulls(n, pa.string()),
-                 "meta": pa.repeat("{}", n), "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+                 "meta": extras.meta_json(batch, list(extra)), "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
                  "compute_s": np.zeros(n)})
     schema = row_schema(dim)
     return pa.Table.from_arrays([pa.array(cols[f.name], f.type) if isinstance(cols[f.name], np.ndarray)
