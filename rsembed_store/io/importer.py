@@ -19,6 +19,7 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
@@ -110,14 +111,17 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                  metric: str = "cosine", temporal: str = "composite", columns: Optional[Mapping[str, str]] = None,
                  buffer_m: Optional[float] = None, year: Optional[int] = None, update: bool = False,
                  dry_run: bool = False, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
-                 format: Optional[str] = None, progress: Optional[Callable[[int], None]] = None) -> ImportResult:
+                 format: Optional[str] = None, append: bool = True,
+                 progress: Optional[Callable[[int], None]] = None) -> ImportResult:
     """Import precomputed vectors into the space of ``imported:<model>`` at ``revision``.
 
     ``dim`` defaults to the vector column's width; ``columns`` maps roles (``vector``,
     ``lon``, ``cell``, ``start``, ... see :data:`columns.ROLES`) to input columns where
     detection would not find them; ``buffer_m``/``year`` are constants for inputs without
     such a column; ``npz_model`` picks the model of an rs-embed npz/netcdf holding several;
-    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
+    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix; ``append=False`` writes
+    through the merge-insert even into an empty space (``io.append`` says why appending is faster
+    and what it means for a concurrent writer). Bad input raises :class:`SpecError`/:class:`VectorError` naming the
     row, and nothing is written. ``dry_run`` checks and keys everything and reports
     what would be written.
     """
@@ -179,6 +183,14 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
             if progress:
                 progress(table.num_rows)
 
+        # an empty space is filled by plain appends (io.append): no join against the key column
+        appender = None
+        if not dry_run and not update and append and store.count(result.space) == 0:
+            from .append import Appender
+
+            appender = Appender(store, result.space)
+        write = appender.write if appender else None if dry_run else partial(
+            store.write_rows, result.space, update=update, key_index=False)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsembed-import") as pool:
             try:
                 for batch in batches():
@@ -197,14 +209,17 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                         settle(pending)
                         pending = None
                     if table.num_rows:  # one write at a time, in input order
-                        pending = (table, pool.submit(store.write_rows, result.space, table, update=update,
-                                                      key_index=False))
+                        pending = (table, pool.submit(write, table))
                 if pending is not None:
                     settle(pending)
                     pending = None
             finally:
                 if pending is not None:  # an error while keying: let the write in flight finish
                     pending[1].exception()
+        if appender is not None:
+            removed = appender.finish()
+            result.inserted -= removed
+            result.existing += removed
         if not dry_run and result.inserted:
             store._ensure_key_index(result.space)  # once, not per batch
         return result

@@ -282,3 +282,39 @@ def test_extra_columns_are_kept_in_meta_up_to_the_limit(store):
         assert cols["seen"] == str(np.datetime64("2021-03-04") + i) and cols["x3"] == 3
     got = store.sql("SELECT count(*) AS n FROM embeddings WHERE json_extract_string(meta, '$.columns.tile_id') = 't1'")
     assert got.column("n")[0].as_py() == 1
+
+
+def _keys(store, space):
+    return store.to_arrow(space, columns=["key"]).column("key").to_pylist()
+
+
+def test_append_path_equals_the_merge_insert_path(store, tmp_path, mixed):
+    from rsembed_store.store import Store
+
+    doubled = pa.concat_tables([mixed, mixed.slice(0, 200)])  # keys repeated in later batches of the file
+    fast = import_table(store, doubled, model="same", revision="1", batch_rows=256)
+    other = Store.open(str(tmp_path / "other"))
+    slow = import_table(other, doubled, model="same", revision="1", batch_rows=256, append=False)
+    assert (fast.inserted, fast.existing) == (slow.inserted, slow.existing) == (900, 200)
+    cols = ["key", "request", "vector", "h3", "start_date", "meta"]
+    a = store.to_arrow(fast.space, columns=cols).sort_by("key")
+    b = other.to_arrow(slow.space, columns=cols).sort_by("key")
+    assert a.equals(b) and len(set(_keys(store, fast.space))) == 900
+
+
+def test_a_concurrent_writer_during_an_append_leaves_no_key_twice(store, mixed, caplog):
+    from rsembed_store.store import Store
+
+    other = Store.open(store.uri)  # another handle, as another process would have
+    calls = []
+
+    def meanwhile(n):  # after the first batch is written, another writer stores keys of the second batch
+        calls.append(n)
+        if len(calls) == 1:
+            import_table(other, mixed.slice(300, 100), model="race", revision="1", append=False)
+
+    res = import_table(store, mixed, model="race", revision="1", batch_rows=300, progress=meanwhile)
+    keys = _keys(store, res.space)
+    assert len(keys) == len(set(keys)) == 900  # every key once, none lost
+    assert res.inserted + res.existing == 900 and res.existing >= 100
+    assert any("another writer committed" in r.getMessage() for r in caplog.records)
