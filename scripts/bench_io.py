@@ -77,7 +77,7 @@ def phase(args) -> dict:
         rows = res.inserted if args.phase == "import" else res.rows
         extra = {"new_rows": res.inserted}
     else:
-        res = store.export("imported-bench-io__1", out, batch_rows=args.batch_rows)
+        res = store.export("imported-bench-io__1", out)  # the export's own batch size
         rows, extra = res.rows, {"mib": round(res.bytes / 2**20, 1)}
     wall, used = time.perf_counter() - t0, cpu() - c0
     return {"rows": rows, "s": round(wall, 3), "rows_per_s": round(rows / wall), "cpu_s": round(used, 2),

@@ -21,7 +21,7 @@ from .common import emit_json, json_option, row_bar
               help="Rows inside the area of this GeoJSON file.")
 @click.option("--where", help="A filter on stored columns, e.g. \"year = 2023\".")
 @click.option("--sql", help="A read-only SQL query over the store whose 'key' column names the rows to export.")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+@click.option("--batch-rows", type=click.IntRange(min=1), default=16_384, show_default=True,
               help="Rows read and written at a time (bounds memory).")
 @json_option
 @click.pass_obj
