@@ -71,11 +71,16 @@ def test_round_trip_through_npz(filled, tmp_path, fmt):
     fresh = Store.open(str(tmp_path / "fresh"))
     res = import_table(fresh, str(tmp_path / f"rt{SUFFIX[fmt]}"), model="np.out", revision="1")
     assert res.inserted == 900 and res.space == space
-    cols = ["key", "request", "vector", "start_date", "end_date", "cell", "spatial_type"]
+    cols = ["key", "request", "vector", "start_date", "end_date", "cell", "spatial_type", "h3", "meta"]
     a = store.to_arrow(space, columns=cols).sort_by("key")
     b = fresh.to_arrow(space, columns=cols).sort_by("key")
     for c in cols:
-        assert a.column(c).equals(b.column(c)), c
+        assert a.column(c).equals(b.column(c)), c  # vectors bitwise
+    q = np.random.default_rng(4).standard_normal(8).astype(np.float32)
+    for kw in ({}, {"temporal": TemporalSpec.year(2022)}):
+        x = store.search("imported:np.out", q, k=12, **kw)
+        y = fresh.search("imported:np.out", q, k=12, **kw)
+        assert [r["key"] for r in x.rows] == [r["key"] for r in y.rows] and len(x.rows) == 12
 
 
 def test_npz_without_manifest_is_refused(tmp_path, store):
