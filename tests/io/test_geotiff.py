@@ -129,3 +129,15 @@ def test_zarr_store_holds_every_grid_with_its_georeferencing(grids, tmp_path):
             np.testing.assert_array_equal(g["embedding"][:, int(row), int(col)], e.grid_f32()[:, i, j])
     again = store.export(embs[0].space, out, format="zarr")  # resumes: complete groups are kept
     assert again.rows == 0 and sorted(os.listdir(out)) == sorted([".zattrs", ".zgroup"] + [e.key for e in embs])
+
+
+def test_zarr_without_the_package_names_the_pip_line(grids, tmp_path, monkeypatch):
+    import sys
+
+    from rsembed_store.errors import MissingExtraError
+
+    store, embs = grids
+    monkeypatch.setitem(sys.modules, "zarr", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'rsembed-store\[io\]'"):
+        store.export(embs[0].space, tmp_path / "g.zarr", format="zarr")
+    assert not (tmp_path / "g.zarr").exists()
