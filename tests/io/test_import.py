@@ -288,7 +288,7 @@ def _keys(store, space):
     return store.to_arrow(space, columns=["key"]).column("key").to_pylist()
 
 
-def test_append_path_equals_the_merge_insert_path(store, tmp_path, mixed):
+def test_append_path_equals_the_merge_insert_path(store, tmp_path, mixed, caplog):
     from rsembed_store.store import Store
 
     doubled = pa.concat_tables([mixed, mixed.slice(0, 200)])  # keys repeated in later batches of the file
@@ -300,6 +300,7 @@ def test_append_path_equals_the_merge_insert_path(store, tmp_path, mixed):
     a = store.to_arrow(fast.space, columns=cols).sort_by("key")
     b = other.to_arrow(slow.space, columns=cols).sort_by("key")
     assert a.equals(b) and len(set(_keys(store, fast.space))) == 900
+    assert not any("another writer" in r.getMessage() for r in caplog.records)  # its own appends only
 
 
 def test_a_concurrent_writer_during_an_append_leaves_no_key_twice(store, mixed, caplog):
