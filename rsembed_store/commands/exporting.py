@@ -9,7 +9,8 @@ from .common import emit_json, json_option, row_bar
 
 @click.command("export")
 @click.argument("space")
-@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr"]), default="geoparquet",
+@click.option("--format", "fmt", default="geoparquet",
+              type=click.Choice(["geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr"]),
               show_default=True, help="File format (docs/io.md lists the columns of each).")
 @click.option("--out", "out", required=True, type=click.Path(), help="The file to write (written under a "
               "temporary name, renamed when complete); npz/netcdf also write a .json manifest beside it; geotiff/cog: "

@@ -44,8 +44,8 @@ def _pairs(items, flag: str) -> dict:
               help="Rows read, checked and written at a time (bounds memory).")
 @json_option
 @click.pass_obj
-def import_cmd(obj, file, model, revision, metric, temporal, vector_column, column_items, buffer_m, year, fmt, npz_model,
-               update, dry_run, batch_rows, as_json):
+def import_cmd(obj, file, model, revision, metric, temporal, vector_column, column_items, buffer_m, year, fmt,
+               npz_model, update, dry_run, batch_rows, as_json):
     """Import vectors from a GeoParquet, Parquet or rs-embed npz/netcdf (+ its .json manifest) FILE into the
     space of imported:NAME.
 
@@ -76,7 +76,8 @@ def import_cmd(obj, file, model, revision, metric, temporal, vector_column, colu
     try:
         result = import_table(store, file, model=model, revision=revision, metric=metric, temporal=temporal,
                               columns=columns, buffer_m=buffer_m, year=year, update=update, dry_run=dry_run,
-                              batch_rows=batch_rows, npz_model=npz_model, format=fmt, progress=bar.update if bar else None)
+                              batch_rows=batch_rows, npz_model=npz_model, format=fmt,
+                              progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()

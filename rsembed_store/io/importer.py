@@ -1,4 +1,5 @@
-"""Bulk import: an Arrow table, a record-batch stream or a (Geo)Parquet file -> one imported space.
+"""Bulk import: an Arrow table, a record-batch stream, a (Geo)Parquet file or an rs-embed npz/netcdf
+export -> one imported space.
 
 Two passes over the input, batch by batch (memory bounded by the batch size):
 
@@ -6,11 +7,14 @@ Two passes over the input, batch by batch (memory bounded by the batch size):
    is named) -- nothing is written unless the whole input passes;
 2. key every batch column-wise (``io.keys``), build the rows in the store's
    layout and write them through :meth:`Store.write_rows` (merge-insert on the
-   key, safe with concurrent writers). Keys already in the space are left as
-   they are unless ``update=True``, so importing a file twice writes nothing new.
+   key, safe with concurrent writers), or append them when the space was empty
+   (``io.append``). Keys already in the space are left as they are unless
+   ``update=True``, so importing a file twice writes nothing new.
 
-A record-batch stream can be read only once: it is spooled to a temporary Arrow
-IPC file during the check and the write pass reads that file.
+A record-batch stream can be read only once, and decoding a Parquet file again
+costs more than writing its used columns uncompressed: both are spooled to a
+temporary Arrow IPC file (in ``TMPDIR``; about 300 bytes a row for 64-d vectors)
+during the check, and the write pass maps that file.
 """
 
 from __future__ import annotations
@@ -119,11 +123,12 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
     ``lon``, ``cell``, ``start``, ... see :data:`columns.ROLES`) to input columns where
     detection would not find them; ``buffer_m``/``year`` are constants for inputs without
     such a column; ``npz_model`` picks the model of an rs-embed npz/netcdf holding several;
-    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix; ``append=False`` writes
-    through the merge-insert even into an empty space (``io.append`` says why appending is faster
-    and what it means for a concurrent writer). Bad input raises :class:`SpecError`/:class:`VectorError` naming the
-    row, and nothing is written. ``dry_run`` checks and keys everything and reports
-    what would be written.
+    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix; ``append=False``
+    writes through the merge-insert even into an empty space (``io.append`` says why appending
+    is faster and what it means for a concurrent writer). Columns no role uses are kept in
+    ``meta`` (``io.extras``). Bad input raises :class:`SpecError`/:class:`VectorError` naming
+    the row, and nothing is written. ``dry_run`` checks and keys everything and reports what
+    would be written.
     """
     if dry_run is False and store is None:
         raise SpecError("a store is needed to import into (store=None is only for dry_run=True)")
@@ -345,7 +350,8 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
                  "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float32()), dim),
                  "grid": pa.nulls(n, pa.large_binary()), "grid_shape": pa.nulls(n, pa.list_(pa.int32())),
                  "grid_dtype": pa.nulls(n, pa.string()), "grid_codec": pa.nulls(n, pa.string()),
-                 "meta": extras.meta_json(batch, list(extra)), "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+                 "meta": extras.meta_json(batch, list(extra)),
+                 "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
                  "compute_s": np.zeros(n)})
     schema = row_schema(dim)
     return pa.Table.from_arrays([pa.array(cols[f.name], f.type) if isinstance(cols[f.name], np.ndarray)
