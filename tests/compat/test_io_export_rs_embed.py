@@ -53,3 +53,29 @@ def test_load_export_reads_our_export_and_it_imports_back(tmp_path, fmt, suffix)
     a = store.to_arrow(res.space, columns=["key", "vector"]).sort_by("key")
     b = fresh.to_arrow(res.space, columns=["key", "vector"]).sort_by("key")
     assert a.equals(b)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "netcdf"])
+def test_we_import_what_rs_embeds_own_writer_wrote(tmp_path, fmt):
+    _rs_load_export()
+    from rs_embed.writers import write_arrays
+
+    if fmt == "netcdf" and importlib.util.find_spec("xarray") is None:
+        pytest.skip("rs-embed writes NetCDF with xarray, which is not importable here")
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((5, 4)).astype(np.float32)
+    spatials = [{"type": "PointBuffer", "lon": 10.0 + i / 10, "lat": 45.0, "buffer_m": 240.0, "crs": "EPSG:4326"}
+                for i in range(5)]
+    manifest = {"status": "ok", "n_items": 5, "spatials": spatials,
+                "temporal": {"mode": "range", "start": "2022-01-01", "end": "2023-01-01"},
+                "models": [{"model": "remoteclip", "status": "ok", "embeddings": {"npz_key": "embeddings__remoteclip"},
+                            "metas": [{} for _ in range(5)]}]}
+    written = write_arrays(fmt=fmt, out_path=str(tmp_path / "theirs"), arrays={"embeddings__remoteclip": emb},
+                           manifest=manifest, save_manifest=True)
+    path = written.get("npz_path") or written.get("nc_path")
+    store = Store.open(str(tmp_path / "db"))
+    res = import_table(store, path, model="theirs", revision="1")
+    assert (res.inserted, res.kinds) == (5, {"PointBuffer": 5})
+    got = store.to_arrow(res.space, columns=["lon", "vector", "start_date"]).sort_by("lon")
+    np.testing.assert_array_equal(np.stack(got.column("vector").to_numpy(zero_copy_only=False)), emb)
+    assert {d.isoformat() for d in got.column("start_date").to_pylist()} == {"2022-01-01"}
