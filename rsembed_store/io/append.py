@@ -48,6 +48,15 @@ def prefixes(keys) -> np.ndarray:
     return out
 
 
+def _held(seen: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Which of ``p`` are in the sorted ``seen`` (binary search: numpy's isin and union1d took
+    seconds on uint64 arrays of 10^5..10^6 values, searchsorted + insert take milliseconds)."""
+    if not len(seen):
+        return np.zeros(len(p), bool)
+    i = np.searchsorted(seen, p)
+    return seen[np.minimum(i, len(seen) - 1)] == p
+
+
 class Appender:
     """Writes the checked, keyed batches of one import into a space that was empty when it began.
 
@@ -67,7 +76,7 @@ class Appender:
         """Append ``rows`` (unique keys) whose key the import has not written yet; ``(inserted, 0)``."""
         with self._lock:
             p = prefixes(rows.column("key"))
-            again = np.isin(p, self.seen) if len(self.seen) else np.zeros(len(p), bool)
+            again = _held(self.seen, p)
             inserted = 0
             if self.foreign:
                 inserted += self.store.write_rows(self.space, rows, update=False, key_index=False)[0]
@@ -87,7 +96,8 @@ class Appender:
                                                       key_index=False)[0]
                     self.table.checkout_latest()
                     self.version = self.table.version
-            self.seen = np.union1d(self.seen, p)
+            p.sort()
+            self.seen = np.insert(self.seen, np.searchsorted(self.seen, p), p)
             return inserted, 0
 
     def finish(self) -> int:

@@ -319,3 +319,17 @@ def test_a_concurrent_writer_during_an_append_leaves_no_key_twice(store, mixed, 
     assert len(keys) == len(set(keys)) == 900  # every key once, none lost
     assert res.inserted + res.existing == 900 and res.existing >= 100
     assert any("another writer committed" in r.getMessage() for r in caplog.records)
+
+
+def test_key_prefixes_and_membership():
+    import hashlib
+
+    from rsembed_store.io.append import _held, prefixes
+
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(500)]
+    arr = pa.chunked_array([pa.array(keys[:200]), pa.array(keys[200:])]).slice(3)  # chunks and an offset
+    p = prefixes(arr)
+    assert p.tolist() == [int(k[:16], 16) for k in keys[3:]]
+    seen = np.sort(p[:250])
+    assert _held(seen, p).tolist() == [True] * 250 + [False] * (len(p) - 250)
+    assert not _held(np.zeros(0, np.uint64), p).any()
