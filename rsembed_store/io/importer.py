@@ -14,7 +14,7 @@ Two passes over the input, batch by batch (memory bounded by the batch size):
 A record-batch stream can be read only once, and decoding a Parquet file again
 costs more than writing its used columns uncompressed: both are spooled to a
 temporary Arrow IPC file (in ``TMPDIR``; about 300 bytes a row for 64-d vectors)
-during the check, and the write pass maps that file.
+during the check, and the write pass reads it back batch by batch.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                 writer.close()
         if spool:
             def batches():
-                reader = ipc.open_file(pa.memory_map(spool))  # zero-copy: pages come from the file
+                # read, not mapped: mapped pages stay resident (and counted) until the end
+                reader = ipc.open_file(pa.OSFile(spool))
                 return (reader.get_batch(i) for i in range(reader.num_record_batches))
         if dim is None:
             raise SpecError("the input has no rows and no fixed-size vector column: nothing to import")
