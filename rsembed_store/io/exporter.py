@@ -222,8 +222,6 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
 
 def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, dim: int,
                    progress: Optional[Callable[[int], None]] = None) -> int:
-    import pyarrow.parquet as pq
-
     writer = None
     rows = 0
     bbox = [np.inf, np.inf, -np.inf, -np.inf]
@@ -233,7 +231,7 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
                 continue
             t = to_output(batch, geo)
             if writer is None:
-                writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+                writer = _parquet_writer(path, t.schema)
             writer.write_table(t)
             rows += t.num_rows
             if geo:
@@ -247,7 +245,7 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
         if writer is None:  # no rows: an empty file with the full schema
             empty = pa.RecordBatch.from_pylist([], schema=_empty_schema(dim))
             t = to_output(empty, geo)
-            writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+            writer = _parquet_writer(path, t.schema)
             writer.write_table(t)
         if geo:
             finite = all(np.isfinite(bbox))
@@ -256,6 +254,21 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
         if writer is not None:
             writer.close()
     return rows
+
+
+# Dictionary pages only where values repeat, statistics only where a reader filters: trying a
+# dictionary on unique keys and requests cost half the write time and made the file 15 % larger
+# (200k x 64: 0.33 vs 0.70 CPU s, 75 vs 86 MiB)
+DICTIONARY = ["model", "revision", "spatial_type"]
+STATISTICS = ["lon", "lat", "buffer_m", "minlon", "minlat", "maxlon", "maxlat", "cell", "start_date", "end_date",
+              "year", "bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax"]
+
+
+def _parquet_writer(path: str, schema: pa.Schema):
+    import pyarrow.parquet as pq
+
+    stats = [c for c in STATISTICS if c.split(".")[0] in schema.names]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=DICTIONARY, write_statistics=stats)
 
 
 def _empty_schema(dim: int) -> pa.Schema:
