@@ -100,7 +100,7 @@ def main() -> None:
     p.add_argument("--rows", "--size", type=int, default=1_000_000, help="Rows in the file (the size).")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--runs", type=int, default=3, help="Runs of each phase; the median rows/s is reported.")
-    p.add_argument("--batch-rows", type=int, default=65_536)
+    p.add_argument("--batch-rows", type=int, default=65_536, help="Rows per import batch (export uses its own).")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "rsembed-bench-io"))
     p.add_argument("--keep", action="store_true", help="Keep the stores and files written.")
     p.add_argument("--phase", choices=["import", "reimport", "export"], help=argparse.SUPPRESS)
