@@ -189,8 +189,8 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
         flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
         counts = write_grid_zarr(store, space, path, filter=flt, progress=progress)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-        return ExportResult(space=space, path=path, format=format, rows=counts["written"], bytes=size,
-                            skipped=counts["skipped"])
+        return ExportResult(space=space, path=path, format=format, rows=counts["written"] + counts["kept"],
+                            bytes=size, skipped=counts["skipped"])
     if os.path.isdir(path):
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)

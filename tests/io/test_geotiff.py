@@ -128,7 +128,8 @@ def test_zarr_store_holds_every_grid_with_its_georeferencing(grids, tmp_path):
             col, row = ~t @ (float(x[j]), float(y[i]))
             np.testing.assert_array_equal(g["embedding"][:, int(row), int(col)], e.grid_f32()[:, i, j])
     again = store.export(embs[0].space, out, format="zarr")  # resumes: complete groups are kept
-    assert again.rows == 0 and sorted(os.listdir(out)) == sorted([".zattrs", ".zgroup"] + [e.key for e in embs])
+    assert again.rows == 2 and sorted(os.listdir(out)) == sorted([".zattrs", ".zgroup"] + [e.key for e in embs])
+    assert zarr.open_group(str(out), mode="r").attrs["grids"] == 2
 
 
 def test_zarr_without_the_package_names_the_pip_line(grids, tmp_path, monkeypatch):
