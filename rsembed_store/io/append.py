@@ -81,21 +81,22 @@ class Appender:
             if self.foreign:
                 inserted += self.store.write_rows(self.space, rows, update=False, key_index=False)[0]
             else:
+                commits = 0  # the versions this write makes (a merge-insert commits even when it inserts nothing)
                 fresh = rows.filter(pa.array(~again)) if again.any() else rows
                 if fresh.num_rows:
                     self.table.add(fresh)
                     inserted += fresh.num_rows
-                    version = self.table.version
-                    if version != self.version + 1:  # someone else committed in between
-                        self.foreign = True
-                        logger.warning("space %s: another writer committed during the import; the rest is "
-                                       "merge-inserted and repeated keys are removed at the end", self.space)
-                    self.version = version
+                    commits += 1
                 if again.any():  # a repeated key (or prefix): let the merge-insert compare whole keys
                     inserted += self.store.write_rows(self.space, rows.filter(pa.array(again)), update=False,
                                                       key_index=False)[0]
-                    self.table.checkout_latest()
-                    self.version = self.table.version
+                    commits += 1
+                version = self.table.version
+                if version != self.version + commits:  # someone else committed in between
+                    self.foreign = True
+                    logger.warning("space %s: another writer committed during the import; the rest is "
+                                   "merge-inserted and repeated keys are removed at the end", self.space)
+                self.version = version
             p.sort()
             self.seen = np.insert(self.seen, np.searchsorted(self.seen, p), p)
             return inserted, 0
