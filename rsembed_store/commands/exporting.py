@@ -10,15 +10,17 @@ from .options import json_option, parse_area, parse_temporal, temporal_filter_op
 
 @click.command("export")
 @click.argument("space")
-@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet", "npz", "geotiff"]), default="geoparquet",
+@click.option("--format", "fmt", default="geoparquet",
+              type=click.Choice(["geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr"]),
               show_default=True, help="File format (docs/io.md lists the columns of each).")
 @click.option("--out", "out", required=True, type=click.Path(), help="The file to write (written under a "
-              "temporary name, renamed when complete); for geotiff a directory, one <key>.tif per grid row.")
+              "temporary name, renamed when complete); npz/netcdf also write a .json manifest beside it; geotiff/cog: "
+              "a directory, one <key>.tif per grid row; zarr: a store with one group per grid row.")
 @temporal_filter_option("rows")
 @within_option("rows")
 @where_option
 @click.option("--sql", help="A read-only SQL query over the store whose 'key' column names the rows to export.")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+@click.option("--batch-rows", type=click.IntRange(min=1), default=16_384, show_default=True,
               help="Rows read and written at a time (bounds memory).")
 @json_option
 @click.pass_obj
