@@ -22,6 +22,10 @@ def emit_json(data: Any) -> None:
 class Context:
     """What every subcommand needs: the store URI and its storage options (opened lazily).
 
+    The shared options (:mod:`rsembed_store.commands.options`) fill it wherever they are
+    given, before or after the subcommand's name: ``db``, ``storage_option_items``,
+    ``limit_flags`` and ``as_json``.
+
     Commands that only read use :attr:`store`, which never creates a store: a
     ``--db`` where none exists is a :class:`~rsembed_store.errors.NoStoreError`
     that says how to make one. Commands that write use :attr:`writable_store`.
