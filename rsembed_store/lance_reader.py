@@ -73,7 +73,7 @@ class LanceReader:
 
     def spaces(self) -> List:
         """Every space in the catalog, sorted by name."""
-        from .storage import SpaceInfo
+        from .space import SpaceInfo
 
         if self._spaces is None:
             rows = self._base(CATALOG).to_table().to_pylist()

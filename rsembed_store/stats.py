@@ -23,7 +23,7 @@ def store_stats(store, extras: Optional[Callable[[str], dict]] = None) -> dict:
     object store (where that would mean listing every object) it is the size
     of the data files of the current version.
     """
-    from .storage import _space_bytes
+    from .sizes import space_bytes
 
     if extras is None:
         extras = getattr(store, "_space_extras", lambda space: {})
@@ -41,7 +41,7 @@ def store_stats(store, extras: Optional[Callable[[str], dict]] = None) -> dict:
                 "grid_rows": int(by_mode.get("grid", 0)),
                 "version": ds.version,
                 "versions": len(ds.versions()),
-                "bytes": _space_bytes(ds),
+                "bytes": space_bytes(ds),
                 "indices": indices_of(ds),
                 **extras(s.space),
             }

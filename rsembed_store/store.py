@@ -17,17 +17,9 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 from .embedding import Embedding
-from .storage import (  # the names older code imports from here too (see __all__)
-    SCALAR_INDEXES,
-    PutResult,
-    SpaceInfo,
-    Storage,
-    default_uri,
-    dir_bytes,
-    parse_storage_options,
-    redact,
-    storage_options_from_env,
-)
+from .sizes import dir_bytes
+from .storage import SCALAR_INDEXES, PutResult, SpaceInfo, Storage
+from .storage_options import default_uri, parse_storage_options, redact, storage_options_from_env
 
 
 #: the H3 resolution of the cells an ingest plans unless told (the CLI's --h3-res, HTTP's h3_res)
