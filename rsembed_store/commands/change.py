@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option
-from .ingest import parse_bbox
+from .common import emit_json
+from .options import json_option, model_option, parse_area, revision_option, where_option, within_option
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Model id: its space is compared (see `rsembed-store models`).")
+@model_option("Model id: its space is compared (see `rsembed-store models`).")
 @click.option("--from", "from_", required=True, help="The first window: a year '2022' or 'START/END'.")
 @click.option("--to", "to", required=True, help="The second window: a year '2023' or 'START/END'.")
-@click.option("--within-bbox", help="Keep cells whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
-@click.option("--within-h3", multiple=True, help="Keep cells inside these H3 cells (comma-separated; repeatable).")
-@click.option("--where", help="An extra filter on stored columns, e.g. \"provider = 'local'\".")
-@click.option("--revision", help="Model revision (default: the registered one).")
+@within_option("cells")
+@where_option
+@revision_option
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Without --json: print this many most-changed cells.")
 @click.option("--arrow", "arrow_path", type=click.Path(dir_okay=False),
               help="Also write every cell as an Arrow IPC stream (cell, distance, lon, lat) to this file.")
 @json_option
 @click.pass_obj
-def change(obj, model, from_, to, within_bbox, within_h3, where, revision, top, arrow_path, as_json):
+def change(obj, model, from_, to, within, where, revision, top, arrow_path, as_json):
     """Per H3 cell stored in both windows, the cosine distance between its two embeddings.
 
     \b
@@ -32,17 +31,10 @@ def change(obj, model, from_, to, within_bbox, within_h3, where, revision, top, 
       rsembed-store change -m spectral --from 2022 --to 2023
       rsembed-store change -m spectral --from 2022 --to 2023 --json > change.json
     """
-    from ..errors import SpecError
     from ..query.change import change as run_change
     from ..query.change import change_arrow, change_json
 
-    if within_bbox and within_h3:
-        raise SpecError("give at most one of --within-bbox and --within-h3")
-    area = None
-    if within_bbox:
-        area = parse_bbox(within_bbox)
-    elif within_h3:
-        area = [c.strip() for value in within_h3 for c in value.split(",") if c.strip()]
+    area = parse_area(within, "--within")
     table = run_change(obj.store, model, from_, to, within=area, where=where, revision=revision)
     if arrow_path:
         with open(arrow_path, "wb") as f:

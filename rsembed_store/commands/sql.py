@@ -8,7 +8,8 @@ import json
 
 import click
 
-from ..cli import emit_json, json_option
+from .common import emit_json
+from .options import json_option
 
 MAX_CELL = 60  # characters of one value in the text table before it is cut
 
@@ -66,13 +67,25 @@ def format_csv(result) -> str:
     return buf.getvalue()
 
 
-@click.command()
+class _SqlCommand(click.Command):
+    """Reads a query that starts with a ``-- comment`` as the query, not as an unknown option: an
+    argument that starts with ``-`` and holds white space cannot be an option."""
+
+    def parse_args(self, ctx, args):
+        if "--" not in args:
+            texts = [a for a in args if a.startswith("-") and any(c.isspace() for c in a)]
+            if texts:
+                args = [a for a in args if a not in texts] + ["--"] + texts
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_SqlCommand)
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Output format; json is the same as --json.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True,
+              help="Text output format (--json prints JSON).")
 @click.option("--limit", type=click.IntRange(min=0), default=10_000, show_default=True,
               help="Return at most N rows (0: no limit).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--timeout-s", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Interrupt the query after this many seconds.")
 @json_option
 @click.pass_obj
@@ -93,7 +106,7 @@ def sql(obj, query, fmt, limit, timeout_s, as_json):
     from ..query.sql import sql_result
 
     result = sql_result(obj.store, query, limit=limit or None, timeout_s=timeout_s)
-    if as_json or fmt == "json":
+    if as_json:
         emit_json(result.to_json())
         return
     if fmt == "csv":
