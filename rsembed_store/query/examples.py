@@ -27,7 +27,8 @@ and combines them in one of :data:`COMBINES` ways:
     the search runs exactly with the ``dot`` metric, so each result's
     ``distance`` is ``1 - w . x`` and the result's ``metric`` is ``dot``. The
     exact scan reads every row that passes the filters: fine for spaces up to a
-    few million rows (about 0.1 s per 100,000 rows of 64-d vectors here).
+    few million rows (142 ms p50 over 1,000,000 64-d rows in docs/search.md's
+    benchmark), plus the fit.
 
 ``scripts/bench_examples.py`` measures which finds more same-class cells on the
 synthetic scene (the figures are in docs/search.md); :data:`DEFAULT_COMBINE`
@@ -46,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import RsEmbedStoreError, SpecError, VectorError
-from .search import MAX_K, SearchResult, as_vector, check_k, query_vector, search
+from .search import MAX_K, SearchResult, as_vector, check_k, check_metric, query_vector, search
 
 COMBINES = ("centroid", "linear")
 DEFAULT_COMBINE = "centroid"  # precision@20 0.994 against linear's 0.974 (docs/search.md)
@@ -289,8 +290,6 @@ def search_examples(store, model: str, like=None, *, negatives=None, text: Optio
         raise SpecError("give exactly one of like (one example or a list of them) and text (a phrase); got "
                         + ("both" if like is not None else "neither"))
     info = store.space_for(model, revision)
-    from .search import check_metric
-
     metric_ = check_metric(metric if metric is not None else info.metric)
     if text is not None:
         positives = text_vector(info, text, text_config)[None, :]
