@@ -62,14 +62,13 @@ def search(obj, model, like_key, negative_key, text, combine, point, buffer_m, c
     if negative_key and not (like_key or place or text is not None):
         raise SpecError("--negative-key needs positives to steer away from: give --like-key, a like place "
                         "(--like-point/--like-h3/--like-bbox) or --text")
-    get = None
     if text is not None:
-        like = None
+        like, get = None, None
     elif like_key:
         if time or year is not None:
             raise SpecError("--time/--year set the window of a like place; with --like-key filter the results "
                             "with --temporal instead")
-        like = list(like_key) if len(like_key) > 1 else like_key[0]
+        like, get = (list(like_key) if len(like_key) > 1 else like_key[0]), None
     else:
         like = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling, prefix="like-",
                                     provider=provider)
