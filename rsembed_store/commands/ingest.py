@@ -117,7 +117,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     \b
     Example:
       rsembed-store ingest -m spectral --bbox 10.95,45.95,11.05,46.05 --h3-res 9 \\
-          --year 2023 --source s2-l2a=./rsembed-demo/scenes
+          --year 2023 --source s2-l2a=./rsembed-demo/source/scenes
       rsembed-store --db s3://bucket/store ingest ... --executor ray --ray-address auto
     """
     from ..errors import NoStoreError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import click
 
@@ -66,7 +67,27 @@ def format_csv(result) -> str:
     return buf.getvalue()
 
 
-@click.command()
+class _SqlCommand(click.Command):
+    """A command whose QUERY may start with ``--`` (a leading SQL comment).
+
+    Click reads any argument starting with ``-`` as an option, so a query opening
+    with ``-- comment`` failed with "No such option". An argument that starts with
+    ``-`` and holds whitespace cannot be an option name: it is moved behind a
+    ``--`` separator, where click takes it as QUERY (``sql -- "QUERY"`` works too).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list) -> list:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            if arg.startswith("-") and any(ch.isspace() for ch in arg):
+                args = args[:i] + args[i + 1:] + ["--", arg]
+                break
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_SqlCommand)
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Output format; json is the same as --json.")
@@ -85,12 +106,18 @@ def sql(obj, query, fmt, limit, timeout_s, as_json):
     h3_resolution, h3_to_string, h3_from_string, h3_child_min/max,
     h3_center_lat/lng, h3_latlng_to_cell; vec_mean(list(vector)).
 
+    QUERY "-" reads the query from stdin (e.g. a .sql file with "< file.sql");
+    a query may start with a "-- comment".
+
     \b
     Example:
       rsembed-store sql "SELECT space, count(*) AS n, sum(compute_s) AS seconds
                          FROM embeddings GROUP BY space"
     """
     from ..query.sql import sql_result
+
+    if query == "-":
+        query = sys.stdin.read()
 
     result = sql_result(obj.store, query, limit=limit or None, timeout_s=timeout_s)
     if as_json or fmt == "json":
