@@ -26,8 +26,9 @@ from .common import emit_json, json_option
 def demo(obj, workdir, h3_res, size_px, seed, k, real, as_json):
     """Generate a synthetic scene, ingest it with the built-in featurisers, search it and query it.
 
-    Runs offline in about a minute on 2 cores. It prints what it did and where
-    the store and the PNG map are.
+    Runs offline in about 75 s on 2 idle cores (most of it warping the scene's
+    COGs for each cell, once per model). It prints what it did and where the
+    store and the PNG map are.
     """
     from ..demo import run_demo
 
