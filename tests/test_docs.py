@@ -136,6 +136,12 @@ def test_the_rules_catch_drift(tmp_path):
     page.run_block(blocks[0])
     with pytest.raises(ValueError, match="does not apply"):
         page.run_block(blocks[1])
+    page_md.write_text("```python\nx = 40\n```\n```pycon\n>>> x + 2\n42\n```\n```pycon\n>>> x + 3\n42\n```\n")
+    blocks = parse_blocks(page_md)
+    page.run_block(blocks[0])
+    page.run_block(blocks[1])  # one namespace per page: x is still there
+    with pytest.raises(AssertionError, match="doctest example"):
+        page.run_block(blocks[2])
 
 
 def test_help_examples_name_paths_the_demo_writes(demo_dir):
