@@ -28,7 +28,7 @@ DEMO_MODELS = ("spectral", "mosaiks")
 
 def cell_classes(labels_cache, cells: Sequence[str]) -> Dict[str, tuple]:
     """Majority true class and its fraction for each cell (from the label raster)."""
-    from .ingest.synthetic import class_fractions
+    from .testing.labels import class_fractions
 
     out = {}
     for cell in cells:
@@ -137,7 +137,8 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
     """Run the demo against ``store`` with its source under ``workdir``; returns a JSON-ready report."""
     from .ingest.engine import ingest
     from .ingest.plan import plan
-    from .ingest.synthetic import SceneSpec, ensure_scene, read_labels
+    from .testing.labels import read_labels
+    from .testing.scenes import SceneSpec, ensure_scene
 
     t0 = time.perf_counter()
     source = os.path.join(workdir, "source")
@@ -155,7 +156,7 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
                     "runs": [], "search": [], "sql": None, "map": None}
     plans = {}
     for model in models:
-        plans[model] = plan(region, h3_res, window, model)
+        plans[model] = plan(model, region, h3_res, window)
         for attempt in ("first", "again"):
             summary = ingest(store, plans[model].requests, config, progress=progress)
             log(f"ingest  {model:<9} {attempt:<6} {summary.line()}")

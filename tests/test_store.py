@@ -197,20 +197,6 @@ def test_scalar_indexes_build(store):
     assert ("h3",) in cols and ("year",) in cols
 
 
-def test_h3_children_range_matches_h3():
-    import h3
-
-    from rsembed_store.space import h3_children_range
-
-    parent = h3.latlng_to_cell(46.0, 11.0, 6)
-    lo, hi = h3_children_range(h3.str_to_int(parent), 9)
-    kids = [h3.str_to_int(c) for c in h3.cell_to_children(parent, 9)]
-    assert min(kids) >= lo and max(kids) <= hi
-    neighbours = [c for c in h3.grid_disk(parent, 1) if c != parent]
-    outsiders = [h3.str_to_int(c) for n in neighbours for c in h3.cell_to_children(n, 9)]
-    assert not any(lo <= c <= hi for c in outsiders)
-
-
 @pytest.mark.slow
 def test_concurrent_writers_never_duplicate_a_key(tmp_path):
     """Four spawned processes upsert overlapping new keys at the same instant."""
@@ -234,7 +220,7 @@ def test_concurrent_writers_never_duplicate_a_key(tmp_path):
 
 
 def test_key_index_follows_bulk_writes(store, monkeypatch):
-    import rsembed_store.store as store_mod
+    import rsembed_store.storage as store_mod
 
     monkeypatch.setattr(store_mod, "KEY_INDEX_SLACK_ROWS", 50)
     store.put_many([toy_embedding(req(0, 0))])  # first write builds the index
@@ -249,7 +235,7 @@ def test_key_index_follows_bulk_writes(store, monkeypatch):
 
 
 def test_a_failed_key_index_refresh_is_logged_not_silent(store, monkeypatch, caplog):
-    import rsembed_store.store as store_mod
+    import rsembed_store.storage as store_mod
 
     def broken(*args, **kwargs):
         raise RuntimeError("index busy")

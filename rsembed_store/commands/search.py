@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -24,13 +23,10 @@ def _cells(values):
 
 
 def _geojson(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as exc:
-        raise SpecError(f"--within-geojson {path!r} cannot be read: {exc}") from None
-    except ValueError as exc:
-        raise SpecError(f"--within-geojson {path!r} is not JSON: {exc}") from None
+    """The parsed GeoJSON of ``--within-geojson PATH`` (errors name the flag and the path)."""
+    from ..geo import read_geojson
+
+    return read_geojson(path, "--within-geojson")
 
 
 @click.command()
