@@ -80,6 +80,7 @@ def pages(demo_dir, tmp_path_factory):
         page.close()
 
 
+@pytest.mark.timeout(120)  # an example that takes minutes is a bug of the page (e.g. a forgotten h3_res)
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_example_runs(block: Block, pages):
     reason = block.skip_reason
