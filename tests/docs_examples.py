@@ -13,7 +13,8 @@ of a small demo store (``./rsembed-store``) and the demo's source (``./rsembed-d
 
 Plain ``rsembed-store ...`` commands (no pipes, variables or redirections) run in this
 process through click, which is the same code as the console script without 2 s of
-imports per command; every other command runs under ``bash -c``. A ``rsembed-store ...
+imports per command; every other command runs under ``bash -c`` (all of them do with
+``RSEMBED_DOCS_SUBPROCESS=1``, slower, to check the installed console script itself). A ``rsembed-store ...
 serve`` without ``--request`` starts a real server (uvicorn on a free loopback port;
 ``localhost:8765`` and ``127.0.0.1:8765`` in the page's later blocks are rewritten to it).
 
@@ -263,7 +264,8 @@ class Page:
         if argv and argv[0] == "rsembed-store" and "serve" in argv and "--request" not in argv:
             self._serve(block, argv, expected)
             return
-        res = self.shell(argv) if argv else self._bash(cmd)
+        in_process = argv and not os.environ.get("RSEMBED_DOCS_SUBPROCESS")
+        res = self.shell(argv) if in_process else self._bash(cmd)
         where = f"{block.id}: `{cmd}`"
         assert res.code == want, (f"{where} exited {res.code}, the page expects {want}\n"
                                   f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}")
