@@ -3,7 +3,6 @@
 >>> from rsembed_store import Store, PointBuffer, TemporalSpec, OutputSpec
 """
 
-from .embedding import Embedding
 from .errors import (
     ApiError,
     ComputeError,
@@ -26,15 +25,26 @@ from .errors import (
     VectorError,
     WeightsError,
 )
-from .keys import Request, ResolvedRequest, key_of, resolve
-from .specs import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
-from .store import Store
 
 __version__ = "0.1.0"
 
-# What users need from the wings, importable from here without importing the wings up front
-# (``import rsembed_store`` stays light; the name is loaded on first use, PEP 562).
+# What users need, importable from here without importing it up front (PEP 562): the core's
+# names (so that the command line's --help, `models` and `stats` do not pay for numpy, pyarrow
+# and h3 before they need them) and the wings' (which would import the wings).
 _LAZY = {
+    "Embedding": "rsembed_store.embedding:Embedding",
+    "Request": "rsembed_store.keys:Request",
+    "ResolvedRequest": "rsembed_store.keys:ResolvedRequest",
+    "key_of": "rsembed_store.keys:key_of",
+    "resolve": "rsembed_store.keys:resolve",
+    "BBox": "rsembed_store.specs:BBox",
+    "H3Cell": "rsembed_store.specs:H3Cell",
+    "InputPrepSpec": "rsembed_store.specs:InputPrepSpec",
+    "OutputSpec": "rsembed_store.specs:OutputSpec",
+    "PointBuffer": "rsembed_store.specs:PointBuffer",
+    "SensorSpec": "rsembed_store.specs:SensorSpec",
+    "TemporalSpec": "rsembed_store.specs:TemporalSpec",
+    "Store": "rsembed_store.store:Store",
     "Plan": "rsembed_store.ingest.plan:Plan",
     "plan": "rsembed_store.ingest.plan:plan",
     "IngestSummary": "rsembed_store.ingest.engine:IngestSummary",

@@ -155,7 +155,7 @@ def geojson_polygons(obj: Any, where: str = "region", accepted: str = _ACCEPTED)
 
 
 def read_geojson(path: Union[str, "os.PathLike[str]"], what: str = "region file") -> Any:
-    """The parsed JSON of a GeoJSON file; ``what`` names the argument (``'--within-geojson'``) in errors."""
+    """The parsed JSON of a GeoJSON file; ``what`` names the argument (``'--within'``) in errors."""
     path = Path(os.fspath(path)).expanduser()
     if not path.is_file():
         raise SpecError(f"{what} {str(path)!r} does not exist (or is not a file); give the path of a "

@@ -186,17 +186,22 @@ def model_info(name: str):
     return model_class(name).info
 
 
+def describe_model(name: str) -> dict:
+    """The listing entry of model ``name``: its declared ModelInfo as a dict (a resolver's own
+    description for ids it serves, which need not build the model)."""
+    resolver = _resolver_for(name)
+    if resolver is not None and resolver.describe is not None:
+        return resolver.describe(name)
+    return model_info(name).to_dict()
+
+
 def describe_models() -> List[dict]:
     """Every registered model's declared ModelInfo as a dict; a model whose optional
     extra is missing is listed with the error that names the extra."""
     out = []
     for name in model_names():
         try:
-            resolver = _resolver_for(name)
-            if resolver is not None and resolver.describe is not None:
-                out.append(resolver.describe(name))
-            else:
-                out.append(model_info(name).to_dict())
+            out.append(describe_model(name))
         except ImportError as exc:
             out.append({"id": name, "error": str(exc)})
     return out

@@ -12,8 +12,9 @@ import functools
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import h3
 import numpy as np
@@ -248,3 +249,27 @@ def catalog_schema() -> pa.Schema:
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ]
     )
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """A catalog entry: what one table holds."""
+
+    space: str
+    model: str
+    revision: str
+    dim: int
+    dtype: str
+    metric: str
+    kind: Optional[str]
+    h3_res: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    inserted: int
+    updated: int
+    spaces: Dict[str, int]

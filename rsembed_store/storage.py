@@ -33,10 +33,8 @@ import copy
 import json
 import logging
 import os
-import re
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -46,7 +44,10 @@ import pyarrow.compute as pc
 from .embedding import Embedding
 from .keys import check_key
 from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
+from .storage_options import check_options, default_uri, redact, storage_options_from_env
 from .space import (
+    PutResult,
+    SpaceInfo,
     DEFAULT_H3_RES,
     EMBEDDING_COLUMNS,
     catalog_schema,
@@ -59,7 +60,6 @@ from .space import (
 
 logger = logging.getLogger("rsembed_store.store")
 
-DEFAULT_URI = "./rsembed-store"
 CATALOG = "_spaces"
 # scalar indexes: BTREE for high-cardinality columns, BITMAP for few distinct values
 SCALAR_INDEXES = {
@@ -76,72 +76,6 @@ SCALAR_INDEXES = {
 # a put_many folds new rows into the key index once more than this many (and
 # more than 10% of the indexed rows) are outside it
 KEY_INDEX_SLACK_ROWS = 50_000
-
-
-STORAGE_OPTIONS_ENV = "RSEMBED_STORE_STORAGE_OPTIONS"
-# storage-option names whose values are secrets: redacted from every message
-_SECRET_NAME = re.compile(r"secret|token|password|key|sas|credential|signature", re.IGNORECASE)
-
-
-def default_uri() -> str:
-    return os.environ.get("RSEMBED_STORE_DB") or DEFAULT_URI
-
-
-def parse_storage_options(items: Iterable[str], *, source: str = "storage option") -> Dict[str, str]:
-    """``["KEY=VALUE", ...]`` as a dict; a malformed item is a :class:`StoreError` naming it
-    (without its value, which may be a secret).
-
-    >>> parse_storage_options(["aws_region=eu-west-1", "allow_http=true"])
-    {'aws_region': 'eu-west-1', 'allow_http': 'true'}
-    """
-    out: Dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name or not value:
-            shown = name if sep else "(no '=')"
-            raise StoreError(f"{source} {shown!r} must be KEY=VALUE with a non-empty key and value, "
-                             "e.g. aws_region=eu-west-1")
-        out[name] = value
-    return out
-
-
-def storage_options_from_env() -> Optional[Dict[str, str]]:
-    """Storage options from ``$RSEMBED_STORE_STORAGE_OPTIONS`` (whitespace-separated KEY=VALUE), or None."""
-    text = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
-    return parse_storage_options(text.split(), source=f"${STORAGE_OPTIONS_ENV} item") if text else None
-
-
-def redact(text: str, storage_options: Optional[Mapping[str, str]]) -> str:
-    """``text`` with the value of every secret-looking storage option replaced by ``***``."""
-    for name, value in (storage_options or {}).items():
-        if _SECRET_NAME.search(name) and len(value) >= 4 and value.lower() not in ("true", "false"):
-            text = text.replace(value, "***")
-    return text
-
-
-@dataclass(frozen=True)
-class SpaceInfo:
-    """A catalog entry: what one table holds."""
-
-    space: str
-    model: str
-    revision: str
-    dim: int
-    dtype: str
-    metric: str
-    kind: Optional[str]
-    h3_res: int
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class PutResult:
-    inserted: int
-    updated: int
-    spaces: Dict[str, int]
 
 
 def _lancedb():
@@ -210,7 +144,7 @@ class Storage:
         uri = os.fspath(uri) if uri is not None else default_uri()
         if isinstance(h3_res, bool) or not isinstance(h3_res, int) or not 0 <= h3_res <= 15:
             raise SpecError(f"h3_res={h3_res!r} is not accepted; use an integer H3 resolution in [0, 15]")
-        options = _check_options(storage_options) if storage_options is not None else storage_options_from_env()
+        options = check_options(storage_options) if storage_options is not None else storage_options_from_env()
         local = "://" not in uri
 
         def no_store(why: str) -> NoStoreError:
@@ -644,36 +578,12 @@ class Storage:
     # ------------------------------------------------------------ stats
 
     def stats(self) -> dict:
-        """Per space: rows, pooled/grid rows, versions, bytes, indexes.
+        """Per space: rows, pooled/grid rows, versions, bytes, indexes (and what :meth:`_space_extras`
+        adds); see :func:`rsembed_store.stats.store_stats`, the one report, shared with the command
+        line's light path that reads a local store without LanceDB."""
+        from .stats import store_stats
 
-        ``bytes`` is every file of the space's directory on a local store; on an
-        object store (where that would mean listing every object) it is the size
-        of the data files of the current version.
-        """
-        out = {"uri": self.uri, "spaces": []}
-        for s in self.spaces():
-            ds = self.dataset(s.space)
-            outputs = ds.to_table(columns=["output"]).column("output")
-            counts = pc.value_counts(outputs).to_pylist() if len(outputs) else []
-            by_mode = {c["values"]: c["counts"] for c in counts}
-            indices = [{"name": i.name, "type": i.index_type, "columns": list(i.columns)}
-                       for i in self._table(s.space).list_indices()]
-            out["spaces"].append(
-                {
-                    **s.to_dict(),
-                    "rows": ds.count_rows(),
-                    "pooled_rows": int(by_mode.get("pooled", 0)),
-                    "grid_rows": int(by_mode.get("grid", 0)),
-                    "version": ds.version,
-                    "versions": len(ds.versions()),
-                    "bytes": _space_bytes(ds),
-                    "indices": indices,
-                    **self._space_extras(s.space),
-                }
-            )
-        out["total_rows"] = sum(s["rows"] for s in out["spaces"])
-        return out
-
+        return store_stats(self)
 
 
 def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:
@@ -684,35 +594,3 @@ def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", category=Warning)
         table.create_scalar_index(column, index_type=kind, replace=replace)
-
-
-def _check_options(options: Mapping) -> Dict[str, str]:
-    """Storage options as LanceDB takes them: string keys and values (names, not values, in errors)."""
-    if not isinstance(options, Mapping):
-        raise StoreError(f"storage_options must be a mapping of strings, got {type(options).__name__}")
-    bad = sorted(str(k) for k, v in options.items() if not isinstance(k, str) or not isinstance(v, str))
-    if bad:
-        raise StoreError(f"storage_options {bad} must have string values (e.g. 'true', '30s'); "
-                         "LanceDB takes every option as a string")
-    return dict(options)
-
-
-def _space_bytes(ds) -> Optional[int]:
-    """Bytes of a space: its whole directory when local, else its current data files."""
-    uri = ds.uri
-    if "://" not in uri or uri.startswith("file://"):
-        return dir_bytes(uri[len("file://"):] if uri.startswith("file://") else uri)
-    sizes = [d.file_size_bytes for f in ds.get_fragments() for d in f.data_files()]
-    return None if any(s is None for s in sizes) else int(sum(sizes))
-
-
-def dir_bytes(path: str) -> int:
-    """Bytes of every file below ``path`` (a local directory)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total

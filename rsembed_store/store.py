@@ -17,18 +17,13 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 from .embedding import Embedding
-from .storage import (  # the names older code imports from here too (see __all__)
-    SCALAR_INDEXES,
-    PutResult,
-    SpaceInfo,
-    Storage,
-    default_uri,
-    dir_bytes,
-    parse_storage_options,
-    redact,
-    storage_options_from_env,
-)
+from .sizes import dir_bytes
+from .storage import SCALAR_INDEXES, PutResult, SpaceInfo, Storage
+from .storage_options import default_uri, parse_storage_options, redact, storage_options_from_env
 
+
+#: the H3 resolution of the cells an ingest plans unless told (the CLI's --h3-res, HTTP's h3_res)
+PLAN_H3_RES = 9
 
 class Store(Storage):
     """An embedding store: open it, then get, look up, search, query with SQL, ingest, import, export.
@@ -134,13 +129,16 @@ class Store(Storage):
 
     def search(self, model: str, like, k: int = 10, *, temporal=None, within=None, where: Optional[str] = None,
                exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
-               compute: bool = True, config: Optional[Mapping] = None):
+               compute: bool = False, config: Optional[Mapping] = None):
         """Find the ``k`` stored places most like ``like`` in ``model``'s space.
 
-        ``like`` is a vector, a stored key, an Embedding or a request (which goes
-        through cache-first :meth:`get`). ``temporal`` keeps rows whose window
-        overlaps it; ``within`` is a BBox, a GeoJSON polygon or H3 cells; ``where``
-        is an extra filter on stored columns. Filters run inside LanceDB.
+        ``like`` is a vector, a stored key, an Embedding or a request (looked up;
+        computed and stored on a miss only with ``compute=True``, the same default
+        as the CLI's ``--no-compute`` and HTTP's ``"compute": false``: a search
+        writes nothing unless asked). ``temporal`` keeps rows whose window overlaps
+        it; ``within`` is a BBox, a GeoJSON polygon, H3 cells or the HTTP form
+        ``{"bbox"|"geojson"|"cells": ...}``; ``where`` is an extra filter on stored
+        columns. Filters run inside LanceDB.
         """
         from .query.search import search
 
@@ -171,19 +169,20 @@ class Store(Storage):
 
         return maintain(self, **kwargs)
 
-    def plan(self, model: str, region, windows, *, h3_res: Optional[int] = None, **kwargs):
+    def plan(self, model: str, region, windows, *, h3_res: int = PLAN_H3_RES, **kwargs):
         """The :class:`~rsembed_store.ingest.plan.Plan` of ``model`` over the H3 cells of ``region`` x
-        ``windows`` (resolved and keyed as this store would; nothing is computed). ``h3_res`` defaults
-        to the store's; other arguments (``output``, ``sensor``, ``input_prep``, ``provider``,
+        ``windows`` (resolved and keyed as this store would; nothing is computed). ``h3_res`` is the
+        resolution of the cells planned, 9 (about 0.1 km2) as on the command line and over HTTP (the
+        store's own ``h3_res``, 12 by default, is that of the column every row's centre is indexed
+        by, not a planning grid); other arguments (``output``, ``sensor``, ``input_prep``, ``provider``,
         ``max_cells``, ``limits``) go to :func:`~rsembed_store.ingest.plan.plan`."""
         from .ingest.plan import plan
 
         with self.models_scope():
-            return plan(model=model, region=region, h3_res=self.h3_res if h3_res is None else h3_res,
-                        windows=windows, **kwargs)
+            return plan(model=model, region=region, h3_res=h3_res, windows=windows, **kwargs)
 
     def ingest(self, requests, region=None, windows=None, *, config: Optional[Mapping] = None,
-               h3_res: Optional[int] = None, output=None, sensor=None, input_prep=None, provider=None,
+               h3_res: int = PLAN_H3_RES, output=None, sensor=None, input_prep=None, provider=None,
                **kwargs):
         """Compute and store answers that are missing, cache-first; returns an IngestSummary.
 
@@ -216,11 +215,9 @@ class Store(Storage):
 
     def _serving_summary(self, space: str) -> dict:
         """Which path serves ``space`` and the memory its tier holds (loads a saved tier; builds no graph)."""
-        try:
-            self.serving.view(space, build=False)
-        except Exception as exc:  # stats must not fail because a tier could not be read
-            return {"path": "lance", "reason": f"the tier could not be loaded: {exc}"}
-        return self.serving.describe(space)
+        from .stats import serving_summary
+
+        return serving_summary(self.serving, space)
 
 
 __all__ = ["PutResult", "SCALAR_INDEXES", "SpaceInfo", "Store", "default_uri", "dir_bytes", "parse_storage_options",

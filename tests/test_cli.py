@@ -54,6 +54,7 @@ def test_db_from_environment(tmp_path, monkeypatch):
     ["sql", "SELECT 1"],
     ["search", "-m", "spectral", "--like-key", "0" * 64],
     ["search", "-m", "spectral", "--like-point", "11,46", "--buffer-m", "100", "--year", "2023"],
+    ["search", "-m", "spectral", "--like-point", "11,46", "--buffer-m", "100", "--year", "2023", "--compute"],
     ["maintain"],
     ["get", "-m", "spectral", "--point", "11,46", "--buffer-m", "100", "--year", "2023", "--no-compute"],
     ["serve", "--request", "GET", "/stats"],
@@ -75,7 +76,7 @@ def test_read_commands_on_a_missing_store_say_so_and_create_nothing(tmp_path, ar
 
 def test_a_dry_run_reads_and_creates_no_store(tmp_path):
     db = tmp_path / "db"
-    res = run("ingest", "-m", "spectral", "--bbox", "10.99,45.99,11.01,46.01", "--year", "2023", "--dry-run", db=db)
+    res = run("ingest", "-m", "spectral", "--region", "10.99,45.99,11.01,46.01", "--year", "2023", "--dry-run", db=db)
     assert res.exit_code == 0, res.output
     assert "no store at" in res.output and "to compute" in res.output
     assert not db.exists()
@@ -87,14 +88,14 @@ def test_ingest_dry_run_then_ingest_then_get(tmp_path, small_scene):
     bbox = f"{w + 0.003},{s + 0.003},{e - 0.003},{n - 0.003}"
     db = tmp_path / "db"
     source = f"s2-l2a={out / 'scenes'}"
-    dry = run("ingest", "-m", "spectral", "--bbox", bbox, "--h3-res", "9", "--year", "2023", "--dry-run", "--json", db=db)
+    dry = run("ingest", "-m", "spectral", "--region", bbox, "--h3-res", "9", "--year", "2023", "--dry-run", "--json", db=db)
     assert dry.exit_code == 0, dry.output
     plan = json.loads(dry.output)["plan"]
     assert plan["cached"] == 0 and plan["to_compute"] == plan["n_requests"] > 0
-    res = run("ingest", "-m", "spectral", "--bbox", bbox, "--year", "2023", "--source", source, "--json", db=db)
+    res = run("ingest", "-m", "spectral", "--region", bbox, "--year", "2023", "--source", source, "--json", db=db)
     summary = json.loads(res.output)["summary"]
     assert summary["computed"] == plan["n_requests"] and summary["failed"] == 0
-    again = json.loads(run("ingest", "-m", "spectral", "--bbox", bbox, "--year", "2023", "--dry-run", "--json", db=db).output)
+    again = json.loads(run("ingest", "-m", "spectral", "--region", bbox, "--year", "2023", "--dry-run", "--json", db=db).output)
     assert again["plan"]["cached"] == plan["n_requests"]
     lon, lat = (w + e) / 2, (s + n) / 2
     got = run("get", "-m", "spectral", "--point", f"{lon},{lat}", "--buffer-m", "100", "--year", "2023",
@@ -112,9 +113,9 @@ def test_modality_option_reaches_the_plan_and_the_key(tmp_path):
 
     db = tmp_path / "db"
     bbox = "10.99,45.99,11.01,46.01"
-    plain = json.loads(run("ingest", "-m", "toymm", "--bbox", bbox, "--h3-res", "8", "--year", "2023",
+    plain = json.loads(run("ingest", "-m", "toymm", "--region", bbox, "--h3-res", "8", "--year", "2023",
                            "--dry-run", "--json", "--save-plan", str(tmp_path / "plain.json"), db=db).output)
-    with_s1 = json.loads(run("ingest", "-m", "toymm", "--bbox", bbox, "--h3-res", "8", "--year", "2023",
+    with_s1 = json.loads(run("ingest", "-m", "toymm", "--region", bbox, "--h3-res", "8", "--year", "2023",
                              "--modality", "s1", "--dry-run", "--json", "--save-plan", str(tmp_path / "s1.json"),
                              db=db).output)
     assert plain["plan"]["n_requests"] == with_s1["plan"]["n_requests"] > 0
@@ -138,12 +139,12 @@ def test_modality_option_reaches_the_plan_and_the_key(tmp_path):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["ingest", "-m", "spectral", "--bbox", "1,2,3", "--year", "2023"], ["--bbox", "'1,2,3'"]),
-        (["ingest", "-m", "spectral", "--bbox", "3,2,1,4", "--year", "2023"], ["minlon < maxlon"]),
-        (["ingest", "-m", "spectral", "--bbox", "1,2,3,4"], ["time window"]),
-        (["ingest", "-m", "nope", "--bbox", "1,2,3,4", "--year", "2023"], ["'nope'", "spectral"]),
-        (["ingest", "-m", "spectral", "--bbox", "1,2,3,4", "--time", "2023-05-01/2023-01-01", "--dry-run"], ["start < end"]),
-        (["ingest", "-m", "spectral", "--bbox", "1,2,3,4", "--year", "2023", "--source", "nodir"], ["NAME=DIR"]),
+        (["ingest", "-m", "spectral", "--region", "1,2,3", "--year", "2023"], ["--region", "'1,2,3'"]),
+        (["ingest", "-m", "spectral", "--region", "3,2,1,4", "--year", "2023"], ["minlon < maxlon"]),
+        (["ingest", "-m", "spectral", "--region", "1,2,3,4"], ["time window"]),
+        (["ingest", "-m", "nope", "--region", "1,2,3,4", "--year", "2023"], ["'nope'", "spectral"]),
+        (["ingest", "-m", "spectral", "--region", "1,2,3,4", "--time", "2023-05-01/2023-01-01", "--dry-run"], ["start < end"]),
+        (["ingest", "-m", "spectral", "--region", "1,2,3,4", "--year", "2023", "--source", "nodir"], ["NAME=DIR"]),
         (["get", "-m", "spectral", "--point", "200,1", "--buffer-m", "5", "--year", "2023"], ["lon", "200"]),
         (["get", "-m", "spectral", "--h3", "zz", "--year", "2023"], ["'zz'"]),
         (["get", "-m", "toymm", "--h3", "881f8d4d6bfffff", "--year", "2023", "--modality", "radar"],
@@ -198,7 +199,7 @@ def test_demo_small_runs_end_to_end(tmp_path):
 def _scene_args(small_scene):
     out, manifest = small_scene
     w, s, e, n = manifest["bounds_lonlat"]
-    return ["-m", "spectral", "--bbox", f"{w + 0.003},{s + 0.003},{e - 0.003},{n - 0.003}", "--h3-res", "8",
+    return ["-m", "spectral", "--region", f"{w + 0.003},{s + 0.003},{e - 0.003},{n - 0.003}", "--h3-res", "8",
             "--source", f"s2-l2a={out / 'scenes'}"]
 
 
@@ -248,7 +249,7 @@ def test_a_bad_source_is_refused_before_planning(tmp_path, monkeypatch, small_sc
     (tmp_path / "file").write_text("x")
     source = source.format(missing=tmp_path / "missing", file=tmp_path / "file", scenes=small_scene[0] / "scenes")
     # 2 x 2 degrees at res 9: about 24 s of planning before the source was ever looked at
-    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--bbox",
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--region",
                                     "10,45,12,47", "--year", "2023", "--source", source])
     assert res.exit_code == 2, res.output
     assert all(w in res.output for w in words), res.output

@@ -12,7 +12,7 @@ their number bounded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict
 
 import pytest
 
@@ -37,26 +37,7 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _clay_parquet(workdir: Path) -> None:
-    """``clay.parquet``: the reader's own vectors that docs/io.md imports (a small stand-in)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    n, dim = 200, 16
-    lon = 11.0 + rng.uniform(-0.05, 0.05, n)
-    lat = 46.0 + rng.uniform(-0.05, 0.05, n)
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    table = pa.table({
-        "lon": lon, "lat": lat,
-        "year": pa.array(np.full(n, 2023), pa.int32()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-    })
-    pq.write_table(table, workdir / "clay.parquet")
-
-
-SETUPS = {"clay-parquet": _clay_parquet}
+SETUPS: Dict[str, Callable[[Path], None]] = {}  # name -> makes what a page assumes the reader has
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +118,15 @@ def test_the_rules_catch_drift(tmp_path):
     page.run_block(blocks[0])
     with pytest.raises(ValueError, match="does not apply"):
         page.run_block(blocks[1])
+    made = []
+    page_md.write_text("<!-- docs-test: setup thing -->\n```bash\ntest -f thing.txt\n```\n"
+                       "<!-- docs-test: setup nothing -->\n```bash\ntrue\n```\n")
+    with_setup = Page(page_md, tmp_path / "work2", lambda d: None,
+                      {"thing": lambda d: made.append((d / "thing.txt").write_text("x"))})
+    with_setup.run_block(parse_blocks(page_md)[0])
+    assert len(made) == 1
+    with pytest.raises(ValueError, match="unknown setup"):
+        with_setup.run_block(parse_blocks(page_md)[1])
     page_md.write_text("```python\nx = 40\n```\n```pycon\n>>> x + 2\n42\n```\n```pycon\n>>> x + 3\n42\n```\n")
     blocks = parse_blocks(page_md)
     page.run_block(blocks[0])

@@ -225,7 +225,7 @@ def test_cli_refuses_with_the_flag_named_and_exit_2(tmp_path, no_work):
     assert res.stderr.startswith("error: model 'spectral': BBox(")
     assert_names_limit(res.stderr, "max_roi_pixels", 4096 * 4096)
     res = runner.invoke(main, ["--db", str(tmp_path / "db"), "--max-plan-cells", "10", "ingest", "-m", "spectral",
-                               "--bbox", "10,45,11,46", "--year", "2023", "--dry-run"])
+                               "--region", "10,45,11,46", "--year", "2023", "--dry-run"])
     assert res.exit_code == 2 and "max_plan_cells=10;" in res.stderr, res.output
     assert "--max-plan-cells N on the command line" in res.stderr
 

@@ -1,4 +1,9 @@
-"""Subcommands of ``rsembed-store`` that are larger than a few lines, one module each."""
+"""The subcommands of ``rsembed-store``, one module each; :func:`register` attaches them.
+
+Each module is imported when the group is built, so a command module imports
+only click and the light parts of the package at its top; what a command needs
+to run (the store, LanceDB, DuckDB, a model) it imports in its body.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,23 @@ import importlib
 
 # module name -> the click command object it defines
 _COMMANDS = {
-    "ingest": "ingest",
     "demo": "demo",
+    "ingest": "ingest",
     "get": "get",
-    "sql": "sql",
-    "serve": "serve",
     "search": "search",
+    "sql": "sql",
+    "stats": "stats",
+    "models": "models",
     "maintain": "maintain",
+    "serve": "serve",
     "importing": "import_cmd",
     "exporting": "export_cmd",
 }
 
 
 def register(group) -> None:
-    """Attach every subcommand module's command to ``group``."""
+    """Attach every subcommand to ``group``, each with the shared store options."""
+    from .options import share
+
     for name, attr in _COMMANDS.items():
-        group.add_command(getattr(importlib.import_module(f"{__name__}.{name}"), attr))
+        group.add_command(share(getattr(importlib.import_module(f"{__name__}.{name}"), attr)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option
+from .common import emit_json
+from .options import json_option
 
 
 @click.command()

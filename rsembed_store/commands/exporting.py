@@ -4,34 +4,30 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option, row_bar
+from .common import emit_json, row_bar
+from .options import json_option, parse_area, parse_temporal, temporal_filter_option, where_option, within_option
 
 
 @click.command("export")
 @click.argument("space")
-@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet", "npz", "geotiff"]), default="geoparquet",
+@click.option("--format", "fmt", default="geoparquet",
+              type=click.Choice(["geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr"]),
               show_default=True, help="File format (docs/io.md lists the columns of each).")
 @click.option("--out", "out", required=True, type=click.Path(), help="The file to write (written under a "
-              "temporary name, renamed when complete); for geotiff a directory, one <key>.tif per grid row.")
-@click.option("--during", help="Rows whose window overlaps this: a year '2023' or 'START/END'.")
-@click.option("--bbox", "within_bbox", help="Rows whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
-@click.option("--h3", "within_h3", multiple=True, help="Rows inside these H3 cells (comma-separated; repeatable).")
-@click.option("--within", "within_geojson", type=click.Path(dir_okay=False, exists=True),
-              help="Rows inside the area of this GeoJSON file.")
-@click.option("--where", help="A filter on stored columns, e.g. \"year = 2023\".")
+              "temporary name, renamed when complete); npz/netcdf also write a .json manifest beside it; geotiff/cog: "
+              "a directory, one <key>.tif per grid row; zarr: a store with one group per grid row.")
+@temporal_filter_option("rows")
+@within_option("rows")
+@where_option
 @click.option("--sql", help="A read-only SQL query over the store whose 'key' column names the rows to export.")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+@click.option("--batch-rows", type=click.IntRange(min=1), default=16_384, show_default=True,
               help="Rows read and written at a time (bounds memory).")
 @json_option
 @click.pass_obj
-def export_cmd(obj, space, fmt, out, during, within_bbox, within_h3, within_geojson, where, sql, batch_rows,
-               as_json):
+def export_cmd(obj, space, fmt, out, temporal, within, where, sql, batch_rows, as_json):
     """Write the rows of SPACE (a space name, or a model id) that the filters select to a file."""
-    from ..errors import SpecError, UnknownSpaceError
+    from ..errors import UnknownSpaceError
     from ..io.exporter import export
-    from ..specs import parse_time
-    from .ingest import parse_bbox
-    from .search import _cells, _geojson
 
     store = obj.store
     try:
@@ -42,15 +38,12 @@ def export_cmd(obj, space, fmt, out, during, within_bbox, within_h3, within_geoj
         except Exception:
             raise UnknownSpaceError(f"no space or model {space!r} in the store; spaces: "
                                     f"{[s.space for s in store.spaces()]}") from None
-    areas = [x for x in (within_bbox, within_h3, within_geojson) if x]
-    if len(areas) > 1:
-        raise SpecError("give at most one of --bbox, --h3 and --within")
-    area = (parse_bbox(within_bbox) if within_bbox else _cells(within_h3) if within_h3 else
-            _geojson(within_geojson) if within_geojson else None)
-    filtered = any(x is not None for x in (during, area, where, sql))
+    area = parse_area(within, "--within")
+    window = parse_temporal(temporal)
+    filtered = any(x is not None for x in (window, area, where, sql))
     bar = row_bar(None if filtered else store.count(space), "export", not as_json)
     try:
-        result = export(store, space, out, format=fmt, temporal=parse_time(during) if during else None,
+        result = export(store, space, out, format=fmt, temporal=window,
                         within=area, where=where, sql=sql, batch_rows=batch_rows,
                         progress=bar.update if bar else None)
     finally:

@@ -5,23 +5,23 @@ from __future__ import annotations
 import sys
 
 import click
-import numpy as np
 
-from .common import EXIT_ALL_FAILED, emit_json, json_option
-from .request_options import config_from_sources, request_from_options, request_options
+from .common import EXIT_ALL_FAILED, emit_json
+from .options import (config_from_sources, json_option, modality_option, model_option, request_from_options,
+                      request_options)
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Model id (see `rsembed-store models`).")
+@model_option()
 @request_options()
-@click.option("--modality", "modalities", multiple=True,
-              help="An extra sensor the model takes beside its own, e.g. s1 (see docs/timeseries.md); repeatable.")
-@click.option("--no-compute", is_flag=True, help="Only look up: exit 1 on a miss, compute nothing.")
+@modality_option
+@click.option("--compute/--no-compute", default=True, show_default=True,
+              help="Compute and store the answer on a miss; --no-compute only looks up (exit 1 on a miss).")
 @click.option("--with-grid", is_flag=True, help="Include the grid values in --json output.")
 @json_option
 @click.pass_obj
 def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, modalities,
-        no_compute, with_grid, as_json):
+        compute, with_grid, as_json):
     """Get the embedding of one place and window: from the store, or computed and stored.
 
     \b
@@ -41,9 +41,9 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
                                    provider=provider, modalities=list(modalities) or None)
     resolved = resolve(request)  # a bad request fails here, before a store is opened or created
     config = config_from_sources(sources)  # so does a --source that is not a directory
-    store = obj.store if no_compute else obj.writable_store  # a look-up only never creates a store
+    store = obj.writable_store if compute else obj.store  # a look-up only never creates a store
     try:
-        emb = store.get(resolved, compute=not no_compute, config=config)
+        emb = store.get(resolved, compute=compute, config=config)
     except (ProviderError, ComputeError) as exc:  # the request itself failed: nothing was stored
         click.echo(f"error: the request failed: {exc}", err=True)
         sys.exit(EXIT_ALL_FAILED)
@@ -56,6 +56,8 @@ def get(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, so
     if as_json:
         emit_json({"found": True, **emb.to_dict(with_grid=with_grid)})
         return
+    import numpy as np
+
     v = np.asarray(emb.vector)
     click.echo(f"key      {emb.key}")
     click.echo(f"model    {emb.model} ({emb.request.revision}), {'cached' if emb.cached else 'computed now'}")

@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
-from .common import EXIT_ALL_FAILED, EXIT_SOME_FAILED, emit_json, json_option
 from ..errors import SpecError
-from ..specs import BBox, OutputSpec, TemporalSpec, parse_time
-
-
-def parse_bbox(text: str) -> BBox:
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
-    if len(parts) != 4:
-        raise SpecError(f"--bbox {text!r} is not accepted; use MINLON,MINLAT,MAXLON,MAXLAT")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise SpecError(f"--bbox {text!r} has a value that is not a number; use MINLON,MINLAT,MAXLON,MAXLAT") from None
-    return BBox(*values)
-
-
-def parse_sources(values) -> dict:
-    """``--source NAME=DIR`` items as ``{name: dir}``; each DIR must be an existing directory,
-    checked here so that a typo is reported at once, not once per request after planning."""
-    sources = {}
-    for item in values:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SpecError(f"--source {item!r} is not accepted; use NAME=DIR, e.g. s2-l2a=./scenes")
-        if not os.path.isdir(os.path.expanduser(path)):
-            what = "is not a directory" if os.path.exists(os.path.expanduser(path)) else "does not exist"
-            raise SpecError(f"--source {item!r}: {path!r} {what}; give the directory that holds the "
-                            f"{name!r} scenes, as NAME=DIR")
-        sources[name] = path
-    return sources
-
-
-def read_cells(path: str) -> list:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        data = json.loads(text)
-        if isinstance(data, list):
-            return data
-    except json.JSONDecodeError:
-        pass
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+from .common import EXIT_ALL_FAILED, EXIT_SOME_FAILED, emit_json
+from .options import (AREA_FORMS, json_option, modality_option, model_option, output_from_options, output_options,
+                      parse_area, parse_sources, provider_option, source_option)
 
 
 def windows_from(times, years) -> list:
+    from ..specs import TemporalSpec, parse_time
+
     windows = [parse_time(t) for t in times] + [TemporalSpec.year(int(y)) for y in years]
     if not windows:
         raise SpecError("give at least one time window: --time START/END or --year Y")
@@ -60,23 +23,18 @@ def windows_from(times, years) -> list:
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Model id (see `rsembed-store models`).")
-@click.option("--bbox", help="Region as MINLON,MINLAT,MAXLON,MAXLAT.")
-@click.option("--region", "region_file", type=click.Path(exists=True, dir_okay=False),
-              help="Region as a GeoJSON Polygon/MultiPolygon file.")
-@click.option("--cells", "cells_file", type=click.Path(exists=True, dir_okay=False),
-              help="H3 cells: a JSON list or one cell per line.")
+@model_option()
+@click.option("--region", required=True, help=f"The area to cover: {AREA_FORMS}.")
 @click.option("--h3-res", type=int, default=9, show_default=True, help="H3 resolution of the cells.")
 @click.option("--time", "times", multiple=True, help="Half-open window START/END (ISO dates); repeatable.")
 @click.option("--year", "years", multiple=True, type=int, help="A calendar year; repeatable.")
-@click.option("--output", type=click.Choice(["pooled", "grid"]), default="pooled", show_default=True)
-@click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
-@click.option("--source", "sources", multiple=True, help="Imagery source NAME=DIR for the local provider; repeatable.")
-@click.option("--provider", help="Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first. "
-              "'auto': per request, the first that can serve it (docs/rs-embed-users.md).")
-@click.option("--modality", "modalities", multiple=True,
-              help="An extra sensor the model takes beside its own, e.g. s1 (see docs/timeseries.md); repeatable.")
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent fetches.")
+@output_options
+@source_option("Imagery source NAME=DIR for the local provider; repeatable.")
+@provider_option("Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first. "
+                 "'auto': per request, the first that can serve it (docs/rs-embed-users.md).")
+@modality_option
+@click.option("--fetch-workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Concurrent fetches (threads).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Requests looked up in the store at once.")
 @click.option("--flush-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -95,8 +53,8 @@ def windows_from(times, years) -> list:
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan (JSON) to this file.")
 @json_option
 @click.pass_obj
-def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, output, pooling, sources, provider,
-           modalities, workers, batch_size, flush_seconds, write_batch, allow_failures, executor, ray_address,
+def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, provider,
+           modalities, fetch_workers, batch_size, flush_seconds, write_batch, allow_failures, executor, ray_address,
            ray_num_cpus, partition_size, dry_run, save_plan, as_json):
     """Compute embeddings for every H3 cell of a region and every window, cache-first.
 
@@ -116,7 +74,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
 
     \b
     Example:
-      rsembed-store ingest -m spectral --bbox 10.95,45.95,11.05,46.05 --h3-res 9 \\
+      rsembed-store ingest -m spectral --region 10.95,45.95,11.05,46.05 --h3-res 9 \\
           --year 2023 --source s2-l2a=./rsembed-demo/source/scenes
       rsembed-store --db s3://bucket/store ingest ... --executor ray --ray-address auto
     """
@@ -127,16 +85,8 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
 
     # every option is checked before planning, which can take long for a large region
     runner = executor_for(executor, ray_address=ray_address, ray_num_cpus=ray_num_cpus, partition_size=partition_size)
-    chosen = [x for x in (bbox, region_file, cells_file) if x]
-    if len(chosen) != 1:
-        raise SpecError("give exactly one region: --bbox, --region or --cells")
-    if bbox:
-        region = parse_bbox(bbox)
-    elif region_file:
-        region = region_file
-    else:
-        region = read_cells(cells_file)
-    out = OutputSpec.grid() if output == "grid" else OutputSpec.pooled(pooling)
+    region = parse_area(region, "--region")
+    out = output_from_options(output, pooling)
     windows = windows_from(times, years)
     config = {"sources": parse_sources(sources)} if sources else {}
     auto = isinstance(provider, str) and provider.strip().lower() == "auto"
@@ -174,7 +124,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
         return
     try:
         result = run_ingest(obj.writable_store, the_plan.requests, config, progress=None if not as_json else False,
-                            fetch_workers=workers, batch_size=batch_size, write_batch=write_batch,
+                            fetch_workers=fetch_workers, batch_size=batch_size, write_batch=write_batch,
                             flush_seconds=flush_seconds, executor=runner)
     finally:
         if hasattr(runner, "close"):  # a local Ray started for this command stops with it

@@ -14,7 +14,7 @@ import click
 
 from ..errors import NoStoreError, SpecError, require
 from .common import emit_json
-from .ingest import parse_sources
+from .options import parse_sources, source_option
 
 
 def _is_loopback(host: str) -> bool:
@@ -52,8 +52,7 @@ def _read_body(body: str | None) -> str | None:
 @click.option("--token", envvar="RSEMBED_STORE_TOKEN", show_envvar=True,
               help="Bearer token that writes need (ingest, computing on a miss).")
 @click.option("--protect-reads", is_flag=True, help="Require the token on every endpoint but /health.")
-@click.option("--source", "sources", multiple=True,
-              help="Imagery source NAME=DIR for computing misses (local provider); repeatable.")
+@source_option("Imagery source NAME=DIR for computing misses (local provider); repeatable.")
 @click.option("--request", "one_request", nargs=2, metavar="METHOD PATH",
               help="Send one in-process request (e.g. GET /health), print the answer, exit non-zero unless 2xx.")
 @click.option("--body", help="JSON body for --request, or @FILE to read it from a file.")

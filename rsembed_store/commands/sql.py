@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from ..cli import emit_json, json_option
+from .common import emit_json
+from .options import json_option
 
 MAX_CELL = 60  # characters of one value in the text table before it is cut
 
@@ -68,32 +69,24 @@ def format_csv(result) -> str:
 
 
 class _SqlCommand(click.Command):
-    """A command whose QUERY may start with ``--`` (a leading SQL comment).
+    """Reads a query that starts with a ``-- comment`` as the query, not as an unknown option: an
+    argument that starts with ``-`` and holds white space cannot be an option."""
 
-    Click reads any argument starting with ``-`` as an option, so a query opening
-    with ``-- comment`` failed with "No such option". An argument that starts with
-    ``-`` and holds whitespace cannot be an option name: it is moved behind a
-    ``--`` separator, where click takes it as QUERY (``sql -- "QUERY"`` works too).
-    """
-
-    def parse_args(self, ctx: click.Context, args: list) -> list:
-        args = list(args)
-        for i, arg in enumerate(args):
-            if arg == "--":
-                break
-            if arg.startswith("-") and any(ch.isspace() for ch in arg):
-                args = args[:i] + args[i + 1:] + ["--", arg]
-                break
+    def parse_args(self, ctx, args):
+        if "--" not in args:
+            texts = [a for a in args if a.startswith("-") and any(c.isspace() for c in a)]
+            if texts:
+                args = [a for a in args if a not in texts] + ["--"] + texts
         return super().parse_args(ctx, args)
 
 
 @click.command(cls=_SqlCommand)
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Output format; json is the same as --json.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True,
+              help="Text output format (--json prints JSON).")
 @click.option("--limit", type=click.IntRange(min=0), default=10_000, show_default=True,
               help="Return at most N rows (0: no limit).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--timeout-s", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Interrupt the query after this many seconds.")
 @json_option
 @click.pass_obj
@@ -106,21 +99,20 @@ def sql(obj, query, fmt, limit, timeout_s, as_json):
     h3_resolution, h3_to_string, h3_from_string, h3_child_min/max,
     h3_center_lat/lng, h3_latlng_to_cell; vec_mean(list(vector)).
 
-    QUERY "-" reads the query from stdin (e.g. a .sql file with "< file.sql");
-    a query may start with a "-- comment".
-
     \b
     Example:
       rsembed-store sql "SELECT space, count(*) AS n, sum(compute_s) AS seconds
                          FROM embeddings GROUP BY space"
+
+    QUERY "-" reads the query from stdin (e.g. "rsembed-store sql - < file.sql");
+    a query may start with a "-- comment".
     """
     from ..query.sql import sql_result
 
     if query == "-":
         query = sys.stdin.read()
-
     result = sql_result(obj.store, query, limit=limit or None, timeout_s=timeout_s)
-    if as_json or fmt == "json":
+    if as_json:
         emit_json(result.to_json())
         return
     if fmt == "csv":

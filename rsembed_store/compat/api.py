@@ -136,9 +136,9 @@ def get_embeddings_batch(
 def list_models(*, include_aliases: bool = False) -> List[str]:
     """The rs-embed model ids this store answers: its native ones, and rs-embed's through the bridge
     when rs-embed is installed."""
-    from ..registry import _MODELS, _rsembed
+    from ..registry import _MODELS, model_names
 
-    bridged = [n[len("rsembed:"):] for n in _rsembed().model_names()]
+    bridged = [n[len("rsembed:"):] for n in model_names() if n.startswith("rsembed:")]
     ids = {n for n in _MODELS if n not in routing.BRIDGED} | set(bridged)
     if include_aliases:
         ids |= {alias for alias, target in routing.ALIASES.items() if target in ids}
@@ -147,11 +147,11 @@ def list_models(*, include_aliases: bool = False) -> List[str]:
 
 def describe_model(model: str) -> Dict[str, Any]:
     """The declared contract of the model answering ``model`` (rs-embed's ``type`` and ``output`` keys too)."""
-    from ..registry import _rsembed
+    from ..registry import describe_model as describe
 
     name = routing.store_model_name(model)
     if name.startswith("rsembed:"):
-        return dict(_rsembed().describe(name))
+        return dict(describe(name))
     info = model_class(name).info.to_dict()
     return {**info, "type": info["kind"], "output": list(info["outputs"]), "store_model": name}
 

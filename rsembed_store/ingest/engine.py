@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -148,21 +149,44 @@ class IngestSummary:
 
 
 class Progress:
-    """A tqdm bar on a terminal with cached/computed/failed counts; silent otherwise."""
+    """A tqdm bar on a terminal with cached/computed/failed counts; silent otherwise.
+
+    The bar moves as requests finish (:meth:`tick`, called from the fetch threads), and
+    :meth:`update` sets the counts before it redraws, so what it shows is never a
+    batch behind.
+    """
 
     def __init__(self, total: int, enabled: Optional[bool] = None, desc: str = "ingest"):
         if enabled is None:
             enabled = sys.stderr.isatty()
         self.bar = None
+        self.done = 0  # requests the bar has counted (ticks included)
+        self._lock = threading.Lock()
         if enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="req", file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, n: int, summary: IngestSummary) -> None:
+    def tick(self, n: int = 1) -> None:
+        """``n`` more requests finished (safe from any thread)."""
         if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(cached=summary.cached, computed=summary.computed, failed=summary.failed, refresh=False)
+            with self._lock:
+                self.done += n
+                self.bar.update(n)
+
+    def update(self, n: int, summary: IngestSummary, *, ticked: int = 0) -> None:
+        """``n`` more requests are finished, ``ticked`` of them already counted by :meth:`tick`;
+        the counts shown become ``summary``'s."""
+        if self.bar is not None:
+            with self._lock:
+                self.bar.set_postfix(cached=summary.cached, computed=summary.computed, failed=summary.failed,
+                                     refresh=False)
+                more = max(0, n - ticked)
+                self.done += more
+                if more:
+                    self.bar.update(more)  # redraws, with the counts just set
+                else:
+                    self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -212,18 +236,21 @@ class Engine:
     # ------------------------------------------------------------ compute
 
     def compute(self, requests: Sequence[ResolvedRequest], summary: IngestSummary,
-                pool: Optional[ThreadPoolExecutor] = None) -> List[Embedding]:
+                pool: Optional[ThreadPoolExecutor] = None,
+                on_done: Optional[Callable[[int], None]] = None) -> List[Embedding]:
         """Compute answers for ``requests`` (all misses); failures go to ``summary``.
 
         A request over a size limit (:mod:`rsembed_store.limits`) fails here, before
-        anything is fetched, read or allocated for it."""
+        anything is fetched, read or allocated for it. ``on_done(1)`` is called (from
+        the pool's threads) as each request's pixels or product read finish, for a
+        progress bar."""
         requests = self._within_limits(requests, summary)
         if not requests:
             return []
         kind = model_class(requests[0].model).info.kind
         if kind == "precomputed":
-            return self._read_precomputed(requests, summary, pool)
-        return self._fetch_and_embed(requests, summary, pool)
+            return self._read_precomputed(requests, summary, pool, on_done)
+        return self._fetch_and_embed(requests, summary, pool, on_done)
 
     def _within_limits(self, requests: Sequence[ResolvedRequest], summary: IngestSummary) -> List[ResolvedRequest]:
         ok = []
@@ -241,7 +268,15 @@ class Engine:
         reason = str(exc) if isinstance(exc, RsEmbedStoreError) else f"{type(exc).__name__}: {exc}"
         summary.failures.append(Failure(request.key, request.canonical, reason, type(exc).__name__, exc))
 
-    def _map(self, fn, items, pool):
+    def _map(self, fn, items, pool, on_done=None):
+        if on_done is not None:
+            inner = fn
+
+            def fn(item):
+                try:
+                    return inner(item)
+                finally:
+                    on_done(1)
         if pool is None or len(items) == 1:
             return [fn(i) for i in items]
         return list(pool.map(fn, items))
@@ -252,7 +287,7 @@ class Engine:
         except Exception:  # a provider that cannot be built fails each of its fetches, reported there
             return None
 
-    def _fetch_and_embed(self, requests, summary, pool) -> List[Embedding]:
+    def _fetch_and_embed(self, requests, summary, pool, on_done=None) -> List[Embedding]:
         def fetch(r: ResolvedRequest):
             t0 = time.perf_counter()
             try:
@@ -263,7 +298,7 @@ class Engine:
 
         used = [self._provider_or_none(name) for name in dict.fromkeys(r.provider for r in requests)]
         before = [_stats_of(p) for p in used]
-        fetched = self._map(fetch, list(requests), pool)
+        fetched = self._map(fetch, list(requests), pool, on_done)
         summary.calls["fetch"] = summary.calls.get("fetch", 0) + len(fetched)
         for p, was in zip(used, before):
             _merge_stats(summary, was, _stats_of(p))
@@ -294,7 +329,7 @@ class Engine:
             out.append(emb)
         return out
 
-    def _read_precomputed(self, requests, summary, pool) -> List[Embedding]:
+    def _read_precomputed(self, requests, summary, pool, on_done=None) -> List[Embedding]:
         """Read answers from a product. Models with ``read_batch`` get the whole batch
         (so they can open each source file once); others are read one by one on the pool."""
         model = self.model(requests[0].model)
@@ -312,7 +347,7 @@ class Engine:
                 except Exception as exc:
                     return r, exc, 0.0
 
-            timed = self._map(read, list(requests), pool)
+            timed = self._map(read, list(requests), pool, on_done)
         _merge_stats(summary, before, _stats_of(model))
         out = []
         for r, res, secs in timed:
@@ -366,13 +401,14 @@ class LocalExecutor:
                             if held.due(clock(), ahead=pacer.estimate(len(chunk)), more=len(chunk)):
                                 held.write()  # the chunk would end past a limit: write first
                             began = clock()
-                            computed = engine.compute(chunk, summary, pool)
+                            ticks_before = bar.done
+                            computed = engine.compute(chunk, summary, pool, on_done=bar.tick)
                             pacer.observe(len(chunk), clock() - began)
                             summary.computed += len(computed)
                             held.add(computed, began)
                             if held.due(clock()):
                                 held.write()
-                            bar.update(len(chunk), summary)
+                            bar.update(len(chunk), summary, ticked=bar.done - ticks_before)
                             if on_batch is not None:
                                 on_batch(summary)
                         if not misses and on_batch is not None:

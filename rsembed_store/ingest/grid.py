@@ -28,7 +28,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
-from rasterio.warp import transform as warp_transform, transform_bounds
 
 from ..errors import ProviderError
 from ..limits import Limits
@@ -91,6 +90,8 @@ class TargetGrid:
 
     def bounds_lonlat(self) -> Tuple[float, float, float, float]:
         """The lon/lat box of the grid (edges densified, so it contains the whole grid)."""
+        from rasterio.warp import transform_bounds  # here: importing the grid (listing models) stays light
+
         return tuple(transform_bounds(self.crs, LONLAT, *self.bounds, densify_pts=21))  # type: ignore[return-value]
 
     def gdal(self) -> Tuple[float, float, float, float, float, float]:
@@ -100,6 +101,8 @@ class TargetGrid:
 
 def project(crs: str, lons: Sequence[float], lats: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
     """Lon/lat points in ``crs`` as two float arrays; ProviderError when a point does not project."""
+    from rasterio.warp import transform as warp_transform
+
     xs, ys = warp_transform(LONLAT, crs, list(lons), list(lats))
     xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
@@ -164,6 +167,8 @@ def target_grid(spatial, scale_m: float, *, max_pixels: Optional[int] = None) ->
         top = round((ys[0] + n * s / 2.0) / s) * s
         width = height = n
     elif isinstance(spatial, BBox):
+        from rasterio.warp import transform_bounds
+
         try:
             minx, miny, maxx, maxy = transform_bounds(LONLAT, crs, *spatial.bounds(), densify_pts=21)
         except Exception as exc:  # pragma: no cover - GDAL refusing a valid lon/lat box

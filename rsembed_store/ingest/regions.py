@@ -174,7 +174,8 @@ def region_cells(region: Any, h3_res: int, *, max_cells: Optional[int] = None,
       one its parent at ``h3_res``;
     - a list of points, ``(lon, lat)`` pairs or ``PointBuffer`` specs (only the
       centre is used): the cell containing each point;
-    - a single H3 cell id, ``H3Cell`` or ``PointBuffer``: as a list of one.
+    - a single H3 cell id, ``H3Cell`` or ``PointBuffer``: as a list of one;
+    - the HTTP form ``{"bbox": [w, s, e, n]}`` | ``{"geojson": {...}}`` | ``{"cells": [...]}``.
 
     A region estimated (area / average hexagon area, or exact children count)
     to give more than ``max_cells`` cells is refused before any cell is
@@ -190,6 +191,11 @@ def region_cells(region: Any, h3_res: int, *, max_cells: Optional[int] = None,
         limit = "max_cells"
     if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells <= 0:
         raise SpecError(f"max_cells={max_cells!r} is not accepted; use a positive integer")
+
+    from ..areas import from_area_dict, is_area_dict
+
+    if is_area_dict(region):
+        region = from_area_dict(region, "region")
 
     if isinstance(region, BBox):
         w, s, e, n = region.bounds()

@@ -389,7 +389,8 @@ def query_vector(store, info, like, get: Optional[Callable]) -> Tuple[np.ndarray
             emb = store.lookup_many([resolved.key], space=info.space)[0]
         if emb is None:
             raise NotStoredError(f"the like request (key {resolved.key}) is not stored in space {info.space!r}; "
-                                 "compute it first (Store.search computes a miss, or use store.get)")
+                                 "compute it first (Store.search(..., compute=True), CLI --compute, HTTP "
+                                 "\"compute\": true; or store.get)")
         _same_space(emb.space, info.space, "the like request's answer")
         return as_vector(emb.vector, info.dim, "the like request's vector"), emb.key, "request"
     if isinstance(like, (list, tuple, np.ndarray)):

@@ -65,7 +65,12 @@ def within_clause(within, h3_res: int, hints: Optional[Mapping] = None) -> str:
 
 def within_area(within) -> Union[BBox, List[int], Mapping]:
     """What a ``within`` filter names: a :class:`BBox` (a PointBuffer gives its box), a list of
-    valid H3 cell ids as ints, or a GeoJSON area (a mapping, validated); anything else is a SpecError."""
+    valid H3 cell ids as ints, or a GeoJSON area (a mapping, validated); anything else is a SpecError.
+    The HTTP form ``{"bbox" | "geojson" | "cells": ...}`` is read as what it holds."""
+    from ..areas import from_area_dict, is_area_dict
+
+    if is_area_dict(within):
+        within = from_area_dict(within, "within")
     if hasattr(within, "__geo_interface__") and not isinstance(within, (BBox, PointBuffer, H3Cell)):
         within = within.__geo_interface__
     if isinstance(within, Mapping):

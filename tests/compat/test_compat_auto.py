@@ -99,7 +99,7 @@ def test_cli_ingest_with_provider_auto_uses_both_and_reruns_all_hits(tmp_path, s
     w, s, e, n = manifest["bounds_lonlat"]
     bbox = f"{w + 0.003},{s + 0.003},{e + (e - w)},{n - 0.003}"
     monkeypatch.setenv("EE_PROJECT", "p")
-    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--bbox", bbox, "--h3-res", "8",
+    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--region", bbox, "--h3-res", "8",
             "--year", "2023", "--source", f"s2-l2a={out / 'scenes'}", "--provider", "auto", "--json"]
 
     def run(*extra):

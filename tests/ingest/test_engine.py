@@ -138,6 +138,50 @@ def test_progress_bar_shows_counts_on_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_counts_are_current_not_a_batch_behind(capsys):
+    from rsembed_store.ingest.engine import IngestSummary, Progress
+
+    bar = Progress(10, enabled=True)
+    bar.bar.mininterval, bar.bar.miniters, bar.bar.dynamic_miniters = 0, 1, False  # draw every move
+    bar.update(4, IngestSummary(requested=10, cached=4))
+    assert capsys.readouterr().err.rstrip().endswith("cached=4, computed=0, failed=0]")
+    bar.tick()  # a request finished on a fetch thread: the bar moves at once
+    bar.tick()
+    assert bar.bar.n == 6
+    bar.update(3, IngestSummary(requested=10, cached=4, computed=3), ticked=2)  # the chunk ends: 1 more, counts now
+    assert bar.bar.n == 7
+    assert capsys.readouterr().err.rstrip().endswith("cached=4, computed=3, failed=0]")
+    bar.close()
+
+
+def test_the_bar_moves_as_each_request_finishes(tmp_path, scene, monkeypatch):
+    """One tick per request, in order of finishing, before the chunk it belongs to is written."""
+    import rsembed_store.ingest.engine as engine_module
+
+    out, manifest = scene
+    store = Store.open(tmp_path / "db")
+    p = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023))
+    seen = []
+
+    class Recording(engine_module.Progress):
+        def __init__(self, total, enabled=None, desc="ingest"):
+            super().__init__(total, enabled=False, desc=desc)
+
+        def tick(self, n=1):
+            seen.append(("tick", n))
+
+        def update(self, n, summary, *, ticked=0):
+            seen.append(("update", n, ticked, summary.computed))
+
+    monkeypatch.setattr(engine_module, "Progress", Recording)
+    summary = ingest(store, p.requests, config_of(out), batch_size=len(p.requests), fetch_workers=2)
+    assert summary.computed == len(p.requests) > 10
+    ticks = [s for s in seen if s[0] == "tick"]
+    assert len(ticks) == len(p.requests)  # each request moved the bar, not one jump per batch
+    first_update_after_compute = next(i for i, s in enumerate(seen) if s[0] == "update" and s[3] > 0)
+    assert seen[first_update_after_compute - 1][0] == "tick"  # the ticks came before the chunk's update
+
+
 # ---------------------------------------------------------------- writes bounded by time and count
 
 class _Clock:
@@ -270,12 +314,12 @@ def test_a_failing_stats_call_is_logged_and_the_ingest_goes_on(tmp_path, caplog)
 
 
 def test_store_ingest_takes_a_model_a_region_and_windows(tmp_path, scene):
-    """store.ingest(model, region, windows) plans as plan() does, at the store's resolution."""
+    """store.ingest(model, region, windows) plans as plan() does, at resolution 9 as the CLI and HTTP do."""
     from rsembed_store.errors import SpecError
 
     out, manifest = scene
     store = Store.open(tmp_path / "db", config=config_of(out))
-    expected = plan("spectral", region_of(manifest), store.h3_res, TemporalSpec.year(2023))
+    expected = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023))
     planned = store.plan("spectral", region_of(manifest), TemporalSpec.year(2023))
     assert [r.key for r in planned.requests] == [r.key for r in expected.requests]
     summary = store.ingest("spectral", region_of(manifest), [2023], progress=False)

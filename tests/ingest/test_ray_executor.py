@@ -331,7 +331,7 @@ def test_cli_ingest_with_the_ray_executor(tmp_path, ray_session, small_scene, sp
     out, manifest = small_scene
     w, s, e, n = manifest["bounds_lonlat"]
     argv = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral",
-            "--bbox", f"{w + 0.003},{s + 0.003},{e - 0.003},{n - 0.003}", "--year", "2023",
+            "--region", f"{w + 0.003},{s + 0.003},{e - 0.003},{n - 0.003}", "--year", "2023",
             "--source", f"s2-l2a={out / 'scenes'}", "--executor", "ray", "--partition-size", "16", "--json"]
     res = CliRunner().invoke(main, argv, catch_exceptions=False)
     assert res.exit_code == 0, res.output

@@ -132,7 +132,7 @@ def test_round_trip_same_keys_vectors_and_search(filled, tmp_path):
     res = import_table(fresh, str(tmp_path / "rt.parquet"), model="out", revision="1")
     assert res.inserted == 900 and res.space == space
     cols = ["key", "request", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "h3", "cell",
-            "cell_res", "start_date", "end_date", "year", "vector"]
+            "cell_res", "start_date", "end_date", "year", "vector", "meta"]  # meta: our own columns are no extras
     a = store.to_arrow(space, columns=cols).sort_by("key")
     b = fresh.to_arrow(space, columns=cols).sort_by("key")
     for c in cols:
@@ -150,7 +150,7 @@ def test_round_trip_same_keys_vectors_and_search(filled, tmp_path):
 def test_cli_export(filled, tmp_path):
     store, space = filled
     out = tmp_path / "cli.parquet"
-    res = CliRunner().invoke(main, ["--db", store.uri, "export", "imported:out", "--out", str(out), "--during", "2023",
+    res = CliRunner().invoke(main, ["--db", store.uri, "export", "imported:out", "--out", str(out), "--temporal", "2023",
                                     "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
@@ -168,8 +168,8 @@ def test_cli_export_area_flags_match_python(filled, tmp_path):
 
     store, space = filled
     cell = h3.latlng_to_cell(10.0, 5.0, 1)
-    cases = [(["--bbox", "0,0,20,60"], {"within": BBox(0, 0, 20, 60)}),
-             (["--h3", cell], {"within": [cell]}),
+    cases = [(["--within", "0,0,20,60"], {"within": BBox(0, 0, 20, 60)}),
+             (["--within", cell], {"within": [cell]}),
              (["--where", "year = 2020", "--format", "parquet"], {"where": "year = 2020", "format": "parquet"}),
              (["--within", str(tmp_path / "area.geojson")], {"within": AREA})]
     (tmp_path / "area.geojson").write_text(json.dumps(AREA))

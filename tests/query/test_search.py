@@ -484,16 +484,16 @@ def test_cli_search_like_key(held):
     e = embs[0]
     runner = CliRunner()
     res = runner.invoke(main, ["--db", store.uri, "search", "-m", "toy", "--like-key", e.key, "-k", "3",
-                               "--during", "2021", "--json"])
+                               "--temporal", "2021", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     mask = (rows["start"] < np.datetime64("2022-01-01")) & (rows["end"] > np.datetime64("2021-01-01"))
     assert [r["key"] for r in data["results"]] == brute(rows, e.vector, 3, mask=mask, drop=e.key)[0]
     text = runner.invoke(main, ["--db", store.uri, "search", "-m", "toy", "--like-key", e.key, "-k", "2",
-                                "--within-bbox", "11.0,46.0,11.6,46.5"])
+                                "--within", "11.0,46.0,11.6,46.5"])
     assert text.exit_code == 0 and "space toy__toy-v1" in text.output
     bad = runner.invoke(main, ["--db", store.uri, "search", "-m", "toy", "--like-key", e.key, "--year", "2021"])
-    assert bad.exit_code == 2 and "--during" in bad.output
+    assert bad.exit_code == 2 and "--temporal" in bad.output
     miss = runner.invoke(main, ["--db", store.uri, "search", "-m", "toy", "--like-point", "12.5,47.5",
                                 "--buffer-m", "100", "--year", "2021", "--no-compute"])
     assert miss.exit_code == 2 and "not stored" in miss.output

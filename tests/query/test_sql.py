@@ -579,8 +579,9 @@ def test_cli_json_formats(toy):
     assert doc["columns"] == ["c", "year", "vector"]
     assert doc["row_count"] == 3 and doc["truncated"] is True and len(doc["rows"]) == 3
     assert doc["rows"][0][0] == sorted(CELLS)[0] and len(doc["rows"][0][2]) == 8
-    same = cli(store, query, "--format", "json", "--limit", "3")
-    assert json.loads(same.stdout) == doc
+    before = cli(store, "--json", query, "--limit", "3")  # --json is also taken before the command's arguments
+    assert json.loads(before.stdout) == doc
+    assert cli(store, query, "--format", "json").exit_code == 2  # one spelling of JSON output: --json
     whole = json.loads(cli(store, "SELECT space, min(created_at) AS t, sum(compute_s) AS s FROM embeddings "
                                   "GROUP BY space ORDER BY space", "--json").stdout)
     assert whole["truncated"] is False and whole["row_count"] == 2

@@ -27,7 +27,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
-from rasterio.warp import transform as warp_transform
 
 LONLAT = "EPSG:4326"
 
@@ -61,6 +60,8 @@ def pixel_centres(transform: Affine, width: int, height: int) -> Tuple[np.ndarra
 def reproject_points(src_crs: str, dst_crs: str, xs: np.ndarray, ys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     if src_crs == dst_crs or xs.size == 0:
         return xs, ys
+    from rasterio.warp import transform as warp_transform  # here: listing the models must not import rasterio
+
     tx, ty = warp_transform(src_crs, dst_crs, xs, ys)
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
 

@@ -128,8 +128,9 @@ class LocalProvider(Provider):
         if collection not in sources:
             raise ProviderError(
                 f"the local provider has no source for collection {collection!r}; configured: "
-                f"{sorted(sources)} (set config {{'sources': {{{collection!r}: '/path/to/dir'}}}} or "
-                f"{ENV_SOURCES}='{collection}=/path/to/dir')"
+                f"{sorted(sources)}; give it with --source {collection}=DIR on the command line, config "
+                f"{{'sources': {{{collection!r}: '/path/to/dir'}}}} in Python, or "
+                f"{ENV_SOURCES}='{collection}=/path/to/dir'"
             )
         root = Path(sources[collection]).expanduser()
         if not root.is_dir():

@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ApiError, SpecError, VectorError
+from ...errors import ApiError, VectorError
 from .errors import field_of
 
 _HEX = set("0123456789abcdef")
@@ -40,23 +40,17 @@ def check_key(key: str, field: str) -> str:
 
 
 def area_of(data, field: str):
-    """A region or a search filter from ``{"bbox"}`` | ``{"geojson"}`` | ``{"cells"}`` (exactly one)."""
-    from ...specs import BBox
+    """A region or a search filter from ``{"bbox"}`` | ``{"geojson"}`` | ``{"cells"}`` (exactly one),
+    read by :func:`rsembed_store.areas.from_area_dict` as the Python face reads the same dict."""
+    from ...areas import AREA_KEYS, from_area_dict
 
-    given = [name for name in ("bbox", "geojson", "cells") if getattr(data, name) is not None]
+    given = [name for name in AREA_KEYS if getattr(data, name) is not None]
     if len(given) != 1:
         raise ApiError(422, "spec_error", f"{field} needs exactly one of 'bbox' [w, s, e, n], 'geojson' (a Polygon "
                        f"or MultiPolygon) or 'cells' (H3 cell ids), got {given or 'none'}", field)
     name = given[0]
-    value = getattr(data, name)
     with field_of(f"{field}.{name}"):
-        if name == "bbox":
-            if len(value) != 4:
-                raise SpecError(f"{field}.bbox={value!r} needs 4 numbers [minlon, minlat, maxlon, maxlat]")
-            return BBox(*value)
-        if name == "cells" and not value:
-            raise SpecError(f"{field}.cells is empty; give at least one H3 cell id")
-        return value
+        return from_area_dict({name: getattr(data, name)}, field)
 
 
 # ---------------------------------------------------------------- ingest jobs
