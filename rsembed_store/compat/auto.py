@@ -11,8 +11,10 @@ For an on-the-fly model the providers are tried in the model's declared order
   client is installed.
 
 ``gse`` tries ``cog`` first: a configured COG root (``products.gse.root`` or
-``$RSEMBED_GSE_ROOT``) holding a file of the year that covers the ROI; else Earth Engine
-as above. No public COG mirror is wired in yet. The other product providers
+``$RSEMBED_GSE_ROOT``) holding a file of the year that covers the ROI; then ``mirror``,
+the public COG mirror on Source Cooperative (HTTPS, no credentials; see
+:mod:`rsembed_store.ingest.models.gse_catalog`), for the years it holds; else Earth
+Engine as above. The other product providers
 (``geotessera``, ``geotiff``) are taken as declared.
 The chosen provider is part of the key, as for any request, and of the meta.
 
@@ -97,7 +99,31 @@ def cog_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
     return None
 
 
-CHECKS = {"local": local_declines, "gee": gee_declines, "cog": cog_declines}
+def mirror_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
+    """Why ``gse``'s public COG mirror cannot serve ``request``: turned off, a year the public copy
+    does not hold, or (once its index is on this machine) no file covering the ROI; or None.
+    Before the index has been downloaded the mirror is taken to cover the land of every year
+    it holds, so choosing a provider never downloads anything."""
+    from ..ingest.models import gse_catalog as cat
+
+    model = model_class(request.model)(dict(config))
+    if str(model.settings.get("mirror", True)).strip().lower() in ("false", "0", "no", "off"):
+        return "the public COG mirror is turned off (products.gse.mirror = false)"
+    root, index = model.mirror_urls()
+    year = request.temporal.year
+    first, last = cat.MIRROR_YEARS
+    if root == cat.MIRROR_ROOT and not first <= year <= last:
+        return f"the public COG mirror ({root}) holds the years {first}..{last}, not {year}"
+    if index.startswith(("http://", "https://")) and not cat.index_copy(index).exists():
+        return None
+    try:
+        model.plan(request)
+    except ProviderError as exc:  # NoImageryError included
+        return str(exc)
+    return None
+
+
+CHECKS = {"local": local_declines, "gee": gee_declines, "cog": cog_declines, "mirror": mirror_declines}
 
 
 def declines(provider: Optional[str], request: ResolvedRequest, config: Mapping) -> Optional[str]:
@@ -267,4 +293,4 @@ def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, s
 
 
 __all__ = ["AUTO", "Candidates", "NoProviderError", "Routing", "answers", "declines", "gee_declines",
-           "is_auto", "local_declines", "route", "with_provider"]
+           "is_auto", "local_declines", "mirror_declines", "route", "with_provider"]

@@ -133,10 +133,16 @@ def test_gse_takes_a_cog_root_that_covers_the_tile_else_earth_engine(tmp_path, f
     when = TemporalSpec.year(2022)
     with_root = {"products": {"gse": {"root": str(root)}}, "providers": {"gee": {"project": "p"}}}
     assert Candidates(Request("gse", inside, when)).choose(with_root).provider == "cog"
-    assert Candidates(Request("gse", outside, when)).choose(with_root).provider == "gee"
+    assert Candidates(Request("gse", outside, when)).choose(with_root).provider == "mirror"  # the public copy
+    no_mirror = {"products": {"gse": {"root": str(root), "mirror": False}}, "providers": {"gee": {"project": "p"}}}
+    assert Candidates(Request("gse", outside, when)).choose(no_mirror).provider == "gee"
     with pytest.raises(NoProviderError) as err:
-        Candidates(Request("gse", inside, when)).choose({})
-    assert [name for name, _ in err.value.tried] == ["cog", "gee"] and "no root" in str(err.value)
+        Candidates(Request("gse", inside, when)).choose({"products": {"gse": {"mirror": False}}})
+    assert [name for name, _ in err.value.tried] == ["cog", "mirror", "gee"] and "no root" in str(err.value)
+    assert "turned off" in str(err.value)
+    # the public copy lacks 2017: that year goes on to Earth Engine
+    old = Candidates(Request("gse", outside, TemporalSpec.year(2017))).choose(with_root)
+    assert old.provider == "gee"
 
 
 def test_store_get_defaults_to_auto_and_old_keys_still_hit(tmp_path, small_scene, scene_config, fake, monkeypatch):
