@@ -132,11 +132,83 @@ def case_anysat(work: Path) -> Row:
     return _verdict("anysat", ours, emb.data, note, "")
 
 
+# ---------------------------------------------------------------- dofa
+
+RS_DOFA_BANDS = ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12")  # rs-embed's default, in its order
+
+
+def case_dofa(work: Path) -> Row:
+    """DOFA ViT-B/16: torchgeo's network here, rs-embed's vendored one there, the same state dict,
+    rs-embed's default bands (fed to the store's model in the same order)."""
+    import os
+
+    import torch
+    from rs_embed.embedders import onthefly_dofa as theirs
+    from torchgeo.models import dofa_base_patch16_224
+
+    from rsembed_store import Request, resolve
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+    from rsembed_store.specs import PointBuffer, SensorSpec, TemporalSpec
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in dofa_base_patch16_224(None, num_classes=0).state_dict().items()
+             if not k.startswith("fc_norm.")}  # as published: no fc_norm
+    ckpt = work / "dofa.pth"
+    torch.save(state, ckpt)
+    ours_bands = tuple("B0" + b[1:] if len(b) == 2 else b for b in RS_DOFA_BANDS)
+    size = 224
+    dn = np.random.default_rng(3).uniform(150.0, 4500.0, (len(ours_bands), size, size)).astype(np.float32)
+    cls = use_weights("dofa", ckpt)
+    try:
+        req = resolve(Request("dofa", PointBuffer(CENTER[0], CENTER[1], size * 5.0), TemporalSpec.range(*WINDOW),
+                              sensor=SensorSpec("s2-l2a", ours_bands)))
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, ours_bands), req).vector
+    finally:
+        use_published("dofa")
+
+    spec = theirs._resolve_dofa_weight_spec("base")
+    saved_env = os.environ.get(spec["env_var"])
+    os.environ[spec["env_var"]] = str(ckpt)  # rs-embed's own override of the weights file
+    theirs._load_dofa_model_cached.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        sensor = rs.SensorSpec(collection="COPERNICUS/S2_SR_HARMONIZED", bands=RS_DOFA_BANDS)
+        embedder = theirs.DOFAEmbedder()
+        embedder._get_provider = lambda backend: None  # the pixels are given: no Earth Engine session
+        emb = embedder.get_embedding(spatial=spatial, temporal=temporal, sensor=sensor,
+                                     output=rs.OutputSpec.pooled(), backend="gee", device="cpu", input_chw=dn)
+    finally:
+        theirs._load_dofa_model_cached.cache_clear()
+        if saved_env is None:
+            os.environ.pop(spec["env_var"], None)
+        else:
+            os.environ[spec["env_var"]] = saved_env
+    why = ("input scaling: rs-embed maps SR to 0..255 and standardises with the DOFA README's S2 statistics; "
+           "here reflectance 0..1 is fed as is (torchgeo's transform for these weights); central wavelengths "
+           "differ slightly (rs-embed B02 0.490, B08 0.842, B11 1.610, B12 2.190 um; here ESA S2A 0.492, 0.833, "
+           "1.614, 2.202); default bands differ (rs-embed 9, here 12 L2A bands)")
+    return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why)
+
+
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
+    "dofa": case_dofa,
 }
 
-NOT_COMPARED: Dict[str, str] = {}
+NOT_COMPARED: Dict[str, str] = {
+    "remoteclip": "rs-embed loads RemoteCLIP through the rshf package, which is not installed in the models "
+                  "environment; its input also differs by design (rs-embed: 8-bit RGB from SR/10000*255; here "
+                  "clip(reflectance / 0.3) then CLIP statistics, docs/models.md)",
+    "prithvi": "not compared yet: both run terratorch's Prithvi-EO-2.0; rs-embed picks 1..N frames by a stride "
+               "and reads 6 bands at 30 m from S2, the store 4 frames of HLS by default",
+    "terramind": "not compared yet: both run terratorch's TerraMind v1; the case needs a seeded terratorch "
+                 "checkpoint routed into rs-embed's loader",
+    "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
+           "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
+    "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",
+    "copernicus": "not compared yet: rs-embed reads the Copernicus-Embed GeoTIFF through a vendored torchgeo "
+                  "dataset; the case needs the product fixture in that layout",
+}
 
 
 def run(models: Optional[List[str]] = None) -> List[Row]:
