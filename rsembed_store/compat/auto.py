@@ -31,7 +31,7 @@ import importlib.util
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import NoProviderError, ProviderError
+from ..errors import NoProviderError, ProviderError, SpecError
 from ..keys import Request, ResolvedRequest, resolve
 from ..registry import model_class
 
@@ -94,7 +94,7 @@ def cog_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
     model = model_class(request.model)(dict(config))
     try:
         model.plan(request)
-    except ProviderError as exc:  # NoImageryError included
+    except (ProviderError, SpecError) as exc:  # NoImageryError included; SpecError: e.g. too large to read
         return str(exc)
     return None
 
@@ -118,7 +118,7 @@ def mirror_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
         return None
     try:
         model.plan(request)
-    except ProviderError as exc:  # NoImageryError included
+    except (ProviderError, SpecError) as exc:  # NoImageryError included; SpecError: e.g. too large to read
         return str(exc)
     return None
 
