@@ -185,7 +185,15 @@ def case_dofa(work: Path) -> Row:
             os.environ.pop(spec["env_var"], None)
         else:
             os.environ[spec["env_var"]] = saved_env
-    why = ("input scaling: rs-embed maps SR to 0..255 and standardises with the DOFA README's S2 statistics; "
+    # the networks alone: torchgeo's DOFA given rs-embed's normalised input and wavelengths
+    net = dofa_base_patch16_224(None, num_classes=0).eval()
+    net.load_state_dict(state, strict=False)
+    x, _ = theirs._normalize_dofa_input_chw(dn, bands=list(RS_DOFA_BANDS), input_name="input_chw")
+    with torch.no_grad():
+        alone = net.forward_features(torch.from_numpy(x[None]), theirs._infer_wavelengths_um(list(RS_DOFA_BANDS)))
+    networks = float(np.abs(alone[0].numpy() - np.asarray(emb.data)).max())
+    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's normalised input and wavelengths); "
+           "the input prep differs. Input scaling: rs-embed maps SR to 0..255 and standardises with the DOFA README's S2 statistics; "
            "here reflectance 0..1 is fed as is (torchgeo's transform for these weights); central wavelengths "
            "differ slightly (rs-embed B02 0.490, B08 0.842, B11 1.610, B12 2.190 um; here ESA S2A 0.492, 0.833, "
            "1.614, 2.202); default bands differ (rs-embed 9, here 12 L2A bands)")
