@@ -191,7 +191,7 @@ def test_cli_ingest_without_provider_is_auto(tmp_path, small_scene, fake, monkey
     w, s, e, n = manifest["bounds_lonlat"]
     bbox = f"{w + 0.003},{s + 0.003},{e + (e - w)},{n - 0.003}"
     monkeypatch.setenv("EE_PROJECT", "p")
-    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--bbox", bbox, "--h3-res", "8",
+    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--region", bbox, "--h3-res", "8",
             "--year", "2023", "--source", f"s2-l2a={out / 'scenes'}", "--json", "--dry-run"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
