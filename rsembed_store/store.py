@@ -116,6 +116,14 @@ class Store(Storage):
         ``compute=False`` returns ``None`` on a miss. ``Embedding.cached`` says
         whether the answer came from the store.
 
+        ``provider`` None (the default) or ``"auto"``: a stored answer from any of the
+        model's providers is a hit (one look-up of every candidate key; a stored answer
+        under the provider a request without one resolves to keeps its key), and a miss
+        is computed by the first provider that can serve it (rsembed_store.compat.auto).
+        ``"auto"`` raises NoProviderError when none can; left unnamed, the model's first
+        provider is then used as before. ``$RSEMBED_STORE_STRICT_PROVIDER=1`` looks up
+        only the chosen provider's answer. A resolved request is used as it is.
+
         >>> store.get("spectral", PointBuffer(11.0, 46.0, 250), TemporalSpec.year(2023))  # doctest: +SKIP
         """
         from .keys import Request
@@ -125,6 +133,13 @@ class Store(Storage):
         else:
             request = model
         with self.models_scope():
+            if isinstance(request, Request):
+                from .compat.auto import answers, is_auto
+                from .compat.routing import strict_default
+
+                if is_auto(request.provider):
+                    return answers(self, [request], strict=strict_default(), compute=compute, config=config,
+                                   fallback=request.provider is None)[0]
             return self.getter.get(request, compute=compute, config=config)
 
     def search(self, model: str, like=None, k: int = 10, *, negatives=None, text: Optional[str] = None,

@@ -1,8 +1,8 @@
 """Benchmark of the time-series and multimodal models: frames/s and requests/s.
 
 For each case (``prithvi``: 4 frames of 6 bands; ``terramind``: Sentinel-2 alone;
-``terramind+s1``: Sentinel-2 and Sentinel-1; ``anysat``: 6 frames of 10 bands),
-builds the model at its native input size (224 px; anysat 48 px) from a seeded
+``terramind+s1``: Sentinel-2 and Sentinel-1; ``anysat``: 8 frames of 10 bands),
+builds the model at its native input size (224 px; anysat 24 px, rs-embed's contract) from a seeded
 random checkpoint of the published architecture (speed does not depend on the
 values, and this machine cannot download the published files), then times
 ``embed_batch`` end to end (packing, gap fill, normalisation, forward, token grid,
@@ -11,7 +11,7 @@ resampling is timed. One warm-up call is not timed.
 
 * requests/s: requests answered per second;
 * frames/s: input images per second, i.e. requests x frames x modalities
-  (prithvi: 4 per request; terramind: 1; terramind+s1: 2; anysat: 6).
+  (prithvi: 4 per request; terramind: 1; terramind+s1: 2; anysat: 8).
 
     python scripts/bench_timeseries_models.py                     # every case, 4 requests each
     python scripts/bench_timeseries_models.py prithvi --requests 8 --json

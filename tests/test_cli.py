@@ -297,3 +297,21 @@ def test_serve_request_creates_a_store_only_for_a_write(tmp_path, small_scene):
                 "--body", body, db=db)
     assert wrote.exit_code == 0, wrote.output
     assert json.loads(run("stats", "--json", db=db).output)["total_rows"] == 1
+
+
+@pytest.mark.parametrize("argv, stdin", [
+    (["sql", "-- a leading comment\nSELECT 41 + 1 AS answer", "--json"], None),
+    (["sql", "--json", "--", "-- after the separator\nSELECT 41 + 1 AS answer"], None),
+    (["sql", "--limit", "5", "-", "--json"], "-- from stdin, as with < file.sql\nSELECT 41 + 1 AS answer;\n"),
+])
+def test_sql_query_may_start_with_a_comment(tmp_path, argv, stdin):
+    Store.open(tmp_path / "db")
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db")] + argv, input=stdin)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["rows"] == [[42]]
+
+
+def test_sql_unknown_option_is_still_refused(tmp_path):
+    Store.open(tmp_path / "db")
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "sql", "--limt", "5", "SELECT 1"])
+    assert res.exit_code == 2 and "--limt" in res.output

@@ -30,8 +30,8 @@ def windows_from(times, years) -> list:
 @click.option("--year", "years", multiple=True, type=int, help="A calendar year; repeatable.")
 @output_options
 @source_option("Imagery source NAME=DIR for the local provider; repeatable.")
-@provider_option("Where pixels come from (e.g. local, gee; gse: cog, gee); default: the model's first. "
-                 "'auto': per request, the first that can serve it (docs/rs-embed-users.md).")
+@provider_option("Where pixels come from (e.g. local, gee; gse: cog, mirror, gee). Default 'auto': per request, "
+                 "the first that can serve it, else the model's first (docs/rs-embed-users.md).")
 @modality_option
 @click.option("--fetch-workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Concurrent fetches (threads).")
@@ -75,7 +75,7 @@ def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, p
     \b
     Example:
       rsembed-store ingest -m spectral --region 10.95,45.95,11.05,46.05 --h3-res 9 \\
-          --year 2023 --source s2-l2a=./rsembed-demo/scenes
+          --year 2023 --source s2-l2a=./rsembed-demo/source/scenes
       rsembed-store --db s3://bucket/store ingest ... --executor ray --ray-address auto
     """
     from ..errors import NoStoreError
@@ -89,13 +89,15 @@ def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, p
     out = output_from_options(output, pooling)
     windows = windows_from(times, years)
     config = {"sources": parse_sources(sources)} if sources else {}
-    auto = isinstance(provider, str) and provider.strip().lower() == "auto"
+    named_auto = isinstance(provider, str) and provider.strip().lower() == "auto"
+    auto = named_auto or provider is None  # no --provider means auto, falling back to the model's first
     provider = None if auto else provider
-    check_model_options(model, provider, out, list(modalities) or None, config, dry_run or auto)
+    check_model_options(model, provider, out, list(modalities) or None, config,
+                        dry_run or named_auto or (auto and earth_engine_configured(config)))
 
     the_plan = plan(model, region, h3_res, windows, output=out, provider=provider,
                     modalities=list(modalities) or None, limits=obj.limits)
-    routing = route_auto(obj, the_plan, config, dry_run) if auto else None
+    routing = route_auto(obj, the_plan, config, dry_run, fallback=not named_auto) if auto else None
     if dry_run:
         try:
             the_plan.check_cache(obj.store)  # a dry run only reads: it creates no store
@@ -146,9 +148,17 @@ def ingest(obj, model, region, h3_res, times, years, output, pooling, sources, p
         sys.exit(code)
 
 
-def route_auto(obj, the_plan, config: dict, dry_run: bool):
-    """``--provider auto``: a provider per planned request (rsembed_store.compat.auto.route),
-    a stored answer of any provider counting as a hit unless $RSEMBED_STORE_STRICT_PROVIDER."""
+def earth_engine_configured(config: dict) -> bool:
+    """Whether Earth Engine could take requests that the local sources do not cover."""
+    from ..compat.auto import gee_declines
+
+    return gee_declines(None, config) is None
+
+
+def route_auto(obj, the_plan, config: dict, dry_run: bool, fallback: bool = False):
+    """``--provider auto`` (the default): a provider per planned request (rsembed_store.compat.auto.route),
+    a stored answer of any provider counting as a hit unless $RSEMBED_STORE_STRICT_PROVIDER; with
+    ``fallback`` (no --provider given) a request no provider can serve keeps the model's first."""
     from ..compat.auto import route
     from ..compat.routing import strict_default
     from ..errors import NoStoreError
@@ -158,7 +168,7 @@ def route_auto(obj, the_plan, config: dict, dry_run: bool):
     except NoStoreError:
         store = None
     full = {**((store.config or {}) if store is not None else {}), **config}
-    routing = route(the_plan.requests, full, store=store, strict=strict_default())
+    routing = route(the_plan.requests, full, store=store, strict=strict_default(), fallback=fallback)
     the_plan.requests = routing.requests
     return routing
 

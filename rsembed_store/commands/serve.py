@@ -65,7 +65,7 @@ def serve(obj, host, port, token, protect_reads, sources, one_request, body, wor
 
     \b
     Examples:
-      rsembed-store serve --source s2-l2a=./rsembed-demo/scenes --token "$TOKEN"
+      rsembed-store serve --source s2-l2a=./rsembed-demo/source/scenes --token "$TOKEN"
       rsembed-store serve --request GET /stats
       rsembed-store serve --request POST /sql --body '{"query": "SELECT count(*) FROM embeddings"}'
 

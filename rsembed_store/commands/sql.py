@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import click
 
@@ -102,9 +103,14 @@ def sql(obj, query, fmt, limit, timeout_s, as_json):
     Example:
       rsembed-store sql "SELECT space, count(*) AS n, sum(compute_s) AS seconds
                          FROM embeddings GROUP BY space"
+
+    QUERY "-" reads the query from stdin (e.g. "rsembed-store sql - < file.sql");
+    a query may start with a "-- comment".
     """
     from ..query.sql import sql_result
 
+    if query == "-":
+        query = sys.stdin.read()
     result = sql_result(obj.store, query, limit=limit or None, timeout_s=timeout_s)
     if as_json:
         emit_json(result.to_json())

@@ -11,8 +11,10 @@ For an on-the-fly model the providers are tried in the model's declared order
   client is installed.
 
 ``gse`` tries ``cog`` first: a configured COG root (``products.gse.root`` or
-``$RSEMBED_GSE_ROOT``) holding a file of the year that covers the ROI; else Earth Engine
-as above. No public COG mirror is wired in yet. The other product providers
+``$RSEMBED_GSE_ROOT``) holding a file of the year that covers the ROI; then ``mirror``,
+the public COG mirror on Source Cooperative (HTTPS, no credentials; see
+:mod:`rsembed_store.ingest.models.gse_catalog`), for the years it holds; else Earth
+Engine as above. The other product providers
 (``geotessera``, ``geotiff``) are taken as declared.
 The chosen provider is part of the key, as for any request, and of the meta.
 
@@ -29,9 +31,11 @@ import importlib.util
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import NoProviderError, ProviderError
+from ..errors import NoProviderError, ProviderError, SpecError
 from ..keys import Request, ResolvedRequest, resolve
 from ..registry import model_class
+
+AUTO = "auto"
 
 
 def _provider_config(config: Mapping, name: str) -> dict:
@@ -90,12 +94,36 @@ def cog_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
     model = model_class(request.model)(dict(config))
     try:
         model.plan(request)
-    except ProviderError as exc:  # NoImageryError included
+    except (ProviderError, SpecError) as exc:  # NoImageryError included; SpecError: e.g. too large to read
         return str(exc)
     return None
 
 
-CHECKS = {"local": local_declines, "gee": gee_declines, "cog": cog_declines}
+def mirror_declines(request: ResolvedRequest, config: Mapping) -> Optional[str]:
+    """Why ``gse``'s public COG mirror cannot serve ``request``: turned off, a year the public copy
+    does not hold, or (once its index is on this machine) no file covering the ROI; or None.
+    Before the index has been downloaded the mirror is taken to cover the land of every year
+    it holds, so choosing a provider never downloads anything."""
+    from ..ingest.models import gse_catalog as cat
+
+    model = model_class(request.model)(dict(config))
+    if str(model.settings.get("mirror", True)).strip().lower() in ("false", "0", "no", "off"):
+        return "the public COG mirror is turned off (products.gse.mirror = false)"
+    root, index = model.mirror_urls()
+    year = request.temporal.year
+    first, last = cat.MIRROR_YEARS
+    if root == cat.MIRROR_ROOT and not first <= year <= last:
+        return f"the public COG mirror ({root}) holds the years {first}..{last}, not {year}"
+    if index.startswith(("http://", "https://")) and not cat.index_copy(index).exists():
+        return None
+    try:
+        model.plan(request)
+    except (ProviderError, SpecError) as exc:  # NoImageryError included; SpecError: e.g. too large to read
+        return str(exc)
+    return None
+
+
+CHECKS = {"local": local_declines, "gee": gee_declines, "cog": cog_declines, "mirror": mirror_declines}
 
 
 def declines(provider: Optional[str], request: ResolvedRequest, config: Mapping) -> Optional[str]:
@@ -103,19 +131,32 @@ def declines(provider: Optional[str], request: ResolvedRequest, config: Mapping)
     return check(request, config) if check is not None else None
 
 
-class Candidates:
-    """A request's resolved form under each provider it may use; ``auto`` when none was named."""
+def is_auto(provider: Optional[str]) -> bool:
+    """True for the provider choices that mean "auto": none named, or ``"auto"``."""
+    return provider is None or (isinstance(provider, str) and provider.strip().lower() == AUTO)
 
-    def __init__(self, request: Request):
-        self.request = request
-        self.auto = request.provider is None
+
+class Candidates:
+    """A request's resolved form under each provider it may use; ``auto`` when none was named.
+
+    ``fallback``: when every provider declines, choose the model's first provider (the one
+    ``resolve()`` gives a request without a provider) instead of raising NoProviderError;
+    that provider then reports its own error. This is what an unnamed provider means in
+    ``Store.get`` and ``ingest``, so that their behaviour where no provider says yes is the
+    one they had before "auto" became their default.
+    """
+
+    def __init__(self, request: Request, *, fallback: bool = False):
+        self.auto = is_auto(request.provider)
+        self.request = replace(request, provider=None) if self.auto else request
+        self.fallback = fallback
         if self.auto:
             providers = model_class(request.model).info.providers or (None,)
         else:
             providers = (request.provider,)
         self.resolved: List[ResolvedRequest] = []
         for name in providers:
-            self.resolved.append(resolve(replace(request, provider=name)))
+            self.resolved.append(resolve(replace(self.request, provider=name)))
 
     def choose(self, config: Mapping) -> ResolvedRequest:
         """The first candidate whose provider serves the request; NoProviderError otherwise."""
@@ -127,6 +168,8 @@ class Candidates:
             if why is None:
                 return r
             tried.append((r.provider, why))
+        if self.fallback:
+            return self.resolved[0]
         listed = "; ".join(f"{name}: {why}" for name, why in tried)
         err = NoProviderError(f"no provider of model {self.request.model!r} can serve {self.request.spatial!r} "
                               f"in {self.request.temporal!r}; tried {listed}")
@@ -134,14 +177,17 @@ class Candidates:
         raise err
 
 
-def answers(store, requests: Sequence[Request], *, strict: bool = False, compute: bool = True) -> list:
+def answers(store, requests: Sequence[Request], *, strict: bool = False, compute: bool = True,
+            config: Optional[Mapping] = None, fallback: bool = False) -> list:
     """Stored or computed answers (the store's Embeddings) for ``requests``, in order.
 
     One batch look-up covers every candidate key (every provider under ``auto``;
     only the chosen one when ``strict``); only misses are computed, each stored.
+    ``config`` is laid over the store's; ``fallback`` as in :class:`Candidates`.
     """
-    config = dict(store.config or {})
-    cands = [Candidates(r) for r in requests]
+    extra = dict(config or {})
+    config = {**(store.config or {}), **extra}
+    cands = [Candidates(r, fallback=fallback) for r in requests]
     if strict:
         wanted: List[List[ResolvedRequest]] = [[c.choose(config)] for c in cands]
     else:
@@ -160,7 +206,7 @@ def answers(store, requests: Sequence[Request], *, strict: bool = False, compute
             out.append(None)
             continue
         chosen = group[0] if strict else c.choose(config)
-        out.append(store.getter.get(chosen))
+        out.append(store.getter.get(chosen, config=extra or None))
     return out
 
 
@@ -197,13 +243,15 @@ class Routing:
         return calls
 
 
-def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, strict: bool = False) -> Routing:
+def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, strict: bool = False,
+          fallback: bool = False) -> Routing:
     """Choose a provider for each planned request, as ``backend="auto"`` does.
 
     Without ``strict`` a stored answer from any of the model's providers is taken
     (one batch look-up in ``store`` of every candidate key); otherwise the first
     provider that serves the request. Raises :class:`NoProviderError` when some
-    request has none, naming how many and, for the first, each provider and why.
+    request has none, naming how many and, for the first, each provider and why;
+    with ``fallback`` such a request keeps the provider it was planned with instead.
     """
     groups = []
     for r in requests:
@@ -229,6 +277,9 @@ def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, s
                 break
             tried.append((c.provider, why))
         else:
+            if fallback:
+                out.append(g[0])
+                continue
             unserved += 1
             first = first or (g[0], tried)
     if unserved:
@@ -241,5 +292,5 @@ def route(requests: Sequence[ResolvedRequest], config: Mapping, *, store=None, s
     return Routing(out, elsewhere)
 
 
-__all__ = ["Candidates", "NoProviderError", "Routing", "answers", "declines", "gee_declines", "local_declines",
-           "route", "with_provider"]
+__all__ = ["AUTO", "Candidates", "NoProviderError", "Routing", "answers", "declines", "gee_declines",
+           "is_auto", "local_declines", "mirror_declines", "route", "with_provider"]

@@ -6,8 +6,9 @@ reads it (not its docs, where they differ):
 
 - ``model``: rs-embed's ids and aliases (``gse_annual`` -> ``gse``, ...). A model this
   store has natively is used natively; any other (``galileo``, ...) goes through the
-  ``rsembed:<name>`` bridge. ``anysat`` goes through the bridge too: the native one
-  reads another input (see docs/rs-embed-users.md).
+  ``rsembed:<name>`` bridge. ``BRIDGED`` names a native model that would compute
+  something else than rs-embed's of the same name (none today: the native ``anysat``
+  follows rs-embed's input contract, scripts/compare_rsembed.py).
 - ``temporal=None``: on-the-fly models use rs-embed's default window
   2022-06-01..2022-09-01 and ``tessera`` the year 2021, each with rs-embed's
   UserWarning; ``gse`` and ``copernicus`` require a year, as in rs-embed.
@@ -47,8 +48,9 @@ ALIASES = {
     "thor_1_0_base": "thor",
     "satvision_toa": "satvision",
 }
-# rs-embed names whose native model here computes something else: served by the bridge
-BRIDGED = {"anysat"}
+# rs-embed names whose native model here computes something else: served by the bridge.
+# Empty since anysat follows rs-embed's contract (docs/models.md, "Same name, same computation").
+BRIDGED: frozenset = frozenset()
 # rs-embed's default windows when temporal=None (rs_embed.embedders.meta / precomputed_tessera)
 DEFAULT_WINDOW = ("2022-06-01", "2022-09-01")
 TESSERA_DEFAULT_YEAR = 2021

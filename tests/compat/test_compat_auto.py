@@ -133,7 +133,68 @@ def test_gse_takes_a_cog_root_that_covers_the_tile_else_earth_engine(tmp_path, f
     when = TemporalSpec.year(2022)
     with_root = {"products": {"gse": {"root": str(root)}}, "providers": {"gee": {"project": "p"}}}
     assert Candidates(Request("gse", inside, when)).choose(with_root).provider == "cog"
-    assert Candidates(Request("gse", outside, when)).choose(with_root).provider == "gee"
+    assert Candidates(Request("gse", outside, when)).choose(with_root).provider == "mirror"  # the public copy
+    no_mirror = {"products": {"gse": {"root": str(root), "mirror": False}}, "providers": {"gee": {"project": "p"}}}
+    assert Candidates(Request("gse", outside, when)).choose(no_mirror).provider == "gee"
     with pytest.raises(NoProviderError) as err:
-        Candidates(Request("gse", inside, when)).choose({})
-    assert [name for name, _ in err.value.tried] == ["cog", "gee"] and "no root" in str(err.value)
+        Candidates(Request("gse", inside, when)).choose({"products": {"gse": {"mirror": False}}})
+    assert [name for name, _ in err.value.tried] == ["cog", "mirror", "gee"] and "no root" in str(err.value)
+    assert "turned off" in str(err.value)
+    # the public copy lacks 2017: that year goes on to Earth Engine
+    old = Candidates(Request("gse", outside, TemporalSpec.year(2017))).choose(with_root)
+    assert old.provider == "gee"
+
+
+def test_store_get_defaults_to_auto_and_old_keys_still_hit(tmp_path, small_scene, scene_config, fake, monkeypatch):
+    """No provider named: a row written under the provider a bare request resolves to (local) keeps its key
+    and hits; a place the local source does not cover goes to Earth Engine; another provider's stored
+    answer is a hit unless strict."""
+    from rsembed_store import Request, resolve
+
+    db = Store.open(tmp_path / "db", config={**scene_config, "providers": {"gee": {"project": "p"}}})
+    inside, outside = region(small_scene[1])
+    written = db.get("spectral", inside[0], YEAR, provider="local")
+    assert written.key == resolve(Request("spectral", inside[0], YEAR)).key  # the key a bare request always had
+    again = db.get("spectral", inside[0], YEAR)
+    assert again.cached and again.key == written.key and again.request.provider == "local"
+    far = db.get("spectral", outside[0], YEAR)
+    assert far.request.provider == "gee" and not far.cached and len(fake.requests) == 1
+    by_gee = db.get("spectral", inside[1], YEAR, provider="gee")
+    calls = len(fake.requests)
+    hit = db.get("spectral", inside[1], YEAR)
+    assert hit.cached and hit.request.provider == "gee" and hit.key == by_gee.key and len(fake.requests) == calls
+    monkeypatch.setenv("RSEMBED_STORE_STRICT_PROVIDER", "1")
+    strict = db.get("spectral", inside[1], YEAR)
+    assert not strict.cached and strict.request.provider == "local" and len(fake.requests) == calls
+
+
+def test_unnamed_provider_falls_back_to_the_models_first_named_auto_refuses(tmp_path, small_scene, scene_config,
+                                                                            fake):
+    db = Store.open(tmp_path / "db", config=scene_config)  # Earth Engine not configured
+    _, outside = region(small_scene[1])
+    with pytest.raises(NoProviderError) as err:
+        db.get("spectral", outside[0], YEAR, provider="auto")
+    assert [name for name, _ in err.value.tried] == ["local", "gee"]
+    with pytest.raises(Exception) as plain:  # the local provider's own error, as before "auto" was the default
+        db.get("spectral", outside[0], YEAR)
+    assert not isinstance(plain.value, NoProviderError) and not fake.requests
+
+
+def test_cli_ingest_without_provider_is_auto(tmp_path, small_scene, fake, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from rsembed_store.cli import main
+
+    out, manifest = small_scene
+    w, s, e, n = manifest["bounds_lonlat"]
+    bbox = f"{w + 0.003},{s + 0.003},{e + (e - w)},{n - 0.003}"
+    monkeypatch.setenv("EE_PROJECT", "p")
+    args = ["--db", str(tmp_path / "db"), "ingest", "-m", "spectral", "--region", bbox, "--h3-res", "8",
+            "--year", "2023", "--source", f"s2-l2a={out / 'scenes'}", "--json", "--dry-run"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)["plan"]
+    assert set(plan["providers"]) == {"local", "gee"}
+    assert plan["earth_engine_calls"] == plan["providers"]["gee"]["to_compute"] > 0

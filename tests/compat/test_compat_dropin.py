@@ -126,9 +126,9 @@ def test_model_names_and_aliases():
     assert routing.store_model_name("gse_annual") == "gse"
     assert routing.store_model_name("remoteclip_s2rgb") == "remoteclip"
     assert routing.store_model_name("galileo") == "rsembed:galileo"
-    assert routing.store_model_name("anysat") == "rsembed:anysat"  # native anysat reads another input
+    assert routing.store_model_name("anysat") == "anysat"  # native anysat follows rs-embed's contract
     assert "spectral" in list_models() and "gse_annual" in list_models(include_aliases=True)
-    assert "anysat" not in list_models() or routing.store_model_name("anysat").startswith("rsembed:")
+    assert "anysat" in list_models()
     d = describe_model("spectral")
     assert d["type"] == "on_the_fly" and "pooled" in d["output"]
 

@@ -553,7 +553,7 @@ def test_products_are_registered_with_their_contracts():
     from rsembed_store.registry import model_info
 
     g, t, c = model_info("gse"), model_info("tessera"), model_info("copernicus")
-    assert (g.kind, g.dim, g.temporal, g.providers, g.grid_dtype) == ("precomputed", 64, "year", ("cog", "gee"), "int8")
+    assert (g.kind, g.dim, g.temporal, g.providers, g.grid_dtype) == ("precomputed", 64, "year", ("cog", "mirror", "gee"), "int8")
     assert (t.dim, t.revision, c.dim, c.years) == (128, "tessera-v1", 768, (2021, 2021))
     assert model_info("gse-unit").params["unit_pooled"] is True
 

@@ -6,8 +6,10 @@ both produced once by the *original* AnySat module code (its ``about`` field say
 which files, commits and function). The checkpoints here are built from that key
 list, never from our module, with the seeded values the fixture describes, plus a
 few keys of other sensors' projectors (as the published ``AnySat.pth`` holds them).
-Inference runs on an 8 px variant (2 x 2 patches of 4 px) to keep CPU time small;
-the network and its weights are the full base ones.
+Inference runs on an 8 px variant (8 x 8 patches of one pixel, AnySat scale 1) to keep
+CPU time small; the network and its weights are the full base ones. The input contract is
+rs-embed's (8 frames, per-tile z-score, days from 0); that it gives rs-embed's own vector
+is checked in tests/compat/test_same_computation.py.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ torch.set_num_threads(1)
 FIXTURE = json.loads((Path(__file__).parent / "data" / "anysat_s2_keys.json").read_text())
 SMALL = 8
 WINDOW = TemporalSpec.range("2023-01-01", "2024-01-01")
-# The year in 6 frames: edges Jan 1, Mar 2, May 2, Jul 2, Sep 1, Nov 1, Jan 1 (60 then 61 days each);
-# middle days (start + days // 2) Jan 31, Apr 1, Jun 1, Aug 1, Oct 1, Dec 1 = days of year:
-DAYS_2023 = [31, 91, 152, 213, 274, 335]
+# The year in 8 frames: edges at day offsets k * 365 // 8 = 0, 45, 91, 136, 182, 228, 273, 319, 365;
+# middle days (start + days // 2) at offsets 22, 68, 113, 159, 205, 250, 296, 342 from Jan 1, which
+# are AnySat's days of year counted from 0 (1 January = 0):
+DAYS0_2023 = [22, 68, 113, 159, 205, 250, 296, 342]
 # Keys of two other sensors' projectors, as the published file holds them next to the S2 one.
 FOREIGN = {"projector_s1-asc.patch_embed.inconv.0.weight": [96, 2],
            "projector_aerial.patch_embed.proj.weight": [768, 4, 10, 10]}
@@ -81,7 +84,7 @@ def model(small):
 def series(seed=3, size=SMALL, bands=anysat.BANDS):
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.02, 0.4, (1, len(bands), size, size))
-    season = np.array([0.7, 0.9, 1.2, 1.3, 1.0, 0.8])[:, None, None, None]
+    season = np.array([0.7, 0.8, 0.9, 1.2, 1.3, 1.1, 1.0, 0.8])[:, None, None, None]
     return (base * season).astype(np.float32)
 
 
@@ -102,11 +105,11 @@ def request(cls, output=None):
 def test_declared_contract():
     cls = model_class("anysat")
     info = cls.info
-    assert (info.dim, info.frames, info.input_size, cls.patch_px) == (768, 6, 48, 4)
+    assert (info.dim, info.frames, info.input_size, cls.patch_px) == (768, 8, 24, 1)
     assert info.default_sensor.bands == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-    assert info.default_sensor.scale_m == 10 and cls.pooled_head
+    assert info.default_sensor.scale_m == 10 and not cls.pooled_head
     r = resolve(Request("anysat", PointBuffer(11.0, 46.0, 240), TemporalSpec.year(2023)))
-    assert r.frames == FramePlan.split(WINDOW, 6)
+    assert r.frames == FramePlan.split(WINDOW, 8)
 
 
 def test_the_published_class_refuses_unpinned_weights():
@@ -160,36 +163,56 @@ def test_golden_outputs_match_the_original_module(model):
     np.testing.assert_allclose(patch.sum(-1).numpy(), np.array(gold["patch_sums"]), rtol=1e-4, atol=1e-3)
 
 
-def test_embed_is_the_network_on_hand_normalised_frames_and_their_days(model, small):
+def by_hand(x, usable=None):
+    """rs-embed's per_tile_zscore written out: DN = reflectance x 10000 clipped to 0..10000, each
+    band standardised over all frames and usable pixels; unusable pixels 0."""
+    dn = np.clip(x.astype(np.float64) * 10000.0, 0, 10000)
+    use = np.ones(x.shape[-2:], bool) if usable is None else usable
+    vals = dn[:, :, use]  # (T, C, n)
+    mu = vals.mean(axis=(0, 2))[None, :, None, None]
+    sd = np.maximum(vals.std(axis=(0, 2)), 1e-6)[None, :, None, None]
+    return torch.from_numpy(np.where(use, (dn - mu) / sd, 0.0).astype(np.float32))[None]
+
+
+def test_embed_is_the_network_on_tile_zscored_frames_and_their_days(model, small):
     x = series()
     emb = model.embed(pixels(x), request(small))
     grid = model.embed(pixels(x), request(small, OutputSpec.grid(10))).grid
-    # by hand: reflectance x 10000, standardised with TerraMind v1's L2A statistics of the 10 bands
-    stats = {"B02": (1503.317, 2141.107), "B03": (1718.197, 2038.973), "B04": (1853.91, 2134.138),
-             "B05": (2199.1, 2085.321), "B06": (2779.975, 1889.926), "B07": (2987.011, 1820.257),
-             "B08": (3083.234, 1871.918), "B8A": (3132.22, 1753.829), "B11": (2424.884, 1434.261),
-             "B12": (1857.648, 1334.311)}
-    mean = np.array([stats[b][0] for b in anysat.BANDS])[None, :, None, None]
-    std = np.array([stats[b][1] for b in anysat.BANDS])[None, :, None, None]
-    z = torch.from_numpy(((x * 10000.0 - mean) / std).astype(np.float32))[None]
     with torch.inference_mode():
-        patch, tile = model.net(z, torch.tensor([DAYS_2023], dtype=torch.float32), 4)
-    assert emb.vector.shape == (768,)
-    np.testing.assert_allclose(emb.vector, tile[0].numpy(), rtol=1e-4, atol=1e-4)
-    assert grid.shape == (768, 2, 2)  # row-major patches, north row first
-    np.testing.assert_allclose(grid.reshape(768, 4).T, patch[0].numpy(), rtol=1e-4, atol=1e-4)
+        patch, _ = model.net(by_hand(x), torch.tensor([DAYS0_2023], dtype=torch.float32), 1)
+    assert emb.vector.shape == (768,) and grid.shape == (768, SMALL, SMALL)  # one token per 10 m pixel
+    np.testing.assert_allclose(grid.reshape(768, -1).T, patch[0].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(emb.vector, patch[0].numpy().mean(axis=0), rtol=1e-4, atol=1e-4)
+    # a per-tile z-score: a uniform gain on every band changes nothing
+    np.testing.assert_allclose(model.embed(pixels(x * 1.5), request(small)).vector, emb.vector, rtol=1e-4, atol=1e-4)
     # and the dates matter: the same pixels in the second half of the year give another vector
-    later = replace(request(small), frames=FramePlan.split(TemporalSpec.range("2023-07-01", "2024-01-01"), 6))
+    later = replace(request(small), frames=FramePlan.split(TemporalSpec.range("2023-07-01", "2024-01-01"), 8))
     assert not np.allclose(model.embed(pixels(x), later).vector, emb.vector, atol=1e-4)
 
 
-def test_pooled_is_the_tile_embedding_so_only_mean_pooling_is_accepted():
-    with pytest.raises(SpecError, match="pooling='max' does not apply"):
-        model_class("anysat").resolve_output(OutputSpec.pooled("max"))
+def test_unusable_pixels_stay_out_of_the_statistics_and_reach_the_network_as_zero(model, small):
+    x = series()
+    roi = np.ones((SMALL, SMALL), bool)
+    roi[:, :3] = False  # the western three columns lie outside the ROI
+    px = pixels(x)
+    px = replace(px, roi_mask=roi)
+    grid = model.embed(px, request(small, OutputSpec.grid(10))).grid
+    with torch.inference_mode():
+        patch, _ = model.net(by_hand(x, roi), torch.tensor([DAYS0_2023], dtype=torch.float32), 1)
+    want = patch[0].numpy().T.reshape(768, SMALL, SMALL)
+    assert np.isnan(grid[:, :, :3]).all()
+    np.testing.assert_allclose(grid[:, :, 3:], want[:, :, 3:], rtol=1e-4, atol=1e-4)
+
+
+def test_pooled_is_the_mean_or_max_of_the_patch_tokens(model, small):
+    x = series()
+    grid = model.embed(pixels(x), request(small, OutputSpec.grid(10))).grid.reshape(768, -1)
+    top = model.embed(pixels(x), request(small, OutputSpec.pooled("max"))).vector
+    np.testing.assert_allclose(top, grid.max(axis=1), rtol=1e-5, atol=1e-5)
 
 
 def test_too_few_frames_are_refused(model, small):
-    with pytest.raises(Exception, match=r"reads 6 frame\(s\)"):
+    with pytest.raises(Exception, match=r"reads 8 frame\(s\)"):
         model.embed(pixels(series()[:4]), request(small))
 
 
@@ -202,9 +225,9 @@ def test_missing_bands_are_refused(model, small):
                         sensor=SensorSpec("s2-l2a", ("B02", "B03", "B04", "B08"))))
 
 
-def test_a_window_shorter_than_six_days_is_refused():
-    with pytest.raises(SpecError, match="6 frames"):
-        resolve(Request("anysat", PointBuffer(11.0, 46.0, 240), TemporalSpec.range("2023-01-01", "2023-01-04")))
+def test_a_window_shorter_than_eight_days_is_refused():
+    with pytest.raises(SpecError, match="8 frames"):
+        resolve(Request("anysat", PointBuffer(11.0, 46.0, 240), TemporalSpec.range("2023-01-01", "2023-01-06")))
 
 
 def test_end_to_end_on_the_synthetic_scene(small, tmp_path_factory):
@@ -213,7 +236,7 @@ def test_end_to_end_on_the_synthetic_scene(small, tmp_path_factory):
     from rsembed_store.testing.scenes import SceneSpec, generate_scene
 
     out = tmp_path_factory.mktemp("anysat-scene")
-    spec = SceneSpec(size_px=64, n_dates=6, n_patches=6, seed=5)
+    spec = SceneSpec(size_px=64, n_dates=8, n_patches=6, seed=5)
     manifest = generate_scene(out, spec)
     # the model reads 10 L2A bands; the scene has 6: the red-edge ones are made from their neighbours
     make = {"B05": ("B04", "B08"), "B06": ("B04", "B08", "B08"), "B07": ("B08",), "B8A": ("B08",)}

@@ -28,19 +28,28 @@ Of its eleven sensor projectors this model uses the Sentinel-2 time-series one:
    relative-position term, and no residual around this attention). Its output at
    the class position is AnySat's "tile" embedding, at each patch the "patch" one.
 
-Input contract: ``FRAMES`` = 6 frames (the window split in 6 sub-windows, one
-composite each) of the Sentinel-2 L2A bands ``B02 B03 B04 B05 B06 B07 B08 B8A B11
-B12`` at 10 m, surface reflectance; each frame's date is the middle day of its
-sub-window, given to the network as its day of year (1..366). The ROI is resized
-(or tiled) to 48 px (480 m) per frame. The network reads reflectance x 10000
-standardised per band. AnySat publishes no statistics for this: each GeoPlex
-dataset was standardised with per-band statistics of its own (files not released),
-so this model uses the published TerraMind v1 Sentinel-2 L2A statistics of the same
-bands (a global L2A corpus in the same units) -- a decision, recorded in ``params``.
+Input contract: rs-embed's (0.3.1, ``rs_embed/embedders/onthefly_anysat.py``), so that
+the name ``anysat`` means the same computation in both packages. ``FRAMES`` = 8 frames
+(the window split in 8 equal sub-windows, one composite each, as rs-embed splits it) of
+the Sentinel-2 L2A bands ``B02 B03 B04 B05 B06 B07 B08 B8A B11 B12`` at 10 m; each
+frame's date is the middle day of its sub-window, given to the network as its day of
+year counted from 0 (1 January = 0, clamped to 0..364, AnySat's convention). The ROI is
+resized (or tiled) to 24 px (240 m) per frame. Normalisation is rs-embed's default
+``per_tile_zscore``: reflectance x 10000 clipped to 0..10000, then each band
+standardised by its own mean and standard deviation over all frames and pixels of the
+piece the network sees (std floored at 1e-6). AnySat publishes no fixed statistics, so
+rs-embed's choice is taken as is. Unusable pixels (outside the ROI, no data in any
+frame) are left out of those statistics and reach the network as 0 (rs-embed includes
+its fill values in them; on a fully covered piece the two agree).
 
-Outputs (D = 768), patches of 4 px (40 m, AnySat ``scale`` 4): grid = the "patch"
-tokens, 12 x 12 cells north-up, NaN where a cell holds no usable pixel; pooled =
-the "tile" embedding (the network's own; only ``pooling="mean"``). Metric cosine.
+Outputs (D = 768): AnySat ``patch_size`` = the sensor's 10 m (AnySat ``scale`` 1), so
+one patch is one pixel. grid = the "patch" tokens, 24 x 24 cells of 10 m north-up, NaN
+where a cell holds no usable pixel (rs-embed's ``grid_feature_mode="patch"``; its
+default ``"dense"`` concatenates patch and sub-patch tokens to 1536 channels, which
+would give a grid of another width than the pooled vector, so it is not offered);
+pooled = the mean (or max) of the usable patch tokens, rs-embed's default
+``pooled_source="patch"``. Metric cosine. Checked against rs-embed's own vendored
+AnySat on the same pixels and weights by ``tests/compat/test_same_computation.py``.
 
 Weights: ``AnySat.pth`` (base) from ``gastruc/anysat`` on Hugging Face (also what
 torch.hub ``gastruc/anysat`` loads). It holds every sensor's projector; on load the
@@ -61,21 +70,19 @@ import numpy as np
 
 from ...model import ModelInfo
 from ...specs import SensorSpec
-from . import terramind
 from .torch_series import SeriesTorchModel, frame_midpoints
 
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-FRAMES = 6
-SIZE = 48
-PATCH = 4  # pixels per patch side at 10 m = AnySat's ``scale`` (patch size in metres / 10)
+FRAMES = 8
+SIZE = 24
+PATCH = 1  # pixels per patch side at 10 m = AnySat's ``scale`` (patch size in metres / 10)
+RAW_MAX = 10000.0  # rs-embed clips L2A digital numbers to 0..10000 before the z-score
+STD_FLOOR = 1e-6
 RES_M = 10
 FILE = "AnySat.pth"
 HOME = "https://huggingface.co/gastruc/anysat"
 KEPT_PROJECTOR = "projector_s2."
 WIDTH, DEPTH, HEADS = 768, 6, 12
-_L2A = dict(zip(terramind.S2_BANDS, zip(terramind.S2_MEAN, terramind.S2_STD)))
-MEAN = tuple(_L2A[b][0] for b in BANDS)
-STD = tuple(_L2A[b][1] for b in BANDS)
 
 
 def keep_s2_and_shared(state: dict) -> dict:
@@ -290,17 +297,30 @@ def build_network():
     return AnySatS2()
 
 
+def per_tile_zscore(frames: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """rs-embed's ``per_tile_zscore`` of ``(T, C, H, W)`` digital numbers: each band standardised
+    by its mean and std over every frame and usable pixel; unusable pixels become 0."""
+    x = np.clip(frames, 0.0, RAW_MAX).astype(np.float32)
+    seen = np.where(usable[None, None], x, np.float32(np.nan))
+    mu = np.nanmean(seen, axis=(0, 2, 3), keepdims=True)
+    sigma = np.nanstd(seen, axis=(0, 2, 3), keepdims=True)
+    sigma = np.maximum(np.where(np.isfinite(sigma), sigma, 0.0), STD_FLOOR)
+    z = np.where(usable[None, None], (x - mu) / sigma, 0.0)
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
 class AnySatModel(SeriesTorchModel):
-    """AnySat base tokens of a 6-frame Sentinel-2 time series (network written here in torch)."""
+    """AnySat base tokens of an 8-frame Sentinel-2 time series, rs-embed's input contract."""
 
     published = None  # the checkpoint's digest is not pinned yet: see the module docstring
     weights_file_name = FILE
     weights_home = HOME
     patch_px = PATCH
-    pooled_head = True
-    band_mean = {"primary": MEAN}
-    band_std = {"primary": STD}
-    side_channels = FRAMES  # the day of year of each frame
+    pooled_head = False
+    # the z-score is per piece (normalise below); the packed statistics are an identity
+    band_mean = {"primary": (0.0,) * len(BANDS)}
+    band_std = {"primary": (1.0,) * len(BANDS)}
+    side_channels = FRAMES  # the day of year (1-based, so > 0) of each frame
     batch_cpu = 2
     batch_gpu = 32
     info = ModelInfo(
@@ -316,17 +336,20 @@ class AnySatModel(SeriesTorchModel):
         input_size=SIZE,
         frames=FRAMES,
         description=(
-            "AnySat base (written here in torch): 6 frames x 10 S2 L2A bands at 10 m with each frame's day of "
-            "year, 48 px; grid = 12x12 'patch' tokens of 40 m (768-d), pooled = the 'tile' embedding"
+            "AnySat base (written here in torch), rs-embed's contract: 8 frames x 10 S2 L2A bands at 10 m, "
+            "per-tile z-score, each frame's day of year from 0, 24 px; grid = 24x24 'patch' tokens of 10 m "
+            "(768-d), pooled = their mean (or max)"
         ),
         citation="Astruc et al. 2025, AnySat: One Earth Observation Model for Many Resolutions, Scales, and "
                  "Modalities, CVPR 2025, arXiv:2412.14123",
         params={
             "library": "torch (architecture in rsembed_store.ingest.models.anysat)", "variant": "base",
             "patch_px": PATCH, "patch_m": PATCH * RES_M, "frames": FRAMES, "weights": FILE, "home": HOME,
-            "norm": "reflectance x 10000, standardised with TerraMind v1 S2L2A statistics (AnySat publishes none)",
-            "temporal_coords": "day of year of the middle day of each frame",
-            "grid": "AnySat 'patch' output", "pooled": "AnySat 'tile' output",
+            "norm": "rs-embed per_tile_zscore: DN clipped to 0..10000, per band over frames and usable pixels",
+            "temporal_coords": "day of year from 0 (1 January = 0) of the middle day of each frame",
+            "grid": "AnySat 'patch' output (rs-embed grid_feature_mode='patch')",
+            "pooled": "mean/max of the patch tokens (rs-embed pooled_source='patch')",
+            "contract": "rs-embed 0.3.1 anysat",
             "checkpoint_filter": "projector_<other sensor>. keys dropped; the rest loaded strictly",
         },
     )
@@ -343,14 +366,20 @@ class AnySatModel(SeriesTorchModel):
 
     # ------------------------------------------------------------ inputs
 
-    def to_model_units(self, x: np.ndarray) -> np.ndarray:
-        out = x.copy()
-        out[: FRAMES * len(BANDS)] *= np.float32(10000.0)  # reflectance -> L2A digital numbers
-        return out
+    def normalise(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One packed piece -> the network's input: the frames z-scored over this piece (rs-embed's
+        ``per_tile_zscore``), the day channels kept as they are at usable pixels."""
+        n = FRAMES * len(BANDS)
+        frames = (x[:n] * np.float32(RAW_MAX)).reshape((FRAMES, len(BANDS)) + x.shape[1:])
+        z = per_tile_zscore(frames, np.asarray(mask, bool)).reshape((n,) + x.shape[1:])
+        side = np.where(mask, x[n:], np.float32(0.0))
+        return np.concatenate([z, side]).astype(np.float32)
 
     def side_values(self, request) -> np.ndarray:
         return np.asarray([d.timetuple().tm_yday for d in frame_midpoints(request, FRAMES)], np.float32)
 
     def forward(self, net, x):
         parts = self.unpack(x)
-        return net(parts["primary"], parts["side"].round(), PATCH)
+        days = (parts["side"].round() - 1).clamp(0, 364)  # AnySat counts days from 0 (1 January = 0)
+        tokens, _ = net(parts["primary"], days, PATCH)
+        return tokens, None

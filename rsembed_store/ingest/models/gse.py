@@ -11,6 +11,13 @@ Sources (the request's provider picks one; it is part of the key)
     (a directory, or any path/URL GDAL opens, e.g. ``s3://...``, ``/vsigs/...``),
     ``index`` (a listing, needed for roots that cannot be listed). Env fallback:
     ``RSEMBED_GSE_ROOT``, ``RSEMBED_GSE_INDEX``.
+``mirror``
+    The same COGs from the public mirror on Source Cooperative (no credentials),
+    read by GDAL over HTTPS (``/vsicurl/``); see :mod:`.gse_catalog`. Settings:
+    ``mirror_root`` (default :data:`~.gse_catalog.MIRROR_ROOT`), ``mirror_index``
+    (default ``{mirror_root}/aef_index.parquet``, downloaded once); env fallback
+    ``RSEMBED_GSE_MIRROR_ROOT``, ``RSEMBED_GSE_MIRROR_INDEX``. ``mirror: false``
+    turns it off for ``provider="auto"``.
 ``gee``
     Earth Engine, image collection ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL`` (bands
     ``A00``..``A63``), through :func:`rsembed_store.ingest.providers.gee.fetch_image_array`
@@ -119,7 +126,7 @@ class GseModel(ProductModel):
         metric="cosine",
         outputs=("pooled", "grid"),
         temporal="year",
-        providers=("cog", "gee"),
+        providers=("cog", "mirror", "gee"),
         grid_dtype="int8",
         years=(2017, 2025),
         seconds_per_request=0.02,  # reading a product: no imagery, no network
@@ -130,8 +137,9 @@ class GseModel(ProductModel):
                 "max_pool_pixels": MAX_POOL_PIXELS},
     )
     section = ("gse",)
-    env = {"root": "RSEMBED_GSE_ROOT", "index": "RSEMBED_GSE_INDEX"}
-    setting_keys = ("root", "index", "version")
+    env = {"root": "RSEMBED_GSE_ROOT", "index": "RSEMBED_GSE_INDEX", "mirror_root": "RSEMBED_GSE_MIRROR_ROOT",
+           "mirror_index": "RSEMBED_GSE_MIRROR_INDEX"}
+    setting_keys = ("root", "index", "version", "mirror", "mirror_root", "mirror_index")
     unit: bool = False
 
     def __init__(self, config=None):
@@ -164,6 +172,15 @@ class GseModel(ProductModel):
             )
         return cat.catalogue(str(root), self.settings.get("index"))
 
+    def mirror_urls(self) -> Tuple[str, str]:
+        """``(root URL, index URL)`` of the public mirror (or the configured stand-in)."""
+        root = str(self.settings.get("mirror_root") or cat.MIRROR_ROOT).rstrip("/")
+        return root, str(self.settings.get("mirror_index") or root + "/aef_index.parquet")
+
+    def mirror_catalogue(self) -> cat.Catalogue:
+        root, index = self.mirror_urls()
+        return cat.catalogue(cat.gdal_path(root), index)
+
     def _grid(self, request: ResolvedRequest) -> Tuple[TargetGrid, float]:
         out, spatial = request.output, request.spatial
         if out.mode == "grid":
@@ -183,7 +200,7 @@ class GseModel(ProductModel):
         year = request.temporal.year
         if request.provider == "gee":
             return _Plan(year, grid, scale, [], (f"gee:{year}",))
-        catalogue = self.catalogue()
+        catalogue = self.mirror_catalogue() if request.provider == "mirror" else self.catalogue()
         box = _lonlat_box(request.spatial, scale)
         files = cat.files_for(catalogue, year, grid.crs, grid.bounds, box)
         if not files:
@@ -216,7 +233,7 @@ class GseModel(ProductModel):
         usable = filled & grid.roi_mask
         roi_px = int(grid.roi_mask.sum())
         meta = {
-            "source": "cog", "year": plan.year, "files": used, "crs": grid.crs,
+            "source": request.provider, "year": plan.year, "files": used, "crs": grid.crs,
             "transform": list(grid.gdal()), "res_m": plan.scale_m, "overview_level": max(levels),
             "roi_px": roi_px, "nodata_fraction": round(float(1.0 - usable.sum() / max(roi_px, 1)), 6),
         }

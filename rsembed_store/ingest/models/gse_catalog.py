@@ -15,7 +15,18 @@ their footprints in memory (one header read per file, once per process):
   ``/vsi...``) needs an ``index``: a Parquet or CSV table with a ``path`` column
   (relative to ``root``, or absolute/URL) and ``year``, and optionally ``utm_zone``,
   ``crs`` and ``utm_west``/``utm_south``/``utm_east``/``utm_north`` (with those, no
-  header is read to plan a request). A local root may use one too.
+  header is read to plan a request). A local root may use one too. An index at an
+  ``http(s)://`` URL is downloaded once into a cache directory.
+
+The public mirror (the ``mirror`` source of ``gse``): Source Cooperative's copy,
+``s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual``, served without
+credentials over HTTPS at :data:`MIRROR_ROOT` (``{root}/{year}/{zone}/{name}.tiff``,
+each with a ``.vrt`` sidecar), with the GeoParquet index :data:`MIRROR_INDEX` whose
+rows carry ``path`` (the ``s3://`` URL), ``year``, ``utm_zone``, ``crs`` and the
+``utm_*`` footprint. Index paths under a mirror prefix are taken relative to the
+configured root, so GDAL reads ``/vsicurl/{root}/{year}/{zone}/{name}.tiff``.
+The copy holds 2018..2024 (:data:`MIRROR_YEARS`; Google's 2017 layer is withheld
+there for a data-quality issue).
 """
 
 from __future__ import annotations
@@ -36,6 +47,74 @@ from .products_raster import bounds_of
 
 ZONE_RE = re.compile(r"^(\d{1,2})([NS])$")
 _SUFFIXES = (".tif", ".tiff")
+
+MIRROR_ROOT = "https://data.source.coop/tge-labs/aef/v1/annual"
+MIRROR_INDEX = MIRROR_ROOT + "/aef_index.parquet"
+MIRROR_S3 = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual"
+MIRROR_YEARS = (2018, 2024)
+ENV_CACHE = "RSEMBED_GSE_CACHE"
+
+
+def gdal_path(url: str) -> str:
+    """What GDAL opens for ``url``: ``/vsicurl/`` before an ``http(s)://`` URL, anything else as is."""
+    return "/vsicurl/" + url if url.startswith(("http://", "https://")) else url
+
+
+def mirror_relative(path: str, roots: Sequence[str] = (MIRROR_S3, MIRROR_ROOT)) -> str:
+    """``year/zone/name`` for a path under one of the mirror's prefixes; other paths unchanged."""
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def mirror_file(root: str, year: int, zone: str, name: str) -> str:
+    """The GDAL path of one mirror file: ``/vsicurl/{root}/{year}/{zone}/{name}``."""
+    if not ZONE_RE.match(zone):
+        raise ProviderError(f"{zone!r} is not a UTM zone directory name such as '32N' or '7S'")
+    return gdal_path(f"{root.rstrip('/')}/{int(year)}/{zone}/{name}")
+
+
+def cache_dir() -> Path:
+    """Where downloaded indexes are kept: ``$RSEMBED_GSE_CACHE``, else the user cache directory."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rsembed-store" / "gse-index"
+
+
+def index_copy(url: str) -> Path:
+    """Where the downloaded copy of the index at ``url`` is (or will be) kept."""
+    import hashlib
+
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "index"
+    return cache_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+
+
+def local_index(url: str) -> str:
+    """A local copy of the index at ``url`` (downloaded once, atomically); a local path as is."""
+    if not url.startswith(("http://", "https://")):
+        return url
+    import urllib.request
+
+    target = index_copy(url)
+    if target.exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + f".{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:  # noqa: S310 - a URL the user configured
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+        os.replace(part, target)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise ProviderError(f"could not download the GSE index {url!r} to {target}: {exc}") from exc
+    return str(target)
 
 
 def zone_name(lon: float, lat: float) -> str:
@@ -111,6 +190,7 @@ def _read_index(path: str) -> List[dict]:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
+    path = local_index(path)
     try:
         table = pcsv.read_csv(path) if path.lower().endswith(".csv") else pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a configuration problem
@@ -168,7 +248,7 @@ class Catalogue:
         out: List[CogFile] = []
         if self.index is not None:
             for row in self._index_rows().get((year, zone), []):
-                rel = str(row["path"])
+                rel = mirror_relative(str(row["path"]))
                 path = join(self.root, rel)
                 box = [row.get(k) for k in ("utm_west", "utm_south", "utm_east", "utm_north")]
                 if row.get("crs") and all(v is not None and math.isfinite(float(v)) for v in box):
@@ -230,4 +310,6 @@ def files_for(cat: Catalogue, year: int, grid_crs: str, grid_bounds: Sequence[fl
     return out
 
 
-__all__ = ["Catalogue", "CogFile", "catalogue", "files_for", "forget", "owner", "zone_crs", "zone_name", "zones_for"]
+__all__ = ["MIRROR_INDEX", "MIRROR_ROOT", "MIRROR_S3", "MIRROR_YEARS", "Catalogue", "CogFile", "cache_dir",
+           "catalogue", "files_for", "forget", "gdal_path", "index_copy", "local_index", "mirror_file", "mirror_relative", "owner",
+           "zone_crs", "zone_name", "zones_for"]

@@ -128,10 +128,13 @@ class Session:
         from rasterio.errors import RasterioError
 
         def opener():
+            # a file read by URL: no directory listing first (a mirror's folder holds thousands of files)
+            options = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if str(path).startswith("/vsicurl/") else {}
             try:
-                if overview_level is None:
-                    return rasterio.open(path)
-                return rasterio.open(path, overview_level=overview_level)
+                with rasterio.Env(**options):
+                    if overview_level is None:
+                        return rasterio.open(path)
+                    return rasterio.open(path, overview_level=overview_level)
             except (RasterioError, OSError) as exc:
                 raise ProviderError(f"could not open {path}: {exc}") from exc
 
