@@ -111,7 +111,7 @@ def serve(obj, host, port, token, protect_reads, sources, one_request, body, wor
     os.environ[SERVE_ENV] = json.dumps({"db": obj.db, "storage_options": obj.storage_options,
                                         "config": store.config, "token": token or None,
                                         "protect_reads": protect_reads})
-    uvicorn.run("rsembed_store.query.service:app_from_environment", factory=True, host=host, port=port,
+    uvicorn.run("rsembed_store.query.service.app:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level="info")
 
 

@@ -226,11 +226,8 @@ def test_lookup_answers_in_order_with_misses_and_never_computes(ingested, small_
                  "spec_error", "items[1]")
 
 
-def test_lookup_batch_limit(store, monkeypatch):
-    from rsembed_store.query import service
-
-    monkeypatch.setattr(service, "MAX_BODY_BYTES", 300)
-    client = Client(create_app(store, max_batch=3))
+def test_lookup_batch_limit(store):
+    client = Client(create_app(store, max_batch=3, max_body_bytes=300))
     assert_error(client.post("/embeddings/lookup", {"items": ["0" * 64] * 5}), 413, "too_large")
     err = assert_error(client.post("/embeddings/lookup", {"items": ["0" * 64] * 4}), 413, "too_large", "items")
     assert "3" in err["message"]
@@ -438,6 +435,21 @@ def _operations(app):
     """(method, path) of every documented operation, from the OpenAPI document."""
     doc = Client(app).get("/openapi.json").json()
     return sorted((method.upper(), path) for path, item in doc["paths"].items() for method in item)
+
+
+def test_a_json_body_is_read_whatever_its_content_type(store):
+    """curl -d sends application/x-www-form-urlencoded; the body is JSON all the same."""
+    client = Client(create_app(store))
+    body = b'{"query": "SELECT 41 + 1 AS answer"}'
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = {"content-type": content_type} if content_type else {}
+        res = client.request("POST", "/sql", content=body, headers=headers)
+        assert res.status_code == 200, (content_type, res.text)
+        assert res.json()["rows"] == [[42]]
+    err = assert_error(client.request("POST", "/sql", content=b"query=SELECT+1",
+                                      headers={"content-type": "application/x-www-form-urlencoded"}),
+                       422, "validation_error")
+    assert "not valid JSON" in err["message"]
 
 
 def test_every_route_answers_errors_in_one_shape(store):
