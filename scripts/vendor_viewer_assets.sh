@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=rsembed_store/query/viewer/static/vendor
 
-DECK=deck.gl@9.4.0            # WebGL layers; its bundle includes h3-js (H3HexagonLayer)
-H3=h3-js@4.5.0                # licence only: bundled inside deck.gl's dist.min.js
+DECK=deck.gl@9.4.0            # WebGL layers (H3HexagonLayer, TileLayer, ...)
+H3=h3-js@4.5.0                # H3 in the browser; deck.gl's bundle expects it as the global `h3`
 ARROW=apache-arrow@21.2.0     # reads the Arrow IPC streams the viewer endpoints send
 SWAGGER=swagger-ui-dist@5.36.0  # /docs without a CDN
 
@@ -25,7 +25,7 @@ nm="$work/node_modules"
 rm -rf "$DEST"
 mkdir -p "$DEST/deck.gl" "$DEST/h3-js" "$DEST/apache-arrow" "$DEST/swagger-ui"
 cp "$nm/deck.gl/dist.min.js" "$nm/deck.gl/LICENSE" "$DEST/deck.gl/"
-cp "$nm/h3-js/LICENSE" "$DEST/h3-js/"
+cp "$nm/h3-js/dist/h3-js.umd.js" "$nm/h3-js/LICENSE" "$DEST/h3-js/"
 cp "$nm/apache-arrow/Arrow.es2015.min.js" "$nm/apache-arrow/LICENSE.txt" "$DEST/apache-arrow/" 2>/dev/null \
   || cp "$nm/apache-arrow/Arrow.es2015.min.js" "$nm/apache-arrow/LICENSE" "$DEST/apache-arrow/"
 cp "$nm/swagger-ui-dist/swagger-ui-bundle.js" "$nm/swagger-ui-dist/swagger-ui.css" \
