@@ -65,7 +65,6 @@ const deckgl = new deck.Deck({
   controller: true,
   getCursor: ({ isHovering }) => (isHovering ? "pointer" : "grab"),
   onViewStateChange: ({ viewState }) => { state.view = viewState; scheduleCells(); },
-  onClick: (info) => { if (info.coordinate) guarded(clicked)(info.coordinate[0], info.coordinate[1]); },
   getTooltip: ({ layer, index }) => layer && layer.id === "cells" && state.cells
     ? "cell " + state.cells.hex[index] + " (" + state.cells.count[index] + " rows)" : null,
   onAfterRender: () => {
@@ -157,7 +156,7 @@ function render() {
     id: "hits", data: state.hits, pickable: true, stroked: true, radiusUnits: "pixels",
     getPosition: (h) => [h.lon, h.lat], getRadius: 7, lineWidthUnits: "pixels", getLineWidth: 2,
     getFillColor: (h, { index }) => rampColour(1 - index / Math.max(1, n - 1)).concat(230),
-    getLineColor: [255, 255, 255], onClick: (info) => { recentre(state.hits[info.index]); return true; },
+    getLineColor: [255, 255, 255],
   }));
   layers.push(new deck.ScatterplotLayer({
     id: "marks", data: Array.from(state.marks.values()).concat(state.query ? [state.query] : []),
@@ -407,6 +406,19 @@ async function showChange() {
 }
 
 // ------------------------------------------------------------------ wiring
+
+// Clicks are read from the DOM (a press and release within a few pixels, so a drag is not a click) and
+// picked with deck: a hit recentres, anything else searches or marks the stored row under the pointer.
+let pressed = null;
+$("map").addEventListener("pointerdown", (e) => { pressed = [e.clientX, e.clientY]; });
+$("map").addEventListener("click", (e) => {
+  if (!pressed || Math.hypot(e.clientX - pressed[0], e.clientY - pressed[1]) > 5) return;
+  const rect = $("map").getBoundingClientRect(), x = e.clientX - rect.left, y = e.clientY - rect.top;
+  const hit = deckgl.pickObject({ x, y, radius: 2, layerIds: ["hits"] });
+  if (hit && hit.object) { recentre(hit.object); return; }
+  const [lon, lat] = viewport().unproject([x, y]);
+  guarded(clicked)(lon, lat);
+});
 
 $("space").addEventListener("change", (e) => guarded(chooseSpace)(e.target.value));
 $("window").addEventListener("change", (e) => guarded(chooseWindow)(e.target.value, false));
