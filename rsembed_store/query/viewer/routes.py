@@ -81,26 +81,29 @@ def add(app, ctx) -> None:
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc")]
     app.docs_url = app.redoc_url = None
 
-    @app.get("/docs", include_in_schema=False)
-    def docs():
+    # The page, its files and /docs are plain Starlette routes: not API operations, so not in the OpenAPI
+    # document (whose operations the service's tests match one-to-one with its API routes).
+    async def docs(request):
         return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
                                    swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{vendor}/swagger-ui.css",
                                    swagger_favicon_url=f"{vendor}/favicon-32x32.png",
                                    swagger_ui_parameters={"validatorUrl": None})
 
-    def page():
+    async def page(request):
         return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
-    app.get("/", include_in_schema=False)(page)
-    app.get("/ui", include_in_schema=False)(page)
-
-    @app.get("/viewer/static/{path:path}", include_in_schema=False)
-    def static(path: str):
+    async def static(request):
+        path = request.path_params["path"]
         file = static_file(path)
         kind = _TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        cache = "public, max-age=86400" if "vendor/" in path else "no-cache"
+        cache = "public, max-age=86400" if path.startswith("vendor/") else "no-cache"
         return FileResponse(file, media_type=kind, headers={"Cache-Control": cache})
+
+    app.add_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    app.add_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_route("/ui", page, methods=["GET"], include_in_schema=False)
+    app.add_route("/viewer/static/{path:path}", static, methods=["GET"], include_in_schema=False)
 
     @app.get("/viewer/spaces", tags=["viewer"], summary="The spaces the map can draw", responses=ctx.errors)
     def spaces(creds=Depends(ctx.reader)):
