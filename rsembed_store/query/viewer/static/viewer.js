@@ -13,7 +13,8 @@ const state = {
   basemap: "", token: sessionStorage.getItem("rsembed-token") || "",
   firstPaintMs: null, loads: 0, searches: 0,
 };
-window.viewer = { state };  // for the browser tests and the benchmark
+window.viewer = { state, marks: { script: performance.now() } };  // for the browser tests and the benchmark
+const mark = (name) => { if (!(name in window.viewer.marks)) window.viewer.marks[name] = performance.now(); };
 
 // ------------------------------------------------------------------ HTTP
 
@@ -56,6 +57,10 @@ function guarded(fn) {
   return (...args) => fn(...args).catch((e) => status(e.message, true));
 }
 
+// the first request goes out before deck starts up (WebGL set-up is the slowest part of a first paint)
+const spacesAnswer = call("/viewer/spaces").then((res) => res.json());
+spacesAnswer.catch(() => {});  // reported where it is awaited
+
 // ------------------------------------------------------------------ the map
 
 const deckgl = new deck.Deck({
@@ -70,11 +75,13 @@ const deckgl = new deck.Deck({
   onAfterRender: () => {
     if (state.cells && state.firstPaintMs === null) {
       state.firstPaintMs = performance.now();
+      mark("painted");
       document.body.dataset.painted = "1";
     }
   },
 });
 state.view = { longitude: 0, latitude: 20, zoom: 1.5 };
+mark("deck");
 
 function viewport() {  // from our own copy of the view state: deck's viewports exist only after a first frame
   const el = $("map");
@@ -122,9 +129,15 @@ function render() {
       },
     }));
   }
+  // the graticule and the cells' outline: one layer (each layer type is a shader to compile before a first frame)
+  const lines = graticule().map((path) => ({ path, color: [120, 140, 160, 90], width: 1 }));
+  if (state.picture) {
+    const [w, s, e, n] = state.picture.bounds;
+    lines.push({ path: [[w, s], [e, s], [e, n], [w, n], [w, s]], color: [230, 235, 240, 200], width: 1.5 });
+  }
   layers.push(new deck.PathLayer({
-    id: "graticule", data: graticule(), getPath: (d) => d, getColor: [120, 140, 160, 90],
-    widthUnits: "pixels", getWidth: 1, updateTriggers: { getPath: [state.view.zoom, state.view.longitude] },
+    id: "lines", data: lines, getPath: (d) => d.path, getColor: (d) => d.color, getWidth: (d) => d.width,
+    widthUnits: "pixels",
   }));
   const c = state.cells;
   if (c) {
@@ -144,22 +157,16 @@ function render() {
       updateTriggers: { getHexagon: ch.version, getFillColor: ch.version },
     }));
   }
-  if (state.picture) {
-    const [w, s, e, n] = state.picture.bounds;
-    layers.push(new deck.PathLayer({
-      id: "outline", data: [[[w, s], [e, s], [e, n], [w, n], [w, s]]], getPath: (d) => d,
-      getColor: [230, 235, 240, 200], widthUnits: "pixels", getWidth: 1.5,
-    }));
-  }
   const n = state.hits.length;
-  layers.push(new deck.ScatterplotLayer({
+  if (n) layers.push(new deck.ScatterplotLayer({
     id: "hits", data: state.hits, pickable: true, stroked: true, radiusUnits: "pixels",
     getPosition: (h) => [h.lon, h.lat], getRadius: 7, lineWidthUnits: "pixels", getLineWidth: 2,
     getFillColor: (h, { index }) => rampColour(1 - index / Math.max(1, n - 1)).concat(230),
     getLineColor: [255, 255, 255],
   }));
-  layers.push(new deck.ScatterplotLayer({
-    id: "marks", data: Array.from(state.marks.values()).concat(state.query ? [state.query] : []),
+  const marked = Array.from(state.marks.values()).concat(state.query ? [state.query] : []);
+  if (marked.length) layers.push(new deck.ScatterplotLayer({
+    id: "marks", data: marked,
     stroked: true, radiusUnits: "pixels", getPosition: (m) => [m.lon, m.lat], getRadius: 9, filled: false,
     lineWidthUnits: "pixels", getLineWidth: 3,
     getLineColor: (m) => (m.label === "positive" ? [40, 220, 90] : m.label === "negative" ? [240, 60, 60]
@@ -171,7 +178,8 @@ function render() {
 // ------------------------------------------------------------------ the picture
 
 async function loadSpaces() {
-  const body = await (await call("/viewer/spaces")).json();
+  const body = await spacesAnswer;
+  mark("spaces");
   state.spaces = body.spaces;
   state.basemap = localStorage.getItem("rsembed-basemap") || body.basemap || "";
   $("basemap").value = state.basemap;
@@ -203,6 +211,7 @@ async function chooseWindow(window, fly) {
   $("window").value = window;
   const q = new URLSearchParams({ space: state.space.space, window });
   state.picture = await (await call("/viewer/picture?" + q)).json();
+  mark("picture");
   const ex = state.picture.explained.map((x) => Math.round(100 * x) + "%").join(", ");
   $("legend").textContent = state.picture.rows + " rows at H3 res " + state.picture.h3_res
     + "; colour = PCA 1-3 as RGB (" + ex + " of variance)";
@@ -230,6 +239,7 @@ async function loadCells() {
     bbox: viewBbox().join(","), res: String(resForZoom(state.view)) });
   const res = await call("/viewer/cells?" + q);
   const table = await arrowTable(res);
+  mark("cells");
   const n = table.numRows, cells = table.getChild("cell").toArray();
   const r = table.getChild("r").toArray(), g = table.getChild("g").toArray(), b = table.getChild("b").toArray();
   const colour = new Uint8Array(3 * n), hex = new Array(n);
