@@ -15,6 +15,7 @@ _COMMANDS = {
     "maintain": "maintain",
     "importing": "import_cmd",
     "exporting": "export_cmd",
+    "view": "view",
 }
 
 

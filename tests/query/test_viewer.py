@@ -200,3 +200,24 @@ def test_a_bad_basemap_setting_is_named(filled, monkeypatch):
 def test_the_static_files_ship_with_the_package():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"rsembed_store.query.viewer" = ["static/*", "static/vendor/*/*", "static/vendor/VERSIONS"]' in text
+
+
+def test_the_view_command_serves_and_names_the_url(monkeypatch, tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from rsembed_store.cli import main
+    from rsembed_store.commands import view as view_module
+
+    served = {}
+
+    @click.command()
+    @click.option("--host")
+    @click.option("--port", type=int)
+    def fake_serve(host, port):
+        served.update(host=host, port=port)
+
+    monkeypatch.setattr(view_module, "serve", fake_serve)
+    res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "view", "--port", "9123", "--no-browser"])
+    assert res.exit_code == 0, res.output
+    assert "http://127.0.0.1:9123/" in res.output and served == {"host": "127.0.0.1", "port": 9123}
