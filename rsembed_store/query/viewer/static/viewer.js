@@ -97,7 +97,8 @@ function viewBbox() {
 
 // The finest H3 resolution whose hexagons are at least ~3 pixels wide at this zoom.
 function resForZoom(view) {
-  const metresPerPixel = 156543.03 * Math.cos((view.latitude * Math.PI) / 180) / Math.pow(2, view.zoom);
+  // deck.gl zoom 0 shows the world 512 pixels wide
+  const metresPerPixel = 78271.52 * Math.cos((view.latitude * Math.PI) / 180) / Math.pow(2, view.zoom);
   const res = Math.floor(Math.log(4.357e12 / Math.pow(3 * metresPerPixel, 2)) / Math.log(7));
   return Math.max(0, Math.min(15, res));
 }
