@@ -28,7 +28,7 @@ projection and no array built (:meth:`Model.footprint
 microseconds. The engine checks every request before its fetch or read (a refused
 request is a per-request failure, as any other), the planner checks one request per
 window before the cells are crossed with the windows, and the grid builder
-(``ingest.providers.local.target_grid``) checks the exact pixel count before it
+(``ingest.grid.target_grid``) checks the exact pixel count before it
 allocates the ROI mask. A refusal is a :class:`~rsembed_store.errors.LimitError`
 (a ``SpecError``; HTTP 413 ``too_large``) naming the limit, the request's size and
 how to raise the limit.

@@ -36,6 +36,10 @@ METRICS = ("cosine", "l2", "dot")
 # "composite": the window is used as given (a year means Jan 1 .. next Jan 1);
 # "year": the model reads one annual layer, a range resolves to the year it starts in.
 TEMPORAL_MODES = ("composite", "year")
+#: Rough wall seconds of one request by model kind, for models that declare no figure of
+#: their own (``ModelInfo.seconds_per_request``): reading a product is cheap; fetching
+#: imagery and running a network is not.
+SECONDS_PER_REQUEST_BY_KIND: Dict[str, float] = {"precomputed": 0.02, "on_the_fly": 2.0}
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class ModelInfo:
     description: str = ""
     citation: str = ""
     params: Dict[str, Any] = field(default_factory=dict)
+    # rough wall seconds to compute one request (plan estimates only); None: the kind's default
+    seconds_per_request: Optional[float] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -133,6 +139,18 @@ class ModelInfo:
                 raise ValueError(f"ModelInfo.frames={self.frames!r}; use an integer >= 1 or None (one composite)")
             if self.temporal != "composite" or self.kind != "on_the_fly":
                 raise ValueError("ModelInfo.frames needs an on_the_fly model with temporal='composite'")
+        cost = self.seconds_per_request
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0):
+            raise ValueError(f"ModelInfo.seconds_per_request={cost!r}; use a number of seconds >= 0 or None")
+
+    def cost_per_request(self) -> float:
+        """Rough wall seconds to compute one request: the declared figure, else the kind's default.
+
+        Used for plan estimates (``Plan.summary``); it ignores parallelism, caches and network speed.
+        """
+        if self.seconds_per_request is not None:
+            return float(self.seconds_per_request)
+        return SECONDS_PER_REQUEST_BY_KIND[self.kind]
 
     def to_dict(self) -> dict:
         return {
@@ -153,6 +171,7 @@ class ModelInfo:
             "params": dict(self.params),
             "frames": self.frames,
             "modalities": {name: sensor.to_dict() for name, sensor in self.modalities.items()},
+            "seconds_per_request": self.cost_per_request(),
         }
 
 

@@ -234,7 +234,7 @@ def test_concurrent_writers_never_duplicate_a_key(tmp_path):
 
 
 def test_key_index_follows_bulk_writes(store, monkeypatch):
-    import rsembed_store.store as store_mod
+    import rsembed_store.storage as store_mod
 
     monkeypatch.setattr(store_mod, "KEY_INDEX_SLACK_ROWS", 50)
     store.put_many([toy_embedding(req(0, 0))])  # first write builds the index
@@ -249,7 +249,7 @@ def test_key_index_follows_bulk_writes(store, monkeypatch):
 
 
 def test_a_failed_key_index_refresh_is_logged_not_silent(store, monkeypatch, caplog):
-    import rsembed_store.store as store_mod
+    import rsembed_store.storage as store_mod
 
     def broken(*args, **kwargs):
         raise RuntimeError("index busy")

@@ -61,18 +61,7 @@ from ..specs import (
 DEFAULT_MAX_CELLS = DEFAULT_MAX_PLAN_CELLS  # the default of the max_plan_cells limit (rsembed_store.limits)
 PLAN_FORMAT = "rsembed-plan/1"
 
-# Rough seconds to compute one request, per model id (fetching imagery and
-# compositing dominate on-the-fly models). Used only for Plan.summary's
-# ``estimated_seconds``; pass ``seconds_per_request`` for a better figure.
-SECONDS_PER_REQUEST: Dict[str, float] = {
-    "spectral": 0.03,  # wall seconds per request on 2 cores, demo scene (docs/ingest.md)
-    "mosaiks": 0.05,
-    "gse": 0.02,
-    "tessera": 0.02,
-    "copernicus": 0.02,
-}
-_SECONDS_BY_KIND = {"precomputed": 0.02, "on_the_fly": 2.0}
-_SECONDS_FALLBACK = 2.0
+_SECONDS_FALLBACK = 2.0  # per request, for a model the registry does not know
 
 _REGION_HELP = (
     "accepted regions: a BBox; a GeoJSON Polygon/MultiPolygon (geometry, Feature or "
@@ -563,7 +552,7 @@ class Plan:
 
         ``estimated_seconds`` is ``to_compute * seconds_per_request``, a rough
         figure: the per-request cost comes from the argument or from
-        :data:`SECONDS_PER_REQUEST` (by model, then by model kind), and ignores
+        the model's declaration (``ModelInfo.cost_per_request``), and ignores
         parallelism, caching of imagery and network speed. Until
         :meth:`check_cache` runs, ``cached`` is ``None`` and every request
         counts as to compute.
@@ -676,14 +665,13 @@ class Plan:
 
 
 def default_seconds_per_request(model: str) -> float:
-    """The rough default cost of one request of ``model`` (see :data:`SECONDS_PER_REQUEST`)."""
-    if model in SECONDS_PER_REQUEST:
-        return SECONDS_PER_REQUEST[model]
+    """The rough cost of one request of ``model``, as its registry entry declares it
+    (``ModelInfo.cost_per_request``)."""
     try:
-        kind = model_class(model).info.kind
+        info = model_class(model).info
     except SpecError:
         return _SECONDS_FALLBACK
-    return _SECONDS_BY_KIND.get(kind, _SECONDS_FALLBACK)
+    return info.cost_per_request()
 
 
 def plan(
@@ -772,7 +760,6 @@ __all__ = [
     "DEFAULT_MAX_CELLS",
     "PLAN_FORMAT",
     "Plan",
-    "SECONDS_PER_REQUEST",
     "default_seconds_per_request",
     "plan",
     "region_cells",

@@ -36,6 +36,8 @@ import rasterio.shutil as rio_shutil
 from affine import Affine
 from rasterio.warp import transform_bounds
 
+from ..ingest.grid import utm_crs, utm_crs_of_zone
+
 GSE_BANDS = 64
 TESSERA_BANDS = 128
 COPERNICUS_BANDS = 768
@@ -175,8 +177,7 @@ def make_gse_file(root, year: int, zone: str, left: float, top: float, size: Tup
     differs, which compresses like noise); ``nodata_boxes`` are ``(row0, row1, col0, col1)``
     windows set to -128.
     Returns ``(path, q (64, H, W) north-up int8, north-up transform)``."""
-    number, hemi = int(zone[:-1]), zone[-1]
-    crs = f"EPSG:{(32600 if hemi == 'N' else 32700) + number}"
+    crs = utm_crs_of_zone(int(zone[:-1]), zone[-1] == "N")
     h, w = size
     rng = np.random.default_rng(seed)
     gh, gw = -(-h // patch), -(-w // patch)
@@ -205,8 +206,7 @@ def tile_name(lon: float, lat: float) -> str:
 
 def tessera_tile_grid(lon: float, lat: float, res: float = 10.0) -> Tuple[str, Affine, int, int]:
     """The tile's own grid: the UTM zone of its centre, ``res`` m pixels covering its 0.1-degree cell."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) + 1
-    crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    crs = utm_crs(lon, lat)
     minx, miny, maxx, maxy = transform_bounds("EPSG:4326", crs, lon - 0.05, lat - 0.05, lon + 0.05, lat + 0.05,
                                               densify_pts=21)
     left, top = math.floor(minx / res) * res, math.ceil(maxy / res) * res

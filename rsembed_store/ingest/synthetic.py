@@ -121,6 +121,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..errors import SpecError
+from ..ingest.grid import utm_crs
 
 __all__ = [
     "CLASSES",
@@ -278,13 +279,8 @@ class SceneSpec:
 # ------------------------------------------------------------------ geometry
 
 
-def _utm_epsg(lon: float, lat: float) -> int:
-    zone = min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
-    return (32600 if lat >= 0 else 32700) + zone
-
-
 def _grid(spec: SceneSpec) -> Tuple[str, Affine]:
-    crs = f"EPSG:{_utm_epsg(spec.center_lon, spec.center_lat)}"
+    crs = utm_crs(spec.center_lon, spec.center_lat)
     xs, ys = _warp_transform(_LONLAT, crs, [spec.center_lon], [spec.center_lat])
     cx, cy = float(xs[0]), float(ys[0])
     if not (math.isfinite(cx) and math.isfinite(cy)):

@@ -267,3 +267,22 @@ def test_a_failing_stats_call_is_logged_and_the_ingest_goes_on(tmp_path, caplog)
     assert summary.computed == 3
     warned = [r.getMessage() for r in caplog.records if "stats() failed" in r.getMessage()]
     assert len(warned) == 1 and "_NoCounters" in warned[0] and "counter store gone" in warned[0]
+
+
+def test_store_ingest_takes_a_model_a_region_and_windows(tmp_path, scene):
+    """store.ingest(model, region, windows) plans as plan() does, at the store's resolution."""
+    from rsembed_store.errors import SpecError
+
+    out, manifest = scene
+    store = Store.open(tmp_path / "db", config=config_of(out))
+    expected = plan(region_of(manifest), store.h3_res, TemporalSpec.year(2023), "spectral")
+    planned = store.plan("spectral", region_of(manifest), TemporalSpec.year(2023))
+    assert [r.key for r in planned.requests] == [r.key for r in expected.requests]
+    summary = store.ingest("spectral", region_of(manifest), [2023], progress=False)
+    assert summary.failed == 0 and summary.computed == len(expected.requests)
+    assert store.count(expected.requests[0].space) == len(expected.requests)
+    assert store.ingest(planned, progress=False).cached == len(expected.requests)  # a Plan works too
+    with pytest.raises(SpecError, match="needs a region and windows"):
+        store.ingest("spectral", region_of(manifest))
+    with pytest.raises(SpecError, match="go with a model id"):
+        store.ingest(planned, region_of(manifest), [2023])

@@ -27,7 +27,7 @@ from rsembed_store.errors import MissingExtraError, NoImageryError, ProviderErro
 from rsembed_store.ingest.engine import ingest
 from rsembed_store.ingest.providers import gee
 from rsembed_store.ingest.providers.gee import EarthEngineProvider, classify, fetch_image_array, plan_tiles
-from rsembed_store.ingest.providers.local import target_grid
+from rsembed_store.ingest.grid import target_grid
 from rsembed_store.keys import ResolvedRequest
 from rsembed_store.specs import H3Cell, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 

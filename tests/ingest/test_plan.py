@@ -466,3 +466,22 @@ def test_load_refuses_bad_files(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")  # truncated
     with pytest.raises(SpecError, match="header says"):
         Plan.load(path)
+
+
+def test_plan_costs_come_from_each_models_declaration():
+    """Plan estimates read the registry: a declared figure wins, else the kind's default."""
+    from rsembed_store.model import SECONDS_PER_REQUEST_BY_KIND, ModelInfo
+    from rsembed_store.registry import model_info, model_names
+
+    names = [n for n in model_names() if not n.startswith("rsembed:")]
+    assert {"spectral", "gse", "tessera", "copernicus"} <= set(names)
+    for name in names:
+        info = model_info(name)
+        expected = info.seconds_per_request if info.seconds_per_request is not None \
+            else SECONDS_PER_REQUEST_BY_KIND[info.kind]
+        assert plan_mod.default_seconds_per_request(name) == expected > 0
+        assert info.to_dict()["seconds_per_request"] == expected
+    assert model_info("spectral").seconds_per_request == 0.03  # declared, not the on_the_fly default
+    assert plan_mod.default_seconds_per_request("no-such-model") == 2.0
+    with pytest.raises(ValueError, match="seconds_per_request=-1"):
+        ModelInfo(id="x", revision="r", kind="precomputed", dim=2, seconds_per_request=-1)

@@ -26,7 +26,7 @@ from rsembed_store.ingest.models.copernicus import CopernicusModel
 from rsembed_store.ingest.models.gse import GseModel, GseUnitModel
 from rsembed_store.ingest.models.tessera import TesseraModel
 from rsembed_store.ingest.plan import plan
-from rsembed_store.ingest.providers.local import target_grid
+from rsembed_store.ingest.grid import target_grid
 
 Y = TemporalSpec.year
 

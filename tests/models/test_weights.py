@@ -159,9 +159,41 @@ def test_a_store_opened_with_a_weights_config_keys_requests_by_those_weights(reg
     published_key = key()
     f = tmp_path / "ft.pt"
     f.write_bytes(b"weights named by the store config")
-    Store.open(tmp_path / "db", config={"models": {"weights-test": {"weights": str(f)}}})
-    assert model_class("weights-test").info.revision == "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-    assert key() != published_key
+    store = Store.open(tmp_path / "db", config={"models": {"weights-test": {"weights": str(f)}}})
+    with store.models_scope():
+        assert model_class("weights-test").info.revision == ("sha256:"
+                                                              + hashlib.sha256(f.read_bytes()).hexdigest()[:16])
+        assert key() != published_key
+    # the process's registry is left alone: the weights belong to that store
+    assert model_class("weights-test") is Published and key() == published_key
+
+
+def test_two_stores_with_different_weights_in_one_process_do_not_collide(registered, tmp_path):
+    import threading
+
+    from rsembed_store.store import Store
+
+    stores, revisions = [], []
+    for name in ("a", "b"):
+        f = tmp_path / f"{name}.pt"
+        f.write_bytes(b"weights " + name.encode())
+        stores.append(Store.open(tmp_path / name, config={"models": {"weights-test": {"weights": str(f)}}}))
+        revisions.append("sha256:" + hashlib.sha256(f.read_bytes()).hexdigest()[:16])
+    seen = {}
+
+    def keyed(i):
+        for _ in range(50):  # interleaved with the other store's thread
+            with stores[i].models_scope():
+                seen.setdefault(i, set()).add((model_class("weights-test").info.revision, key()))
+
+    threads = [threading.Thread(target=keyed, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [{r for r, _ in seen[i]} for i in (0, 1)] == [{revisions[0]}, {revisions[1]}]
+    keys = [{k for _, k in seen[i]} for i in (0, 1)]
+    assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1] and key() not in keys[0] | keys[1]
 
 
 def test_rsembed_weights_env_is_applied_when_the_model_is_first_looked_up(tmp_path, monkeypatch):

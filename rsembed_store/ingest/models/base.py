@@ -41,6 +41,7 @@ from ...model import Model
 from ...specs import InputPrepSpec, SensorSpec
 from ..providers.base import Pixels
 from ..providers.sensors import as_common, band_positions, family
+from .outcomes import outcomes
 
 AUTO_TILE_FACTOR = 1.5
 
@@ -208,15 +209,7 @@ class OnTheFlyModel(Model):
     def embed_batch(self, items: List[Tuple[Pixels, ResolvedRequest]], *, return_exceptions: bool = False) -> list:
         """Embed many items (a loop; models may vectorise). With ``return_exceptions`` a failed
         item yields its exception in place, so one bad request does not sink the batch."""
-        results = []
-        for pixels, request in items:
-            try:
-                results.append(self.embed(pixels, request))
-            except Exception as exc:  # noqa: BLE001 - reported per request
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
+        return outcomes(items, lambda item: self.embed(*item), return_exceptions=return_exceptions)
 
     # ------------------------------------------------------------ steps
 

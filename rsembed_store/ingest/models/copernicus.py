@@ -139,6 +139,7 @@ class CopernicusModel(ProductModel):
         providers=("geotiff",),
         grid_dtype="float32",
         years=(2021, 2021),
+        seconds_per_request=0.02,  # reading a product: no imagery, no network
         description="Copernicus-Embed: one 768-d Copernicus-FM embedding per 0.25-degree cell, 2021",
         citation="Wang et al. 2025, Towards a Unified Copernicus Foundation Model, arXiv:2503.11849. " + ATTRIBUTION,
         params={"version": "025deg-310k", "res_deg": RES_DEG, "shape": [721, 1440], "empty": "all-zero cells",

@@ -23,7 +23,7 @@ De-quantisation (the dataset's readme): ``x = sign(q) * (q / 127.5) ** 2`` for
 
 Answers
 =======
-The grid is :func:`~rsembed_store.ingest.providers.local.target_grid` (UTM zone of
+The grid is :func:`~rsembed_store.ingest.grid.target_grid` (UTM zone of
 the ROI centre, ``scale_m`` pixels, north-up; the file grids use the same
 10 m origin multiples, so at 10 m it is the files' own pixel grid). Each pixel is
 the source pixel that contains its centre, from the zone files' own pixels first
@@ -53,7 +53,7 @@ from ...embedding import Embedding, register_grid_codec
 from ...errors import MissingExtraError, NoImageryError, ProviderError
 from ...keys import ResolvedRequest
 from ...model import ModelInfo
-from ..providers.local import TargetGrid, _overview_level, target_grid
+from ..grid import TargetGrid, overview_level, target_grid
 from . import gse_catalog as cat
 from .products import (MAX_GRID_PIXELS, MAX_POOL_PIXELS, ProductModel, Session, answer, check_grid_size,
                        estimate_pixels)
@@ -122,6 +122,7 @@ class GseModel(ProductModel):
         providers=("cog", "gee"),
         grid_dtype="int8",
         years=(2017, 2025),
+        seconds_per_request=0.02,  # reading a product: no imagery, no network
         description="AlphaEarth Foundations annual Satellite Embedding (Google), 64-d, 10 m, unit-length pixels",
         citation="Brown et al. 2025, AlphaEarth Foundations, arXiv:2507.22291. " + ATTRIBUTION + " CC-BY 4.0.",
         params={"version": "v1", "collection": COLLECTION, "bands": "A00..A63", "nodata": NODATA,
@@ -205,7 +206,7 @@ class GseModel(ProductModel):
         for f in plan.files:
             level = None
             if plan.scale_m > NATIVE_M * (1 + 1e-9):
-                level = _overview_level(session.raster(f.path), plan.scale_m, lat)
+                level = overview_level(session.raster(f.path), plan.scale_m, lat)
             ds = session.raster(f.path, level)
             levels.append(0 if level is None else level + 1)
             parts.append(raster_part(ds, f.id, _valid, owns=cat.owner(f.zone), crs=f.crs,

@@ -31,32 +31,30 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ...errors import NoImageryError, ProviderError
+from ..grid import utm_crs_of_zone, utm_zone, utm_zones
 from .products_raster import bounds_of
 
 ZONE_RE = re.compile(r"^(\d{1,2})([NS])$")
 _SUFFIXES = (".tif", ".tiff")
 
 
-def zone_number(lon):
-    """The standard 6-degree UTM zone number(s) of longitude(s) (1..60)."""
-    return np.clip(np.floor((np.asarray(lon, dtype=np.float64) + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
-
-
 def zone_name(lon: float, lat: float) -> str:
-    return f"{int(zone_number(lon))}{'N' if lat >= 0 else 'S'}"
+    """The zone directory name of a point: ``32N``, ``7S``."""
+    return f"{utm_zone(lon)}{'N' if lat >= 0 else 'S'}"
 
 
 def zone_crs(zone: str) -> str:
+    """The CRS of a zone directory name: ``32N`` -> ``EPSG:32632``."""
     m = ZONE_RE.match(zone)
     if not m:
         raise ProviderError(f"{zone!r} is not a UTM zone directory name such as '32N' or '7S'")
-    return f"EPSG:{(32600 if m.group(2) == 'N' else 32700) + int(m.group(1))}"
+    return utm_crs_of_zone(int(m.group(1)), m.group(2) == "N")
 
 
 def zones_for(bounds_lonlat: Tuple[float, float, float, float]) -> List[str]:
     """The zone directories a lon/lat box touches, west to east, south before north."""
     w, s, e, n = bounds_lonlat
-    first, last = int(zone_number(w)), int(zone_number(e))
+    first, last = utm_zone(w), utm_zone(e)
     hemis = ([] if s >= 0 else ["S"]) + ([] if n < 0 else ["N"])
     return [f"{z}{h}" for z in range(first, last + 1) for h in hemis]
 
@@ -67,7 +65,7 @@ def owner(zone: str):
     number, north = int(m.group(1)), m.group(2) == "N"
 
     def owns(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        return (zone_number(lon) == number) & ((lat >= 0) if north else (lat < 0))
+        return (utm_zones(lon) == number) & ((lat >= 0) if north else (lat < 0))
 
     return owns
 

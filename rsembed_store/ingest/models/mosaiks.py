@@ -79,6 +79,7 @@ def _info(model_id: str, n_filters: int, kernel: int, seed: int, bias: float) ->
         default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=10, cloudy_pct=30, composite="median"),
         providers=("local", "gee"),
         input_size=64,
+        seconds_per_request=0.05,  # wall seconds on 2 cores, demo scene
         description=(
             f"MOSAIKS random convolutional features: {n_filters} random {kernel}x{kernel}x6 filters, "
             f"relu(+r-{bias:g}) and relu(-r-{bias:g}), averaged over the image (grid: 8x8 px blocks)"

@@ -42,6 +42,7 @@ from ...keys import ResolvedRequest
 from ...limits import Limits
 from ...model import Model, ModelInfo
 from ...specs import EARTH_RADIUS_M, H3Cell, OutputSpec
+from .outcomes import attempt
 
 #: (path, overview level) -> how many times a Session opened it, process-wide (tests, benchmarks)
 OPEN_COUNTS: Counter = Counter()
@@ -308,28 +309,25 @@ class ProductModel(Model):
         results: List[Any] = [None] * len(requests)
         order: List[Tuple[Tuple[str, ...], int, Any]] = []
         for i, r in enumerate(requests):
-            try:
-                self.check_request(r)
-                plan = self.plan(r)
+            plan = attempt(self._checked_plan, r, return_exceptions=return_exceptions)
+            if isinstance(plan, Exception):
+                results[i] = plan
+            else:
                 order.append((tuple(sorted(plan.sources)), i, plan))
-            except Exception as exc:  # noqa: BLE001 - reported per request
-                if not return_exceptions:
-                    raise
-                results[i] = exc
         order.sort(key=lambda item: item[0])
         with Session() as session:
             for _, i, plan in order:
                 t0 = time.perf_counter()
-                try:
-                    emb = self.read_one(requests[i], plan, session)
-                except Exception as exc:  # noqa: BLE001
-                    if not return_exceptions:
-                        raise
-                    results[i] = exc
-                    continue
-                emb.compute_s = time.perf_counter() - t0
+                emb = attempt(self.read_one, requests[i], plan, session, return_exceptions=return_exceptions)
+                if not isinstance(emb, Exception):
+                    emb.compute_s = time.perf_counter() - t0
                 results[i] = emb
         return results
+
+    def _checked_plan(self, request: ResolvedRequest):
+        """The plan of a request after checking that it is one for this model."""
+        self.check_request(request)
+        return self.plan(request)
 
 
 __all__ = [

@@ -57,6 +57,7 @@ from ...errors import ComputeError, MissingExtraError, ProviderError, SpecError,
 from ...keys import ResolvedRequest
 from ...model import Model, ModelInfo
 from ...specs import BBox, H3Cell, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec
+from .outcomes import attempt, settle
 
 PREFIX = "rsembed:"
 EXTRA = "rsembed"
@@ -201,7 +202,7 @@ def _collection_of(rs_collection: str):
 
 
 def _our_band(collection, band: str) -> str:
-    from ..providers.local import canonical_band
+    from ..providers.bands import canonical_band
 
     try:
         return canonical_band(collection.resolve_band(band).name)
@@ -406,19 +407,13 @@ class RsEmbedModel(Model):
         results: List[Any] = [None] * len(items)
         groups: Dict[tuple, List[int]] = {}
         for i, (pixels, request) in enumerate(items):
-            try:
-                results[i] = self.user_data(pixels, request)
+            results[i] = attempt(self.user_data, pixels, request, return_exceptions=True)
+            if not isinstance(results[i], Exception):
                 groups.setdefault((request.output, request.input_prep), []).append(i)
-            except Exception as exc:  # noqa: BLE001 - reported per request
-                results[i] = exc
         for indices in groups.values():
             for i, out in zip(indices, self._run_group([results[i] for i in indices], [items[i][1] for i in indices])):
                 results[i] = out
-        if not return_exceptions:
-            for res in results:
-                if isinstance(res, BaseException):
-                    raise res
-        return results
+        return settle(results, return_exceptions=return_exceptions)
 
     def _run_group(self, datas: list, requests: List[ResolvedRequest]) -> list:
         try:
@@ -430,10 +425,7 @@ class RsEmbedModel(Model):
         return [self.to_embedding(a, r) for a, r in zip(answers, requests)]
 
     def _one(self, data, request: ResolvedRequest):
-        try:
-            return self.to_embedding(self.call([data], request)[0], request)
-        except Exception as exc:  # noqa: BLE001 - reported per request
-            return exc
+        return attempt(lambda: self.to_embedding(self.call([data], request)[0], request), return_exceptions=True)
 
     def call(self, datas: list, request: ResolvedRequest) -> list:
         """rs-embed's own bring-your-own-data API, with rs-embed's spec objects."""
@@ -534,4 +526,12 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-__all__ = ["PREFIX", "RsEmbedModel", "build", "describe", "installed", "model_names", "weights_identity"]
+def _resolver():
+    from ...registry import Resolver
+
+    return Resolver(PREFIX, build=build, names=model_names, describe=describe)
+
+
+RESOLVER = _resolver()  # what the registry serves ``rsembed:<name>`` ids with (registry._RESOLVERS)
+
+__all__ = ["PREFIX", "RESOLVER", "RsEmbedModel", "build", "describe", "installed", "model_names", "weights_identity"]

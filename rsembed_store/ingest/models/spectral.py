@@ -114,6 +114,7 @@ class SpectralModel(OnTheFlyModel):
         default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=10, cloudy_pct=30, composite="median"),
         providers=("local", "gee"),
         input_size=64,
+        seconds_per_request=0.03,  # wall seconds on 2 cores, demo scene (docs/ingest.md)
         description=(
             "Median, p10, p90 and IQR of 6 S2 bands and 5 indices (NDVI, NDWI, NDBI, MNDWI, NBR), "
             "standardised by fixed constants; grid = the same statistics per 8x8 px block"

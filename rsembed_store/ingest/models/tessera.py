@@ -44,7 +44,7 @@ from ...embedding import Embedding
 from ...errors import MissingExtraError, NoImageryError, ProviderError, SpecError
 from ...keys import ResolvedRequest
 from ...model import ModelInfo
-from ..providers.local import TargetGrid, target_grid
+from ..grid import TargetGrid, target_grid
 from .products import ProductModel, Session, answer, check_grid_size
 from .products_raster import Part, array_part, mosaic
 
@@ -125,6 +125,7 @@ class TesseraModel(ProductModel):
         providers=("geotessera",),
         grid_dtype="float32",
         years=(2017, 2025),
+        seconds_per_request=0.02,  # reading a product: no imagery, no network
         description="TESSERA annual Sentinel-1/2 pixel embeddings (Cambridge), 128-d, 10 m, 0.1-degree UTM tiles",
         citation=ATTRIBUTION,
         params={"version": "v1", "tile_deg": 0.1, "dequantisation": "q * scales", "native_m": NATIVE_M,

@@ -73,6 +73,7 @@ from ...errors import ComputeError, SpecError, require
 from ...specs import OutputSpec
 from . import weights as wts
 from .base import OnTheFlyModel, masked_pool
+from .outcomes import attempt, outcomes
 
 ENV_DEVICE = "RSEMBED_DEVICE"
 
@@ -297,32 +298,23 @@ class TorchModel(OnTheFlyModel):
         """Embed many ``(pixels, request)`` items, running the pieces of all of them through the
         network in shared batches; with ``return_exceptions`` a failed item yields its exception."""
         t0 = time.perf_counter()
-        plans: list = []
-        for pixels, request in items:
-            try:
-                plans.append(self._plan(pixels, request))
-            except Exception as exc:  # noqa: BLE001 - reported per request
-                if not return_exceptions:
-                    raise
-                plans.append(exc)
+        plans = outcomes(items, lambda item: self._plan(*item), return_exceptions=return_exceptions)
         pieces = [p for plan in plans if not isinstance(plan, BaseException) for p in plan[0] if p[1].any()]
         results = self.infer([(p[0], p[1]) for p in pieces])
         self._local.ready = {id(p[0]): r for p, r in zip(pieces, results)}
         share = (time.perf_counter() - t0) / max(len(items), 1)
+        def finish(plan, request):
+            emb = self._assemble(*plan, request, None, time.perf_counter())
+            emb.compute_s += share
+            return emb
+
         out = []
         try:
             for plan, (_, request) in zip(plans, items):
                 if isinstance(plan, BaseException):
                     out.append(plan)
-                    continue
-                try:
-                    emb = self._assemble(*plan, request, None, time.perf_counter())
-                    emb.compute_s += share
-                    out.append(emb)
-                except Exception as exc:  # noqa: BLE001 - reported per request
-                    if not return_exceptions:
-                        raise
-                    out.append(exc)
+                else:
+                    out.append(attempt(finish, plan, request, return_exceptions=return_exceptions))
         finally:
             self._local.ready = None
         return out

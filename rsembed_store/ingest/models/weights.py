@@ -241,12 +241,26 @@ def use_published(model_id: str) -> type:
     return base
 
 
-def use_weights_config(config: Optional[Mapping]) -> Dict[str, type]:
-    """Apply every ``{"models": {id: {"weights": path}}}`` entry of an ingest config (see :func:`use_weights`)."""
+def weights_variants(config: Optional[Mapping]) -> Dict[str, type]:
+    """The variant class of every ``{"models": {id: {"weights": path}}}`` entry of a config, registered
+    nowhere: a store puts them in scope around its own calls (``registry.models_in_scope``)."""
+    from ...registry import model_class
+
     out = {}
     for model_id, cfg in ((config or {}).get("models") or {}).items():
         if isinstance(cfg, Mapping) and cfg.get("weights"):
-            out[model_id] = use_weights(model_id, cfg["weights"])
+            out[model_id] = variant(published_class(model_class(model_id)), cfg["weights"])
+    return out
+
+
+def use_weights_config(config: Optional[Mapping]) -> Dict[str, type]:
+    """Apply every ``{"models": {id: {"weights": path}}}`` entry of a config to the whole process
+    (see :func:`use_weights`); a store applies its own to itself only (:func:`weights_variants`)."""
+    from ...registry import register_model
+
+    out = weights_variants(config)
+    for model_id, cls in out.items():
+        register_model(model_id, cls)
     return out
 
 
@@ -284,6 +298,7 @@ __all__ = [
     "revision_of",
     "use_published",
     "use_weights",
+    "weights_variants",
     "use_weights_config",
     "variant",
 ]

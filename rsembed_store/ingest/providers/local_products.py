@@ -1,4 +1,4 @@
-"""Landsat and HLS products on local disk -> :class:`~.local.Scene` (the local provider's catalogue).
+"""Landsat and HLS products on local disk -> :class:`~.catalog.Scene` (the local provider's catalogue).
 
 A product is every file that shares a product id, wherever they sit: the Debian
 ``r-cran-satellite`` folder holds two Landsat scenes side by side, so files are
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ...errors import ProviderError
-from .local import BandSource, Scene, _inspect, _relative_id, _tiff_files, _union_lonlat
+from .catalog import BandSource, Scene, inspect_file, relative_id, tiff_files, union_lonlat
 from .sensors import (HLS_SCALE, LANDSAT_SR_OFFSET, LANDSAT_SR_SCALE, LANDSAT_ST_OFFSET, LANDSAT_ST_SCALE,
                       Family, ProductFile, parse_mtl)
 
@@ -79,7 +79,7 @@ def scan_products(root: Path, fam: Family) -> Tuple[List[Scene], List[Tuple[str,
     """Every product of ``fam`` under ``root`` as a Scene keyed by common band names."""
     groups: Dict[Tuple[Path, str], Dict[str, Tuple[ProductFile, Path]]] = {}
     skipped: List[Tuple[str, str]] = []
-    for path in _tiff_files(root):
+    for path in tiff_files(root):
         pf = fam.parse(path.stem)
         if pf is None:
             skipped.append((str(path), f"not a {fam.title} file name"))
@@ -105,7 +105,7 @@ def scan_products(root: Path, fam: Family) -> Tuple[List[Scene], List[Tuple[str,
             hit = files.get(suffix.upper())
             if hit is None:
                 continue
-            info = _inspect(hit[1])
+            info = inspect_file(hit[1])
             if info is None:
                 skipped.append((str(hit[1]), "not a georeferenced raster"))
                 continue
@@ -123,12 +123,12 @@ def scan_products(root: Path, fam: Family) -> Tuple[List[Scene], List[Tuple[str,
         rule = fam.qa_rule(pf)
         qa_hit = files.get(rule.band.upper())
         scenes.append(Scene(
-            id=_relative_id(root, folder / pid, strip_suffix=False),
+            id=relative_id(root, folder / pid, strip_suffix=False),
             path=str(folder),
             date=when,
             cloud_pct=cloud,
             crs=infos[0].crs,
-            bounds_lonlat=_union_lonlat([i.bounds_lonlat for i in infos]),
+            bounds_lonlat=union_lonlat([i.bounds_lonlat for i in infos]),
             bands=bands,
             sensor=pf.sensor.title,
             qa=BandSource(str(qa_hit[1]), 1) if qa_hit else None,

@@ -20,7 +20,7 @@ def add(app, ctx) -> None:
         The input is checked here (a bad region or window is a 422 and no job
         starts); the answer is 202 ``{"job_id", ...}``; poll ``GET /jobs/{job_id}``.
         """
-        from ...ingest.plan import plan, region_cells
+        from ...ingest.plan import region_cells
         from ...limits import Limits
         from ...registry import model_class
         from ...specs import OutputSpec
@@ -47,8 +47,8 @@ def add(app, ctx) -> None:
                 raise
         ctx.limit(len(cells) * len(windows), "this ingest (cells x windows)", "region", max_requests)
         with field_of("region"):
-            the_plan = plan(cells, body.h3_res, windows, body.model, output=output,
-                            max_cells=max_requests, limits=Limits.from_config(store.config))
+            the_plan = store.plan(body.model, cells, windows, h3_res=body.h3_res, output=output,
+                                  max_cells=max_requests, limits=Limits.from_config(store.config))
         return ctx.ok(ctx.jobs.submit(the_plan), 202)
 
     @app.get("/jobs/{job_id}", tags=["ingest"], summary="The state of an ingest job", responses=errors)

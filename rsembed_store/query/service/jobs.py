@@ -105,7 +105,8 @@ class Jobs:
 
         try:
             engine = Engine(self.store, self.store.config)
-            summary = engine.run(plan.requests, progress=False, on_batch=on_batch)
+            with self.store.models_scope():  # the store's own weights, as its requests were keyed
+                summary = engine.run(plan.requests, progress=False, on_batch=on_batch)
         except Exception as exc:
             if isinstance(exc, RsEmbedStoreError):
                 _, code = classify(exc)
