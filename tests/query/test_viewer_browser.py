@@ -172,9 +172,9 @@ def test_click_lists_the_hits_store_search_finds(watched, served):
     assert listed == [r["cell"] for r in expected.rows]
     # clicking a hit in the list recentres the map on it
     page.locator("#hits tbody tr").nth(3).click()
-    page.wait_for_timeout(600)
-    view = page.evaluate("window.viewer.state.view")
-    assert abs(view["longitude"] - expected.rows[3]["lon"]) < 1e-6
+    target = expected.rows[3]
+    page.wait_for_function(f"Math.abs(window.viewer.state.view.longitude - {target['lon']}) < 1e-6 && "
+                           f"Math.abs(window.viewer.state.view.latitude - {target['lat']}) < 1e-6", timeout=10_000)
     watched.check_clean()
 
 

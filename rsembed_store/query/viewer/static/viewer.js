@@ -313,13 +313,19 @@ async function search(query, what) {
   render();
 }
 
+// "2021" for a calendar year, else "START/END"
+function windowLabel(start, end) {
+  if (!start || !end) return "";
+  const y = start.slice(0, 4);
+  return start === y + "-01-01" && end === (Number(y) + 1) + "-01-01" ? y : start + "/" + end;
+}
+
 function showHits() {
   const tbody = $("hits").querySelector("tbody");
   tbody.innerHTML = "";
   state.hits.forEach((h, i) => {
     const tr = document.createElement("tr");
-    const cells = [i + 1, h.distance.toFixed(4), h.cell || h.h3, (h.start_date || "") + "/" + (h.end_date || ""),
-      h.key];
+    const cells = [i + 1, h.distance.toFixed(4), h.cell || h.h3, windowLabel(h.start_date, h.end_date), h.key];
     cells.forEach((v, j) => {
       const td = document.createElement("td");
       td.textContent = String(v);
