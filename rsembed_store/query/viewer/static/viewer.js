@@ -417,7 +417,7 @@ async function showChange() {
     hex[i] = BigInt.asUintN(64, BigInt(cells[i])).toString(16);
     colour.set(rampColour(dist[i] / top), 3 * i);
   }
-  state.change = { n, hex, colour, version: (state.change ? state.change.version : 0) + 1 };
+  state.change = { n, hex, colour, distance: Array.from(dist), version: (state.change ? state.change.version : 0) + 1 };
   status(n + " cells compared; colour = cosine distance (yellow: most change, " + top.toFixed(3) + "+)");
   render();
 }
