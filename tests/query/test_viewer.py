@@ -221,3 +221,26 @@ def test_the_view_command_serves_and_names_the_url(monkeypatch, tmp_path):
     res = CliRunner().invoke(main, ["--db", str(tmp_path / "db"), "view", "--port", "9123", "--no-browser"])
     assert res.exit_code == 0, res.output
     assert "http://127.0.0.1:9123/" in res.output and served == {"host": "127.0.0.1", "port": 9123}
+
+
+def test_many_threads_share_one_build_of_a_picture(filled, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsembed_store.query.viewer import picture as picture_module
+
+    store, space = filled
+    builds = []
+    real = picture_module.Picture.build.__func__
+
+    def counted(cls, *args, **kwargs):
+        builds.append(1)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(picture_module.Picture, "build", classmethod(counted))
+    pics = Pictures(store)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: pics.get(space), range(16)))
+    assert len(builds) == 1 and all(p is got[0] for p in got)
+    with ThreadPoolExecutor(8) as pool:  # views of one picture from many threads agree
+        views = list(pool.map(lambda r: got[0].view(None, r % 9, 10_000)[1].num_rows, range(32)))
+    assert views == [got[0].view(None, r % 9, 10_000)[1].num_rows for r in range(32)]

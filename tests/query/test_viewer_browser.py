@@ -187,7 +187,7 @@ def _mark(page, cell: str, label: str) -> None:
 
 
 def _takes_examples(served) -> bool:
-    from fastapi.testclient import TestClient  # noqa: F401  (the app's own OpenAPI document says)
+    """Whether the server's POST /search takes several examples and negatives (its OpenAPI document says)."""
     import httpx
 
     doc = httpx.get(served[2] + "/openapi.json").json()
