@@ -42,7 +42,7 @@ _LAZY = {
     "RayExecutor": "rsembed_store.ingest.ray_executor:RayExecutor",
     "use_weights": "rsembed_store.ingest.models.weights:use_weights",
     "use_published": "rsembed_store.ingest.models.weights:use_published",
-    "SearchResult": "rsembed_store.query.search:SearchResult",
+    "SearchResult": "rsembed_store.query.results:SearchResult",
     "register_model": "rsembed_store.registry:register_model",
     "register_provider": "rsembed_store.registry:register_provider",
     "register_resolver": "rsembed_store.registry:register_resolver",

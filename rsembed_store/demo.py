@@ -7,20 +7,21 @@
 4. "find places like this": for query cells of each land-cover class, search the
    k most similar cells and score precision@k against the true class;
 5. one SQL roll-up by parent cell;
-6. a PNG map (scene RGB, the query cell, hits shaded by similarity), written
-   with rasterio's PNG driver so the demo needs no plotting library.
+6. a PNG map (scene RGB, the query cell, hits shaded by rank, with title,
+   legend, scale bar and coordinate ticks; see demo_map.py), and the ``serve``
+   command that opens the same store in the viewer.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import warnings
 from typing import Callable, Dict, List, Sequence
 
 import h3
 import numpy as np
 
+from .demo_map import write_map  # noqa: F401  (the map drawing lives in demo_map.py)
 from .specs import BBox, H3Cell, TemporalSpec
 
 DEMO_MODELS = ("spectral", "mosaiks")
@@ -28,7 +29,7 @@ DEMO_MODELS = ("spectral", "mosaiks")
 
 def cell_classes(labels_cache, cells: Sequence[str]) -> Dict[str, tuple]:
     """Majority true class and its fraction for each cell (from the label raster)."""
-    from .ingest.synthetic import class_fractions
+    from .testing.labels import class_fractions
 
     out = {}
     for cell in cells:
@@ -73,52 +74,6 @@ def precision_at_k(store, model: str, queries: Sequence[str], classes: Dict[str,
             "examples": examples}
 
 
-def write_map(source: str, manifest: dict, query: str, hits: Sequence[tuple], path: str) -> str:
-    """Write a PNG: the clearest scene as RGB, hits shaded by similarity (yellow), the query in red."""
-    import rasterio
-    import rasterio.errors
-    from affine import Affine
-    from rasterio.features import rasterize
-    from rasterio.warp import transform_geom
-
-    scenes = sorted(manifest["scenes"], key=lambda s: s.get("cloudy_pixel_percentage", 100))
-    with rasterio.open(os.path.join(source, scenes[0]["path"])) as src:
-        names = list(src.descriptions)
-        step = max(1, src.width // 768)
-        rgb = np.stack([src.read(names.index(b) + 1, out_shape=(src.height // step, src.width // step))
-                        for b in ("B04", "B03", "B02")]).astype(np.float32)
-        transform = src.transform @ Affine.scale(src.width / rgb.shape[2], src.height / rgb.shape[1])
-        crs = src.crs
-    lo, hi = np.percentile(rgb[rgb > 0], [2, 98]) if (rgb > 0).any() else (0, 1)
-    img = np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
-
-    def mask(cell: str) -> np.ndarray:
-        ring = [(lon, lat) for lat, lon in h3.cell_to_boundary(cell)]
-        geom = transform_geom("EPSG:4326", crs, {"type": "Polygon", "coordinates": [ring + [ring[0]]]})
-        return rasterize([(geom, 1)], out_shape=img.shape[1:], transform=transform).astype(bool)
-
-    dists = np.array([d for _, d in hits], dtype=np.float64)
-    span = (dists.max() - dists.min()) if len(dists) > 1 else 1.0
-    for (cell, dist) in hits:
-        strength = 1.0 - 0.6 * ((dist - dists.min()) / span if span > 0 else 0.0)
-        m = mask(cell)
-        for band, colour in enumerate((1.0, 0.85, 0.0)):  # yellow, more opaque = more similar
-            img[band][m] = (1 - 0.7 * strength) * img[band][m] + 0.7 * strength * colour
-    m = mask(query)
-    for band, colour in enumerate((1.0, 0.0, 0.0)):
-        img[band][m] = colour
-    out = (img * 255).astype(np.uint8)
-    with warnings.catch_warnings():  # a PNG has no georeferencing, and needs none
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="PNG", width=out.shape[2], height=out.shape[1], count=3,
-                           dtype="uint8") as dst:
-            dst.write(out)
-    aux = path + ".aux.xml"
-    if os.path.exists(aux):
-        os.remove(aux)
-    return path
-
-
 ROLLUP_SQL = """
 SELECT h3_to_string(h3_parent(cell, 7)) AS parent_r7,
        count(*) AS cells,
@@ -137,7 +92,8 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
     """Run the demo against ``store`` with its source under ``workdir``; returns a JSON-ready report."""
     from .ingest.engine import ingest
     from .ingest.plan import plan
-    from .ingest.synthetic import SceneSpec, ensure_scene, read_labels
+    from .testing.labels import read_labels
+    from .testing.scenes import SceneSpec, ensure_scene
 
     t0 = time.perf_counter()
     source = os.path.join(workdir, "source")
@@ -155,7 +111,7 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
                     "runs": [], "search": [], "sql": None, "map": None}
     plans = {}
     for model in models:
-        plans[model] = plan(region, h3_res, window, model)
+        plans[model] = plan(model, region, h3_res, window)
         for attempt in ("first", "again"):
             summary = ingest(store, plans[model].requests, config, progress=progress)
             log(f"ingest  {model:<9} {attempt:<6} {summary.line()}")
@@ -176,8 +132,11 @@ def run_demo(store, workdir: str, *, h3_res: int = 9, size_px: int = 1024, seed:
         log(f"example {models[0]}: query {first['query']} ({first['class']}) -> "
             + ", ".join(f"{classes.get(c, ('?',))[0]}" for c, _ in first["hits"][:k]))
         path = os.path.join(workdir, "demo-map.png")
-        report["map"] = write_map(source, manifest, first["query"], first["hits"], path)
-        log(f"map     {report['map']} (red: query cell; yellow: its {k} nearest, brighter = closer)")
+        report["map"] = write_map(source, manifest, first["query"], first["hits"], path, model=models[0],
+                                  window=str(spec.year))
+        log(f"map     {report['map']} (red: query cell; yellow to orange: its {k} nearest by rank)")
+        report["serve"] = f"rsembed-store --db {store.uri} serve"
+        log(f"view    {report['serve']}  (then open http://127.0.0.1:8765/ and click cell {first['query']})")
 
     table = store.sql(ROLLUP_SQL)
     report["sql"] = {"query": " ".join(ROLLUP_SQL.split()), "rows": table.to_pylist()}

@@ -127,7 +127,7 @@ def run_real_demo(store, folder=None, *, h3_res: int = H3_RES, models: Sequence[
                     "change": None}
     cells = []
     for model in models:
-        p = plan(region, h3_res, windows, model, sensor=SENSOR)
+        p = plan(model, region, h3_res, windows, sensor=SENSOR)
         cells = p.cells
         summary = ingest(store, p.requests, config, progress=progress)
         log(f"ingest  {model:<9} {len(p.cells)} cells x {len(windows)} years: {summary.line()}")

@@ -221,3 +221,39 @@ __all__ = [
     "how_to_raise",
     "roi_pixels",
 ]
+
+
+# ---------------------------------------------------------------- JSON answers of per-cell layers
+
+DEFAULT_MAX_JSON_CELLS = 200_000
+ENV_MAX_JSON_CELLS = "RSEMBED_STORE_MAX_JSON_CELLS"
+
+
+def max_json_cells(config: Optional[Mapping] = None) -> int:
+    """How many cells a per-cell layer (``/change``) may send as JSON: ``config["max_json_cells"]``, else
+    ``$RSEMBED_STORE_MAX_JSON_CELLS``, else 200,000. More goes as Arrow (a few bytes per cell, not ~80)."""
+    given = (config or {}).get("max_json_cells") if isinstance(config, Mapping) else None
+    source = "config:"
+    if given is None:
+        given, source = os.environ.get(ENV_MAX_JSON_CELLS, "").strip() or None, f"${ENV_MAX_JSON_CELLS}:"
+    if given is None:
+        return DEFAULT_MAX_JSON_CELLS
+    try:
+        number = int(str(given).replace("_", ""))
+    except ValueError:
+        number = 0
+    if isinstance(given, bool) or number <= 0:
+        raise SpecError(f"{source} max_json_cells={given!r} is not accepted; use a positive integer, e.g. "
+                        f"{DEFAULT_MAX_JSON_CELLS:_}")
+    return number
+
+
+def check_json_cells(count: int, maximum: int) -> None:
+    """A :class:`LimitError` (HTTP 413) when ``count`` cells are too many to send as JSON."""
+    if count > maximum:
+        raise LimitError(
+            f"the answer has {count:,} cells, more than max_json_cells={maximum:,} that are sent as JSON; ask "
+            f"for format 'arrow', narrow it with within/where, or raise the limit with "
+            f"Store.open(config={{'max_json_cells': N}}) or ${ENV_MAX_JSON_CELLS}",
+            limit="max_json_cells", size=count, maximum=maximum,
+        )

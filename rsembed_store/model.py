@@ -121,6 +121,7 @@ class ModelInfo:
     years: Optional[Tuple[int, int]] = None  # inclusive coverage of a "year" model
     frames: Optional[int] = None  # T equal sub-windows of the window; None: one composite
     modalities: Mapping[str, SensorSpec] = field(default_factory=dict)  # extra sensors it can take
+    text: bool = False  # a text tower: ``embed_text(phrases) -> (n, dim)`` in the same space (text search)
     description: str = ""
     citation: str = ""
     params: Dict[str, Any] = field(default_factory=dict)
@@ -172,6 +173,7 @@ class ModelInfo:
             "frames": self.frames,
             "modalities": {name: sensor.to_dict() for name, sensor in self.modalities.items()},
             "seconds_per_request": self.cost_per_request(),
+            "text": self.text,
         }
 
 

@@ -248,23 +248,3 @@ def catalog_schema() -> pa.Schema:
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ]
     )
-
-
-def h3_children_range(cell: int, res: int) -> tuple:
-    """The inclusive int64 range holding every descendant of ``cell`` at resolution ``res``.
-
-    H3 stores resolution digits from the most significant end, so all
-    descendants of a cell at a finer resolution share its leading bits and form
-    one contiguous range: a containment filter is ``h3 BETWEEN lo AND hi``.
-    """
-    cell_res = (cell >> 52) & 0xF
-    if res < cell_res:
-        raise ValueError(f"resolution {res} is coarser than the cell's {cell_res}")
-    base = (cell & ~(0xF << 52)) | (res << 52)
-    lo = base
-    hi = base
-    for r in range(cell_res + 1, res + 1):
-        shift = 3 * (15 - r)
-        lo &= ~(0x7 << shift)
-        hi = (hi & ~(0x7 << shift)) | (0x6 << shift)
-    return lo, hi

@@ -16,7 +16,6 @@ and round-trips through ``to_dict()`` / ``from_dict()`` as plain JSON values.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
@@ -24,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 import h3
 
 from .errors import SpecError
+from .h3int import cell_id as h3_cell_id  # parsing lives in h3int; specs keeps its public name
 
 ACCEPTED_CRS = "EPSG:4326"
 EARTH_RADIUS_M = 6_371_008.8
@@ -58,46 +58,6 @@ def _number(owner: str, name: str, value: Any, *, lo=None, hi=None, lo_open=Fals
 def _short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_CELL_HEX = re.compile(r"^(?:0x)?[0-9a-f]{1,16}$")
-_CELL_EXAMPLE = "8928308280fffff"
-
-
-def h3_cell_id(value: Any, where: str = "H3Cell.cell") -> str:
-    """An H3 cell id given as a hex string or an int, validated, as h3's lower-case hex string.
-
-    The one check every door uses (specs, search filters, ingest regions), so a
-    value h3's native code cannot take (a negative or 65-bit int, a string that
-    is not hex) is a :class:`SpecError` naming it, never an OverflowError, and
-    two spellings of one cell (``'08928308280FFFFF'``, its int) give one id.
-
-    >>> h3_cell_id(617700169958293503)
-    '8928308280fffff'
-    """
-    number = None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if _CELL_HEX.match(text):
-            number = int(text, 16)
-    elif not isinstance(value, bool):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-        except ImportError:  # pragma: no cover
-            pass
-        if isinstance(value, int):
-            number = value
-        else:
-            raise SpecError(f"{where}={_short_repr(value)} must be an H3 cell id: a hex string such as "
-                            f"{_CELL_EXAMPLE!r} or its int form {int(_CELL_EXAMPLE, 16)}")
-    if number is None or not 0 < number < 2**64 or not h3.is_valid_cell(h3.int_to_str(number)):
-        raise SpecError(f"{where}={_short_repr(value)} is not a valid H3 cell id; accepted: a cell index as hex "
-                        f"({_CELL_EXAMPLE!r}) or its int form ({int(_CELL_EXAMPLE, 16)}), e.g. from "
-                        "h3.latlng_to_cell")
-    return h3.int_to_str(number)
 
 
 def _choice(owner: str, name: str, value: Any, accepted: Tuple[str, ...]) -> str:

@@ -132,22 +132,44 @@ class Store(Storage):
         with self.models_scope():
             return self.getter.get(request, compute=compute, config=config)
 
-    def search(self, model: str, like, k: int = 10, *, temporal=None, within=None, where: Optional[str] = None,
+    def search(self, model: str, like=None, k: int = 10, *, negatives=None, text: Optional[str] = None,
+               combine: Optional[str] = None, temporal=None, within=None, where: Optional[str] = None,
                exclude_self: bool = True, metric: Optional[str] = None, revision: Optional[str] = None,
                compute: bool = True, config: Optional[Mapping] = None):
         """Find the ``k`` stored places most like ``like`` in ``model``'s space.
 
         ``like`` is a vector, a stored key, an Embedding or a request (which goes
-        through cache-first :meth:`get`). ``temporal`` keeps rows whose window
-        overlaps it; ``within`` is a BBox, a GeoJSON polygon or H3 cells; ``where``
-        is an extra filter on stored columns. Filters run inside LanceDB.
+        through cache-first :meth:`get`), or a list of them (several examples);
+        ``negatives`` a list of examples to steer away from; ``text`` a phrase
+        for models with a text tower (instead of ``like``); ``combine`` how
+        several examples make one query (see ``rsembed_store.query.examples``).
+        ``temporal`` keeps rows whose window overlaps it; ``within`` is a BBox,
+        a GeoJSON polygon or H3 cells; ``where`` is an extra filter on stored
+        columns. Filters run inside LanceDB.
         """
+        from .query.examples import search_examples, wants_examples
         from .query.search import search
 
         getter = (lambda request: self.get(request, compute=compute, config=config))
         with self.models_scope():
+            if wants_examples(like, negatives, text, combine):
+                return search_examples(self, model, like, negatives=negatives, text=text, combine=combine, k=k,
+                                       temporal=temporal, within=within, where=where, exclude_self=exclude_self,
+                                       metric=metric, revision=revision, get=getter, text_config=config)
+            if like is None:
+                from .errors import SpecError
+
+                raise SpecError("give like (one example or a list of them) or text (a phrase)")
             return search(self, model, like, k=k, temporal=temporal, within=within, where=where,
                           exclude_self=exclude_self, metric=metric, revision=revision, get=getter)
+
+    def change(self, model: str, from_, to, *, within=None, where: Optional[str] = None,
+               revision: Optional[str] = None):
+        """Per H3 cell stored in both windows, the cosine distance between its vectors of ``from_`` and
+        ``to`` (an Arrow table: cell, distance, lon, lat); see ``rsembed_store.query.change``."""
+        from .query.change import change
+
+        return change(self, model, from_, to, within=within, where=where, revision=revision)
 
     def search_many(self, model: str, vectors, k: int = 10, *, temporal=None, within=None,
                     where: Optional[str] = None, metric: Optional[str] = None, revision: Optional[str] = None):

@@ -26,7 +26,7 @@ import time
 from rsembed_store import Store, TemporalSpec
 from rsembed_store.ingest.engine import ingest
 from rsembed_store.ingest.plan import plan
-from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 from rsembed_store.specs import BBox
 
 
@@ -85,8 +85,8 @@ def main(argv=None) -> dict:
     work = tempfile.mkdtemp(prefix="rsembed-bench-executor-")
     manifest = ensure_scene(os.path.join(work, "source"), SceneSpec(size_px=args.size_px, seed=0))
     w, s, e, n = manifest["bounds_lonlat"]
-    requests = plan(BBox(w + 0.004, s + 0.004, e - 0.004, n - 0.004), args.h3_res, TemporalSpec.year(2023),
-                    args.model).requests
+    requests = plan(args.model, BBox(w + 0.004, s + 0.004, e - 0.004, n - 0.004), args.h3_res,
+                    TemporalSpec.year(2023)).requests
     config = {"sources": {"s2-l2a": os.path.join(work, "source", "scenes")}}
     import ray
 

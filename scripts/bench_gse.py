@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rsembed_store import BBox, OutputSpec, TemporalSpec  # noqa: E402
-from rsembed_store.ingest import products_synthetic as syn  # noqa: E402
+from rsembed_store.testing import products as syn  # noqa: E402
 from rsembed_store.ingest.models.gse import GseModel  # noqa: E402
 from rsembed_store.ingest.plan import plan  # noqa: E402
 
@@ -72,7 +72,7 @@ def requests(size: int, output: OutputSpec):
     xs = [LEFT + margin, LEFT + size * 10 - margin]
     ys = [TOP - size * 10 + margin, TOP - margin]
     lon, lat = transform(f"EPSG:326{ZONE[:-1]}", "EPSG:4326", xs, ys)
-    return plan(BBox(min(lon), min(lat), max(lon), max(lat)), 9, TemporalSpec.year(YEAR), "gse", output=output).requests
+    return plan("gse", BBox(min(lon), min(lat), max(lon), max(lat)), 9, TemporalSpec.year(YEAR), output=output).requests
 
 
 def run_once(config, reqs, threads: int) -> float:

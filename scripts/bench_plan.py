@@ -20,7 +20,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import h3  # noqa: E402
 
 import toy  # noqa: E402,F401  registers the "toy" model
-from rsembed_store.ingest.plan import plan, region_cells  # noqa: E402
+from rsembed_store.ingest.plan import plan  # noqa: E402
+from rsembed_store.ingest.regions import region_cells  # noqa: E402
 from rsembed_store.keys import Request, resolve  # noqa: E402
 from rsembed_store.specs import BBox, H3Cell, TemporalSpec  # noqa: E402
 
@@ -43,10 +44,10 @@ def main() -> None:
     cells = region_cells(bbox, RES)[:N]
     assert len(cells) == N, len(cells)
 
-    t_list, p = median_of_3(lambda: plan(cells, RES, WINDOW, "toy"))
+    t_list, p = median_of_3(lambda: plan("toy", cells, RES, WINDOW))
     print(f"plan(list of {N:,} cells, 1 window): median of 3 = {t_list:.2f} s ({len(p.requests):,} requests)")
 
-    t_bbox, p = median_of_3(lambda: plan(bbox, RES, WINDOW, "toy"))
+    t_bbox, p = median_of_3(lambda: plan("toy", bbox, RES, WINDOW))
     print(f"plan(bbox -> {len(p.cells):,} cells, 1 window): median of 3 = {t_bbox:.2f} s")
 
     sample = cells[:5000]

@@ -154,15 +154,16 @@ def small_store(root: Path):
     """A store over a generated 256 px scene, its H3 cells (res 8) ingested with ``spectral``; and its config."""
     from rsembed_store import BBox, Store, TemporalSpec
     from rsembed_store.ingest.engine import Engine
-    from rsembed_store.ingest.plan import plan, region_cells
-    from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+    from rsembed_store.ingest.plan import plan
+    from rsembed_store.ingest.regions import region_cells
+    from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 
     manifest = ensure_scene(root / "scene", SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))
     config = {"sources": {"s2-l2a": str(root / "scene" / "scenes")}}
     store = Store.open(root / "db", config=config)
     w, s, e, n = manifest["bounds_lonlat"]
     cells = region_cells(BBox(w + 0.003, s + 0.003, e - 0.003, n - 0.003), 8)
-    summary = Engine(store, store.config).run(plan(cells, 8, [TemporalSpec.year(2023)], "spectral").requests,
+    summary = Engine(store, store.config).run(plan("spectral", cells, 8, [TemporalSpec.year(2023)]).requests,
                                               progress=False)
     if summary.failed:
         raise RuntimeError(f"the fuzz store's ingest failed: {summary.failures[:3]}")

@@ -54,7 +54,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def small_scene(tmp_path_factory):
     """A 256 px, 3-date synthetic Sentinel-2-like source (generated once per session)."""
-    from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+    from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 
     out = tmp_path_factory.mktemp("scene")
     manifest = ensure_scene(out, SceneSpec(size_px=256, n_dates=3, n_patches=12, seed=3))

@@ -162,15 +162,15 @@ def test_limits_come_from_the_store_config(tmp_path, small_scene, scene_config):
 def test_a_plan_whose_cells_are_too_large_to_compute_is_refused():
     cells = [h3.latlng_to_cell(46.0, 11.0, 2)]  # a res-2 hexagon is ~90,000 km2: ~10^9 px at 10 m
     with pytest.raises(LimitError, match=r"model 'spectral': H3Cell.* at 10 m .*max_roi_pixels"):
-        plan(cells, 2, 2023, "spectral")
-    assert len(plan(cells, 2, 2023, "spectral", limits=Limits(max_roi_pixels=10**12,
+        plan("spectral", cells, 2, 2023)
+    assert len(plan("spectral", cells, 2, 2023, limits=Limits(max_roi_pixels=10**12,
                                                               max_array_bytes=10**15)).requests) == 1
 
 
 def test_a_plan_over_the_cells_limit_names_how_to_raise_it(monkeypatch):
     monkeypatch.setattr(h3, "h3shape_to_cells", boom)  # refused before enumerating
     with pytest.raises(LimitError) as info:
-        plan(BBox(10, 45, 12, 47), 12, 2023, "spectral", limits=Limits(max_plan_cells=1_000))
+        plan("spectral", BBox(10, 45, 12, 47), 12, 2023, limits=Limits(max_plan_cells=1_000))
     assert_names_limit(str(info.value), "max_plan_cells", 1_000)
     assert "plan(..., max_cells=N)" in str(info.value)
 

@@ -197,20 +197,6 @@ def test_scalar_indexes_build(store):
     assert ("h3",) in cols and ("year",) in cols
 
 
-def test_h3_children_range_matches_h3():
-    import h3
-
-    from rsembed_store.space import h3_children_range
-
-    parent = h3.latlng_to_cell(46.0, 11.0, 6)
-    lo, hi = h3_children_range(h3.str_to_int(parent), 9)
-    kids = [h3.str_to_int(c) for c in h3.cell_to_children(parent, 9)]
-    assert min(kids) >= lo and max(kids) <= hi
-    neighbours = [c for c in h3.grid_disk(parent, 1) if c != parent]
-    outsiders = [h3.str_to_int(c) for n in neighbours for c in h3.cell_to_children(n, 9)]
-    assert not any(lo <= c <= hi for c in outsiders)
-
-
 @pytest.mark.slow
 def test_concurrent_writers_never_duplicate_a_key(tmp_path):
     """Four spawned processes upsert overlapping new keys at the same instant."""

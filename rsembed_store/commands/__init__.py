@@ -12,6 +12,7 @@ _COMMANDS = {
     "sql": "sql",
     "serve": "serve",
     "search": "search",
+    "change": "change",
     "maintain": "maintain",
     "importing": "import_cmd",
     "exporting": "export_cmd",

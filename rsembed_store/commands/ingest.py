@@ -143,7 +143,7 @@ def ingest(obj, model, bbox, region_file, cells_file, h3_res, times, years, outp
     provider = None if auto else provider
     check_model_options(model, provider, out, list(modalities) or None, config, dry_run or auto)
 
-    the_plan = plan(region, h3_res, windows, model, output=out, provider=provider,
+    the_plan = plan(model, region, h3_res, windows, output=out, provider=provider,
                     modalities=list(modalities) or None, limits=obj.limits)
     routing = route_auto(obj, the_plan, config, dry_run) if auto else None
     if dry_run:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -24,19 +23,23 @@ def _cells(values):
 
 
 def _geojson(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as exc:
-        raise SpecError(f"--within-geojson {path!r} cannot be read: {exc}") from None
-    except ValueError as exc:
-        raise SpecError(f"--within-geojson {path!r} is not JSON: {exc}") from None
+    """The parsed GeoJSON of ``--within-geojson PATH`` (errors name the flag and the path)."""
+    from ..geo import read_geojson
+
+    return read_geojson(path, "--within-geojson")
 
 
 @click.command()
 @click.option("--model", "-m", required=True, help="Model id: its space is searched (see `rsembed-store models`).")
-@click.option("--like-key", help="The key of a stored answer to search from (64 hex digits).")
 @request_options(prefix="like-")
+# search by examples and text (issue 20): several --like-key, --negative-key, --text, --combine
+@click.option("--like-key", multiple=True,
+              help="The key of a stored answer to search from (64 hex digits); repeat for several examples.")
+@click.option("--negative-key", multiple=True, help="The key of a stored answer the results should not resemble "
+                                                     "(repeatable).")
+@click.option("--text", "text", help="A phrase to search with, for models with a text tower (e.g. remoteclip).")
+@click.option("--combine", type=click.Choice(["centroid", "linear"]),
+              help="How several examples make one query (default: linear, the measured winner).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many results.")
 @click.option("--during", help="Keep results whose window overlaps this: a year '2023' or 'START/END'.")
 @click.option("--within-bbox", help="Keep results whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
@@ -50,8 +53,9 @@ def _geojson(path: str) -> dict:
 @click.option("--no-compute", is_flag=True, help="With --like-point/--like-h3/--like-bbox: never compute a miss.")
 @json_option
 @click.pass_obj
-def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, k, during,
-           within_bbox, within_h3, within_geojson, where, metric, revision, include_self, no_compute, as_json):
+def search(obj, model, point, buffer_m, cell, bbox, time, year, output, pooling, sources, provider, like_key,
+           negative_key, text, combine, k, during, within_bbox, within_h3, within_geojson, where, metric, revision,
+           include_self, no_compute, as_json):
     """Find the K stored places whose embeddings are most like a place (computed on a miss) or a key.
 
     \b
@@ -59,19 +63,29 @@ def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output
     Examples:
       rsembed-store search -m spectral --like-point 11.0,46.0 --buffer-m 250 --year 2023 -k 5
       rsembed-store search -m spectral --like-key 3f2a...e9 --during 2023 --within-bbox 10.9,45.9,11.3,46.2
+      rsembed-store search -m spectral --like-key 3f2a... --like-key 81c0... --negative-key 0b9e...
+      rsembed-store search -m remoteclip --text "a harbour with boats" -k 20
     """
+    from ..query.examples import search_examples, wants_examples
     from ..query.search import search as run_search
 
     store = obj.store
     place = [x for x in (point, cell, bbox) if x]
     if like_key and place:
         raise SpecError("give either --like-key or a like place (--like-point/--like-h3/--like-bbox), not both")
-    if like_key:
+    if text is not None and (like_key or place):
+        raise SpecError("give either --text or examples (--like-key or a like place), not both")
+    if negative_key and not (like_key or place or text is not None):
+        raise SpecError("--negative-key needs positives to steer away from: give --like-key, a like place "
+                        "(--like-point/--like-h3/--like-bbox) or --text")
+    get = None
+    if text is not None:
+        like = None
+    elif like_key:
         if time or year is not None:
             raise SpecError("--time/--year set the window of a like place; with --like-key filter the results "
                             "with --during instead")
-        like = like_key
-        get = None
+        like = list(like_key) if len(like_key) > 1 else like_key[0]
     else:
         like = request_from_options(model, point, buffer_m, cell, bbox, time, year, output, pooling, prefix="like-",
                                     provider=provider)
@@ -89,9 +103,15 @@ def search(obj, model, like_key, point, buffer_m, cell, bbox, time, year, output
         area = _cells(within_h3)
     elif within_geojson:
         area = _geojson(within_geojson)
+    negatives = list(negative_key) if negative_key else None
     try:
-        result = run_search(store, model, like, k=k, temporal=during, within=area, where=where,
-                            exclude_self=not include_self, metric=metric, revision=revision, get=get)
+        if wants_examples(like, negatives, text, combine):
+            result = search_examples(store, model, like, negatives=negatives, text=text, combine=combine, k=k,
+                                     temporal=during, within=area, where=where, exclude_self=not include_self,
+                                     metric=metric, revision=revision, get=get)
+        else:
+            result = run_search(store, model, like, k=k, temporal=during, within=area, where=where,
+                                exclude_self=not include_self, metric=metric, revision=revision, get=get)
     except SpecError as exc:
         flag = _FLAGS.get(getattr(exc, "field", None))
         if flag is None:

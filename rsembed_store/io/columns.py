@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional
 
-import h3
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import SpecError, VectorError
+from ..h3int import cell_ids
 from . import wkb
 
 ROLES = ("vector", "geometry", "spatial_type", "cell", "lon", "lat", "buffer_m", "minlon", "minlat", "maxlon",
@@ -262,12 +262,10 @@ def places(batch: pa.RecordBatch, cm: ColumnMap, row0: int) -> Dict[str, np.ndar
         if not c["cell"]:
             raise SpecError(f"row {row0 + _first(m)}: an H3Cell row needs a 'cell' column")
         col = batch.column(c["cell"])
-        if pa.types.is_integer(col.type):
-            ints = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            text = [format(int(v), "x") if v > 0 else "" for v in ints]
-        else:
-            text = [str(v).strip().lower() if v is not None else "" for v in col.cast(pa.string()).to_pylist()]
-        valid = np.fromiter((h3.is_valid_cell(t) if t else False for t in text), bool, n)
+        values = col.to_pylist() if pa.types.is_integer(col.type) else col.cast(pa.string()).to_pylist()
+        ids = cell_ids(values)  # the parsing of rsembed_store.h3int: hex (any case, '0x') or int
+        text = [t or "" for t in ids]
+        valid = np.fromiter((t is not None for t in ids), bool, n)
         if (m & ~valid).any():
             i = _first(m & ~valid)
             raise SpecError(f"row {row0 + i}: cell={col[i].as_py()!r} is not a valid H3 cell id; accepted: a cell "

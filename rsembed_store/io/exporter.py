@@ -64,7 +64,8 @@ def selection(store, space: str, *, temporal=None, within=None, where: Optional[
               sql: Optional[str] = None) -> Optional[str]:
     """The Lance filter of the rows to export: search's filters, ANDed; ``sql`` selects the keys
     a read-only query returns (its ``key`` column)."""
-    from ..query.search import check_where, filter_columns, temporal_clause, within_clause
+    from ..query.search import check_where, filter_columns, temporal_clause
+    from ..query.within import within_clause
 
     parts = []
     if temporal is not None:

@@ -502,26 +502,23 @@ def _walk(steps: List[dict], goal: float, run: Callable[[dict], dict]):
 def tuning_regions(ds, cells: Sequence[int], res: int, *, share: float = TUNING_REGION_SHARE,
                    count: int = TUNING_REGIONS) -> List[dict]:
     """Up to ``count`` distinct regions around sample rows, each an H3 cell holding >= ``share`` of the rows."""
-    import h3
-
-    from ..space import h3_children_range
-    from .search import ranges_sql
+    from ..h3int import children_range, parent, ranges_sql, resolution, to_string
 
     total = ds.count_rows()
     regions, seen = [], set()
     for cell in cells:
         if len(regions) >= count:
             break
-        text = h3.int_to_str(int(cell))
-        for r in range(min(res, h3.get_resolution(text)), -1, -1):
-            anc = h3.str_to_int(h3.cell_to_parent(text, r))
-            sql = ranges_sql([h3_children_range(anc, res)])
+        cell = int(cell)
+        for r in range(min(res, resolution(cell)), -1, -1):
+            anc = parent(cell, r)
+            sql = ranges_sql([children_range(anc, res)])
             n = ds.count_rows(filter=sql)
             if n >= share * total:
                 if anc not in seen:
                     seen.add(anc)
                     thinned = f"{sql} AND {TUNING_THINNING}"
-                    regions.append({"filter": thinned, "cell": h3.int_to_str(anc),
+                    regions.append({"filter": thinned, "cell": to_string(anc),
                                     "share": round(ds.count_rows(filter=thinned) / total, 4)})
                 break
     return regions

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 import pyarrow as pa
 
 from ..errors import SqlError, StoreError
+from ..h3int import SQL_MACROS
 from ..space import HEAVY_COLUMNS, row_schema
 from .sql_values import column_values
 
@@ -59,37 +60,9 @@ Version = Union[int, str, None, Mapping[str, Union[int, str]]]
 
 # ---------------------------------------------------------------- SQL helpers
 
-# every one of the 15 three-bit digits set to 6 (0b110): the largest child digits
-_SIXES = int("110" * 15, 2)
-
-# H3 index layout (64 bits): 0 | mode (4) | reserved (3) | resolution (4, bits 52-55)
-# | base cell (7) | 15 digits of 3 bits, digit i at bits 3*(15-i); unused digits are 7.
+# the H3 integer macros come from rsembed_store.h3int, beside the Python functions they mirror
 H3_MACROS = {
-    "h3_resolution": ("c", "(c >> 52) & 15"),
-    # clear the resolution field, write r there, and set every digit finer than r to 7
-    "h3_parent": (
-        "c, r",
-        "CASE WHEN r < 0 OR r > ((c >> 52) & 15) THEN NULL "
-        "ELSE (c & ~(15::BIGINT << 52)) | (r::BIGINT << 52) | ((1::BIGINT << (3 * (15 - r))) - 1) END",
-    ),
-    # descendants of c at resolution r form one contiguous int64 range [min, max]:
-    # digits res(c)+1..r all 0 for the smallest, all 6 for the largest; finer digits stay 7
-    "h3_child_min": (
-        "c, r",
-        "CASE WHEN r < ((c >> 52) & 15) OR r > 15 THEN NULL "
-        "ELSE ((c & ~(15::BIGINT << 52)) | (r::BIGINT << 52)) "
-        "& ~(((1::BIGINT << (3 * (15 - ((c >> 52) & 15)))) - 1) & ~((1::BIGINT << (3 * (15 - r))) - 1)) END",
-    ),
-    "h3_child_max": (
-        "c, r",
-        "CASE WHEN r < ((c >> 52) & 15) OR r > 15 THEN NULL "
-        "ELSE (((c & ~(15::BIGINT << 52)) | (r::BIGINT << 52)) "
-        "& ~(((1::BIGINT << (3 * (15 - ((c >> 52) & 15)))) - 1) & ~((1::BIGINT << (3 * (15 - r))) - 1))) "
-        f"| ({_SIXES}::BIGINT & ((1::BIGINT << (3 * (15 - ((c >> 52) & 15)))) - 1) "
-        "& ~((1::BIGINT << (3 * (15 - r))) - 1)) END",
-    ),
-    "h3_to_string": ("c", "lower(printf('%x', c))"),
-    "h3_from_string": ("s", "('0x' || trim(s))::BIGINT"),
+    **SQL_MACROS,
     # element-wise mean of a list of equal-length vectors: vec_mean(list(vector))
     "vec_mean": (
         "vs",

@@ -43,9 +43,9 @@ def inputs(ws: Workspace, model: str):
     cfg = ws.config
     if model == "gse":
         config = {"products": {"gse": {"root": ws.gse_root()}}}
-        return plan(gse_region(cfg.gse_px), cfg.h3_res, TemporalSpec.year(GSE_YEAR), "gse").requests, config
+        return plan("gse", gse_region(cfg.gse_px), cfg.h3_res, TemporalSpec.year(GSE_YEAR)).requests, config
     scene = ws.scene()
-    reqs = plan(scene_region(scene["manifest"]), cfg.h3_res, TemporalSpec.year(2023), model).requests
+    reqs = plan(model, scene_region(scene["manifest"]), cfg.h3_res, TemporalSpec.year(2023)).requests
     return reqs, scene["config"]
 
 

@@ -37,7 +37,7 @@ def scene_region(manifest: dict, margin: float = 0.004) -> BBox:
 def hit_vs_recompute(ws: Workspace, model: str) -> dict:
     cfg = ws.config
     scene = ws.scene()
-    reqs = plan(scene_region(scene["manifest"]), cfg.h3_res, TemporalSpec.year(2023), model).requests
+    reqs = plan(model, scene_region(scene["manifest"]), cfg.h3_res, TemporalSpec.year(2023)).requests
     step = max(1, len(reqs) // cfg.recompute_requests)
     reqs = reqs[::step][: cfg.recompute_requests]
     store = Store.open(f"{ws.root}/retrieval-{model}")

@@ -122,7 +122,7 @@ class Workspace:
     def scene(self) -> dict:
         """The synthetic Sentinel-2-like scene: its manifest and the local provider's config."""
         if self._scene is None:
-            from rsembed_store.ingest.synthetic import SceneSpec, ensure_scene
+            from rsembed_store.testing.scenes import SceneSpec, ensure_scene
 
             src = os.path.join(self.root, "scene")
             t = time.perf_counter()
@@ -134,7 +134,7 @@ class Workspace:
     def gse_root(self) -> str:
         """A synthetic gse product file (64 int8 bands, the published COG layout) in UTM 32N."""
         if self._gse is None:
-            from rsembed_store.ingest import products_synthetic as syn
+            from rsembed_store.testing import products as syn
 
             from .ingest import GSE_LEFT, GSE_TOP, GSE_YEAR, GSE_ZONE
 

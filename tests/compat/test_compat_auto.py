@@ -122,7 +122,7 @@ def test_cli_ingest_with_provider_auto_uses_both_and_reruns_all_hits(tmp_path, s
 
 def test_gse_takes_a_cog_root_that_covers_the_tile_else_earth_engine(tmp_path, fake, monkeypatch):
     from rsembed_store.compat.auto import Candidates
-    from rsembed_store.ingest import products_synthetic as syn
+    from rsembed_store.testing import products as syn
     from rsembed_store.keys import Request
 
     monkeypatch.delenv("RSEMBED_GSE_ROOT", raising=False)

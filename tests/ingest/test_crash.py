@@ -58,7 +58,7 @@ CHILD = textwrap.dedent('''
     db, scenes, bbox, flush = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
     PACE = float(sys.argv[5])
     store = Store.open(db)
-    the_plan = plan(BBox(*bbox), 10, TemporalSpec.year(2023), "spectral_paced").check_cache(store)
+    the_plan = plan("spectral_paced", BBox(*bbox), 10, TemporalSpec.year(2023)).check_cache(store)
 
 
     def say(event, **fields):

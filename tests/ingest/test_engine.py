@@ -30,7 +30,7 @@ def config_of(scene_dir):
 def test_first_run_computes_second_run_is_all_cached(tmp_path, scene):
     out, manifest = scene
     store = Store.open(tmp_path / "db")
-    p = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral")
+    p = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023))
     assert len(p.requests) > 10
     first = ingest(store, p.requests, config_of(out), progress=False)
     assert first.failed == 0, first.failures[:3]
@@ -48,7 +48,7 @@ def test_first_run_computes_second_run_is_all_cached(tmp_path, scene):
 def test_a_failing_request_is_reported_and_not_stored(tmp_path, scene):
     out, manifest = scene
     store = Store.open(tmp_path / "db")
-    good = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral").requests[:3]
+    good = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023)).requests[:3]
     far = resolve(Request("spectral", H3Cell("8928308280fffff"), TemporalSpec.year(2023)))  # San Francisco
     empty = resolve(Request("spectral", good[0].spatial, TemporalSpec.range("2019-01-01", "2019-02-01")))
     summary = ingest(store, good + [far, empty], config_of(out), progress=False)
@@ -62,7 +62,7 @@ def test_a_failing_request_is_reported_and_not_stored(tmp_path, scene):
 def test_repeated_keys_are_computed_once(tmp_path, scene):
     out, manifest = scene
     store = Store.open(tmp_path / "db")
-    r = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral").requests[0]
+    r = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023)).requests[0]
     summary = ingest(store, [r, r, r], config_of(out), progress=False)
     assert summary.computed == 1 and summary.cached == 2
 
@@ -87,7 +87,7 @@ def test_interrupt_keeps_finished_batches_and_rerun_computes_only_the_rest(tmp_p
     out, manifest = scene
     register_model("spectral_boom", _Boom)
     store = Store.open(tmp_path / "db")
-    reqs = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral_boom").requests[:40]
+    reqs = plan("spectral_boom", region_of(manifest), 9, TemporalSpec.year(2023)).requests[:40]
     engine = Engine(store, config_of(out), batch_size=8, write_batch=1000, flush_seconds=float("inf"))
     with pytest.raises(KeyboardInterrupt):
         engine.run(reqs, progress=False)
@@ -179,7 +179,7 @@ def test_a_slow_model_is_written_every_flush_interval_not_once_per_batch(tmp_pat
     _Slow.clock = clock = _Clock()
     store = Store.open(tmp_path / "db")
     writes = _recording(store, clock)
-    reqs = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral_slow").requests[:40]
+    reqs = plan("spectral_slow", region_of(manifest), 9, TemporalSpec.year(2023)).requests[:40]
     engine = Engine(store, config_of(out), flush_seconds=10)  # one look-up batch of 256 holds all 40
     summary = LocalExecutor(clock=clock).run(engine, reqs, progress=False)
     assert summary.computed == 40 and store.count(reqs[0].space) == 40
@@ -196,7 +196,7 @@ def test_writes_by_count_alone_when_the_interval_is_infinite(tmp_path, scene):
     out, manifest = scene
     store = Store.open(tmp_path / "db")
     writes = _recording(store, time.monotonic)
-    reqs = plan(region_of(manifest), 9, TemporalSpec.year(2023), "spectral").requests
+    reqs = plan("spectral", region_of(manifest), 9, TemporalSpec.year(2023)).requests
     Engine(store, config_of(out), write_batch=3, flush_seconds=float("inf")).run(reqs[:20], progress=False)
     counts = [n for _, n in writes]
     assert sum(counts) == 20 and counts == [3] * 6 + [2]  # never more than write_batch held
@@ -275,7 +275,7 @@ def test_store_ingest_takes_a_model_a_region_and_windows(tmp_path, scene):
 
     out, manifest = scene
     store = Store.open(tmp_path / "db", config=config_of(out))
-    expected = plan(region_of(manifest), store.h3_res, TemporalSpec.year(2023), "spectral")
+    expected = plan("spectral", region_of(manifest), store.h3_res, TemporalSpec.year(2023))
     planned = store.plan("spectral", region_of(manifest), TemporalSpec.year(2023))
     assert [r.key for r in planned.requests] == [r.key for r in expected.requests]
     summary = store.ingest("spectral", region_of(manifest), [2023], progress=False)

@@ -19,7 +19,7 @@ from rsembed_store.errors import NoImageryError
 from rsembed_store.ingest.providers import gee
 from rsembed_store.ingest.providers.gee import EarthEngineProvider
 from rsembed_store.ingest.providers.local import LocalProvider
-from rsembed_store.ingest.synthetic import BANDS, S1_BANDS, SceneSpec, generate_s1, generate_scene
+from rsembed_store.testing.scenes import BANDS, S1_BANDS, SceneSpec, generate_s1, generate_scene
 from rsembed_store.keys import ResolvedRequest
 from rsembed_store.model import FramePlan
 from rsembed_store.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec

@@ -12,7 +12,9 @@ import pytest
 from rsembed_store import Store
 from rsembed_store.errors import SpecError, UnknownModelError
 from rsembed_store.ingest import plan as plan_mod
-from rsembed_store.ingest.plan import Plan, plan, region_cells
+from rsembed_store import geo
+from rsembed_store.ingest.plan import Plan, plan
+from rsembed_store.ingest.regions import region_cells
 from rsembed_store.keys import Request, ResolvedRequest, resolve
 from rsembed_store.limits import Limits
 from rsembed_store.specs import (
@@ -259,8 +261,8 @@ def test_too_many_cells_is_refused_before_enumerating(monkeypatch):
     def boom(*a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("enumerated cells of a region that is too large")
 
-    monkeypatch.setattr(plan_mod.h3, "h3shape_to_cells", boom)
-    monkeypatch.setattr(plan_mod.h3, "cell_to_children", boom)
+    monkeypatch.setattr(geo.h3, "h3shape_to_cells", boom)
+    monkeypatch.setattr(geo.h3, "cell_to_children", boom)
     with pytest.raises(SpecError, match=r"gives about [\d,]+ cells at h3_res=15.*max_plan_cells=5,000,000.*coarser resolution"):
         region_cells(BBox(-10, 40, 10, 50), 15)
     with pytest.raises(SpecError, match=r"about 2,401 cells.*max_cells=100.*coarser"):
@@ -281,7 +283,7 @@ BOX = BBox(10.0, 45.0, 10.2, 45.15)
 
 
 def test_cells_times_windows():
-    p = plan(BOX, 7, [Y2022, Y2023], "toy")
+    p = plan("toy", BOX, 7, [Y2022, Y2023])
     assert p.cells == region_cells(BOX, 7)
     assert len(p.requests) == 2 * len(p.cells)
     assert p.duplicates_dropped == 0
@@ -293,31 +295,31 @@ def test_cells_times_windows():
 
 def test_duplicate_windows_are_dropped():
     same_as_2022 = TemporalSpec.range("2022-01-01", "2023-01-01")
-    p = plan(BOX, 7, [Y2022, same_as_2022, Y2023, Y2022], "toy")
+    p = plan("toy", BOX, 7, [Y2022, same_as_2022, Y2023, Y2022])
     n = len(p.cells)
     assert len(p.requests) == 2 * n
     assert p.duplicates_dropped == 2 * n
     assert len(set(p.keys())) == len(p.requests)
     # a "year" model reads a range as the year it starts in
-    q = plan(BOX, 7, [Y2022, TemporalSpec.range("2022-03-01", "2022-06-01")], "toyyear")
+    q = plan("toyyear", BOX, 7, [Y2022, TemporalSpec.range("2022-03-01", "2022-06-01")])
     assert len(q.requests) == n and q.duplicates_dropped == n
 
 
 def test_order_is_cell_then_window_and_deterministic():
-    p = plan(BOX, 7, [Y2023, Y2022], "toy")
+    p = plan("toy", BOX, 7, [Y2023, Y2022])
     cells = [r.spatial.cell for r in p.requests]
     years = [r.temporal.window()[0].year for r in p.requests]
     assert cells == [c for c in p.cells for _ in range(2)]
     assert years == [2023, 2022] * len(p.cells)
     shuffled = list(p.cells)
     random.Random(3).shuffle(shuffled)
-    assert plan(shuffled, 7, [Y2023, Y2022], "toy").keys() == p.keys()
-    assert plan(BOX, 7, [Y2023, Y2022], "toy").keys() == p.keys()
+    assert plan("toy", shuffled, 7, [Y2023, Y2022]).keys() == p.keys()
+    assert plan("toy", BOX, 7, [Y2023, Y2022]).keys() == p.keys()
 
 
 def test_keys_equal_resolve():
     sensor = SensorSpec("s2-l2a", ("B04", "B08"), cloudy_pct=10)
-    p = plan(BOX, 7, [Y2022, "2023-03-01/2023-06-01"], "toy", OutputSpec.grid(20), sensor=sensor,
+    p = plan("toy", BOX, 7, [Y2022, "2023-03-01/2023-06-01"], OutputSpec.grid(20), sensor=sensor,
              input_prep=InputPrepSpec.tile())
     i = 0
     for cell in p.cells:
@@ -357,7 +359,7 @@ def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):
     checked = 0
     huge = Limits(max_roi_pixels=10**15, max_array_bytes=10**18)  # keys only: cells of every size
     for res, group in by_res.items():
-        p = plan(group, res, windows, model, limits=huge, **kwargs)
+        p = plan(model, group, res, windows, limits=huge, **kwargs)
         assert p.cells == sorted(group)
         wins = [plan_mod._window("w", w) for w in windows]
         it = iter(p.requests)
@@ -377,24 +379,24 @@ def test_fast_path_equals_resolve_on_random_cells(model, windows, kwargs):
 
 def test_plan_bad_inputs_are_named():
     with pytest.raises(UnknownModelError, match="'nope'"):
-        plan(BOX, 7, Y2022, "nope")
+        plan("nope", BOX, 7, Y2022)
     with pytest.raises(SpecError, match=r"windows=\[\] is empty"):
-        plan(BOX, 7, [], "toy")
+        plan("toy", BOX, 7, [])
     with pytest.raises(SpecError, match=r"windows\[1\]=3\.5 is not a time window"):
-        plan(BOX, 7, [Y2022, 3.5], "toy")
+        plan("toy", BOX, 7, [Y2022, 3.5])
     with pytest.raises(SpecError, match="needs a time window"):
-        plan(BOX, 7, None, "toy")
+        plan("toy", BOX, 7, None)
     with pytest.raises(SpecError, match="no layer for year 2030"):
-        plan(BOX, 7, 2030, "toyyear")
+        plan("toyyear", BOX, 7, 2030)
     with pytest.raises(SpecError, match="provider 'gee'"):
-        plan(BOX, 7, Y2022, "toy", provider="gee")
+        plan("toy", BOX, 7, Y2022, provider="gee")
     with pytest.raises(SpecError, match="h3_res=99"):
-        plan(BOX, 99, Y2022, "toy")
+        plan("toy", BOX, 99, Y2022)
 
 
 def test_check_cache_against_a_real_store(tmp_path):
     store = Store.open(tmp_path / "db")
-    p = plan(BOX, 7, [Y2022, Y2023], "toy")
+    p = plan("toy", BOX, 7, [Y2022, Y2023])
     with pytest.raises(RuntimeError, match="check_cache"):
         p.missing()
     # a store without the space: nothing cached
@@ -416,7 +418,7 @@ def test_check_cache_against_a_real_store(tmp_path):
 
 
 def test_summary_fields():
-    p = plan(BOX, 7, [Y2022, Y2022], "toy")
+    p = plan("toy", BOX, 7, [Y2022, Y2022])
     s = p.summary()
     json.dumps(s)
     assert s["model"] == "toy" and s["revision"] == "toy-v1" and s["h3_res"] == 7
@@ -433,7 +435,7 @@ def test_summary_fields():
 @pytest.mark.parametrize("name", ["plan.jsonl", "plan.json"])
 def test_save_load_round_trip(tmp_path, name):
     store = Store.open(tmp_path / "db")
-    p = plan(BOX, 7, [Y2022, TemporalSpec.range("2022-01-01", "2023-01-01"), Y2023], "toy",
+    p = plan("toy", BOX, 7, [Y2022, TemporalSpec.range("2022-01-01", "2023-01-01"), Y2023],
              OutputSpec.grid(20))
     store.put_many([toy_embedding(p.requests[1], grid=True)])
     p.check_cache(store)
@@ -459,13 +461,21 @@ def test_load_refuses_bad_files(tmp_path):
     bad.write_text('{"format": "something-else"}\n{"x": 1}\n')
     with pytest.raises(SpecError, match="not a plan"):
         Plan.load(bad)
-    p = plan(BOX, 7, Y2022, "toy")
+    p = plan("toy", BOX, 7, Y2022)
     path = p.save(tmp_path / "p.jsonl")
     lines = path.read_text().splitlines()
     assert len(lines) > 3
     path.write_text("\n".join(lines[:-1]) + "\n")  # truncated
     with pytest.raises(SpecError, match="header says"):
         Plan.load(path)
+
+
+def test_plan_takes_the_model_first_and_keywords_still_work():
+    p = plan("toy", BOX, 7, Y2022)
+    assert plan(region=BOX, h3_res=7, windows=Y2022, model="toy").keys() == p.keys()
+    assert plan("toy", windows=Y2022, h3_res=7, region=BOX).keys() == p.keys()
+    with pytest.raises(SpecError, match=r"model=BBox.*takes the model first"):
+        plan(BOX, 7, Y2022, "toy")
 
 
 def test_plan_costs_come_from_each_models_declaration():

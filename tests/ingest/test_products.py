@@ -18,7 +18,7 @@ from rasterio.warp import transform as warp
 from rsembed_store import BBox, H3Cell, OutputSpec, PointBuffer, Request, TemporalSpec, resolve
 from rsembed_store.embedding import GRID_CODECS
 from rsembed_store.errors import MissingExtraError, NoImageryError, ProviderError, SpecError
-from rsembed_store.ingest import products_synthetic as syn
+from rsembed_store.testing import products as syn
 from rsembed_store.ingest.engine import Engine
 from rsembed_store.ingest.models import gse as gse_mod
 from rsembed_store.ingest.models import products
@@ -250,7 +250,7 @@ def test_gse_ingest_through_the_engine_opens_each_file_once_per_batch(gse, store
     path, q, t = gse["a"]
     w, s = lonlat("EPSG:32632", 500300, 5097800)
     e, n = lonlat("EPSG:32632", 502300, 5099700)
-    p = plan(BBox(w[0], s[0], e[0], n[0]), 9, Y(2022), "gse")
+    p = plan("gse", BBox(w[0], s[0], e[0], n[0]), 9, Y(2022))
     assert len(p.requests) > 10
     before = dict(products.OPEN_COUNTS)
     summary = Engine(store, gse["config"], batch_size=1000).run(p.requests, progress=False)

@@ -38,7 +38,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def spectral_plan(small_scene):
     w, s, e, n = small_scene[1]["bounds_lonlat"]
-    p = plan(BBox(w + 0.003, s + 0.003, e - 0.003, n - 0.003), 9, TemporalSpec.year(2023), "spectral")
+    p = plan("spectral", BBox(w + 0.003, s + 0.003, e - 0.003, n - 0.003), 9, TemporalSpec.year(2023))
     assert len(p.requests) >= 30
     return p
 
@@ -122,7 +122,7 @@ def same_plan_for(model_id, p):
 # ------------------------------------------------------------------ partitioning (no Ray needed)
 
 def test_partitions_cover_every_request_once_and_never_mix_windows(spectral_plan):
-    two_windows = plan(spectral_plan.cells, 9, [TemporalSpec.year(2022), TemporalSpec.year(2023)], "spectral")
+    two_windows = plan("spectral", spectral_plan.cells, 9, [TemporalSpec.year(2022), TemporalSpec.year(2023)])
     parts = partition(two_windows.requests, 7)
     flat = [r.key for part in parts for r in part]
     assert sorted(flat) == sorted(two_windows.keys())

@@ -24,7 +24,7 @@ from rsembed_store.ingest.providers import gee
 from rsembed_store.ingest.providers.base import nearest_filled
 from rsembed_store.ingest.providers.gee import EarthEngineProvider
 from rsembed_store.ingest.providers.local import LocalProvider
-from rsembed_store.ingest.synthetic import BANDS, SceneSpec, generate_scene
+from rsembed_store.testing.scenes import BANDS, SceneSpec, generate_scene
 from rsembed_store.keys import ResolvedRequest
 from rsembed_store.model import FramePlan, Model, ModelInfo
 from rsembed_store.registry import register_model

@@ -210,7 +210,7 @@ def test_a_window_shorter_than_six_days_is_refused():
 def test_end_to_end_on_the_synthetic_scene(small, tmp_path_factory):
     import rasterio
 
-    from rsembed_store.ingest.synthetic import SceneSpec, generate_scene
+    from rsembed_store.testing.scenes import SceneSpec, generate_scene
 
     out = tmp_path_factory.mktemp("anysat-scene")
     spec = SceneSpec(size_px=64, n_dates=6, n_patches=6, seed=5)

@@ -157,7 +157,7 @@ def test_end_to_end_on_the_synthetic_scene(small, tmp_path_factory):
     import json
 
     from rsembed_store.ingest.providers.local import LocalProvider, forget
-    from rsembed_store.ingest.synthetic import SceneSpec, generate_scene
+    from rsembed_store.testing.scenes import SceneSpec, generate_scene
 
     out = tmp_path_factory.mktemp("prithvi-scene")
     spec = SceneSpec(size_px=128, n_dates=4, n_patches=8, seed=2)

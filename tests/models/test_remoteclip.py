@@ -135,7 +135,7 @@ def test_end_to_end_ingest_then_search(variant, remoteclip_checkpoint, small_sce
     out, manifest = small_scene
     w, s, e, n = manifest["bounds_lonlat"]
     region = BBox(w + 0.003, s + 0.003, e - 0.003, n - 0.003)
-    requests = plan(region, 9, TemporalSpec.year(2023), "remoteclip").requests[:6]
+    requests = plan("remoteclip", region, 9, TemporalSpec.year(2023)).requests[:6]
     assert requests and all(r.revision == variant.info.revision for r in requests)
     store = Store.open(tmp_path / "db")
     config = {"sources": {"s2-l2a": str(out / "scenes")}, "models": {"remoteclip": {"device": "cpu"}}}

@@ -161,7 +161,7 @@ def test_an_undeclared_dimension_is_measured_by_one_call_and_listing_runs_nothin
 def test_ingest_then_search(db, small_scene):
     w, s, e, n = small_scene[1]["bounds_lonlat"]
     region = BBox(w + 0.004, s + 0.004, e - 0.004, n - 0.004)
-    requests = plan(region, 9, WHEN, NAME).requests
+    requests = plan(NAME, region, 9, WHEN).requests
     assert len(requests) >= 5
     first = db.ingest(requests, progress=False)
     assert first.failed == 0, first.failures[:2]

@@ -141,7 +141,7 @@ def test_a_batch_mixing_requests_with_and_without_s1(small):
 def test_end_to_end_with_s1_on_the_synthetic_scene(small, tmp_path_factory):
     import rasterio
 
-    from rsembed_store.ingest.synthetic import SceneSpec, generate_s1, generate_scene
+    from rsembed_store.testing.scenes import SceneSpec, generate_s1, generate_scene
 
     out = tmp_path_factory.mktemp("terramind-scene")
     spec = SceneSpec(size_px=128, n_dates=2, n_patches=8, seed=4)

@@ -13,15 +13,9 @@ import pytest
 
 from rsembed_store import BBox, Embedding, H3Cell, PointBuffer, Request, Store, TemporalSpec, resolve
 from rsembed_store.errors import SpecError, UnknownModelError, UnknownSpaceError, VectorError
-from rsembed_store.query.search import (
-    MAX_DIRECT_RANGES,
-    NotStoredError,
-    SearchResult,
-    cell_ranges,
-    explain,
-    search,
-)
-from rsembed_store.space import h3_children_range
+from rsembed_store.h3int import cell_ranges
+from rsembed_store.query.search import NotStoredError, SearchResult, explain, search
+from rsembed_store.query.within import MAX_DIRECT_RANGES
 
 W, S, E, N = 11.0, 46.0, 11.6, 46.5  # where the rows lie
 WINDOWS = [
@@ -214,7 +208,7 @@ def test_within_bbox(held):
 def test_within_bbox_small_against_the_extent_uses_the_h3_index_and_stays_exact(held):
     store, embs, rows = held
     hints = {"minlon": W - 10, "minlat": S - 10, "maxlon": E + 10, "maxlat": N + 10}
-    from rsembed_store.query.search import bbox_clause
+    from rsembed_store.query.within import bbox_clause
 
     box = BBox(11.1, 46.1, 11.35, 46.3)
     sql = bbox_clause(box, 12, hints)
@@ -295,17 +289,6 @@ def test_many_cells_are_tested_while_scanning(held):
     assert not on_lance(result) or ">>" in result.filter  # the prefix form, not dozens of ranges
     assert len(result) == mask.sum()
     check(result, rows, q, 500, mask=mask)
-
-
-def test_children_ranges_hold_exactly_the_descendants():
-    cell = h3.latlng_to_cell(46.2, 11.2, 8)
-    lo, hi = h3_children_range(h3.str_to_int(cell), 12)
-    kids = [h3.str_to_int(c) for c in h3.cell_to_children(cell, 12)]
-    assert min(kids) == lo and max(kids) == hi
-    # adjacent siblings merge into one range, a gap does not
-    sibs = h3.cell_to_children(h3.cell_to_parent(cell, 7), 8)
-    assert len(cell_ranges([h3.str_to_int(c) for c in sibs], 12)) == 1
-    assert len(cell_ranges([h3.str_to_int(c) for c in sibs[:2] + sibs[3:]], 12)) == 2
 
 
 def test_where_is_anded_in(held):

@@ -25,11 +25,18 @@ Weights: ``RemoteCLIP-ViT-B-32.pt`` from huggingface.co/chendelong/RemoteCLIP,
 (``60014e39...85c4``) is the one several independent public projects record for the
 file they downloaded from that repository (it could not be re-checked here, where
 nothing can be downloaded). Metric cosine, as CLIP.
+
+Text: the checkpoint's text tower (open_clip's tokenizer, 77 tokens) puts phrases
+in the same 512-d space, so ``embed_text(["a forest"])`` gives vectors to search
+the image embeddings with (``ModelInfo.text``; ``store.search(model, text=...)``).
+The text tower is built on first use, from the same checkpoint as the image tower.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -78,6 +85,7 @@ class RemoteClipModel(TorchModel):
         default_sensor=SensorSpec("s2-l2a", BANDS, scale_m=10, cloudy_pct=30, composite="median"),
         providers=("local", "gee"),
         input_size=SIZE,
+        text=True,
         description=(
             "RemoteCLIP ViT-B/32 (open_clip): pooled = the 512-d CLIP image embedding; grid = the 7x7 "
             "patch tokens projected into the same space. S2 RGB, true-colour stretch 0-0.3, 224 px"
@@ -110,6 +118,23 @@ class RemoteClipModel(TorchModel):
     def build(self, weights_file: Path):
         what = f"an open_clip {ARCH} state dict (as RemoteCLIP publishes)"
         return self._image_tower(self.load_checkpoint(self._clip(), weights_file, what))
+
+    def embed_text(self, phrases: Sequence[str]) -> np.ndarray:
+        """``(n, 512)`` float32 CLIP text embeddings of ``phrases`` (the image embeddings' space)."""
+        lock = self.__dict__.setdefault("_text_lock", threading.Lock())
+        with lock:
+            if getattr(self, "_text_net", None) is None:
+                open_clip = require("open_clip", self.extra, "the remoteclip text tower")
+                clip = self._clip()
+                if not self.random_init:
+                    clip = self.load_checkpoint(clip, self.weights_file, f"an open_clip {ARCH} state dict")
+                clip.visual = self.torch.nn.Identity()  # the image tower is self.net already
+                self._text_net = clip.to(self.device).eval()
+                self._tokenizer = open_clip.get_tokenizer(ARCH)
+            tokens = self._tokenizer(list(phrases)).to(self.device)
+            with self.torch.inference_mode():
+                out = self._text_net.encode_text(tokens)
+        return out.float().cpu().numpy()
 
     def forward(self, net, x):
         pooled, tokens = net(x)

@@ -66,17 +66,37 @@ def body_models():
 
     class SearchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])
-        like: Like = Field(description="Exactly one of vector, key or request.")
+        # search by examples and text (issue 20): see rsembed_store/query/examples.py
+        like: Optional[Union[Like, List[Like]]] = Field(
+            None, description="One example (exactly one of vector, key or request) or a list of them; "
+                              "give like or text.")
+        negatives: Optional[List[Like]] = Field(None, description="Examples the results should not resemble.")
+        text: Optional[str] = Field(None, description="A phrase, for models with a text tower (instead of like).")
+        combine: Optional[str] = Field(None, description="How several examples make one query: 'centroid' or "
+                                                         "'linear' (default: the measured winner).")
         k: int = Field(10, ge=1, description="How many results (at most max_batch).")
         temporal: Optional[Dict[str, Any]] = Field(None, description="Keep rows whose window overlaps this "
                                                                      "TemporalSpec dict.",
                                                    json_schema_extra=nullable(TEMPORAL))
         within: Optional[Area] = Field(None, description="Keep rows inside this area.")
         where: Optional[str] = Field(None, description="An extra filter on stored columns, e.g. \"year = 2023\".")
-        exclude_self: bool = True
+        exclude_self: bool = Field(True, description="Leave out every example's and negative's own row.")
         metric: Optional[str] = Field(None, description="cosine, l2 or dot (default: the space's metric).")
         revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
         compute: bool = Field(False, description="With like.request: compute it on a miss (needs the token).")
+
+    class ChangeBody(Body):
+        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        model: str = Field(description="The model whose space is compared.", examples=["spectral"])
+        from_: Dict[str, Any] = Field(alias="from", description="The first window (TemporalSpec dict).",
+                                      json_schema_extra=described_as(TEMPORAL))
+        to: Dict[str, Any] = Field(description="The second window (TemporalSpec dict).",
+                                   json_schema_extra=described_as(TEMPORAL))
+        within: Optional[Area] = Field(None, description="Keep cells inside this area.")
+        where: Optional[str] = Field(None, description="An extra filter on stored columns.")
+        revision: Optional[str] = Field(None, description="The model revision (default: the registered one).")
+        format: Literal["json", "arrow"] = Field("json", description="JSON cells (at most max_json_cells, "
+                                                                     "200,000 by default), or an Arrow IPC stream.")
 
     class SearchBatchBody(Body):
         model: str = Field(description="The model whose space is searched.", examples=["spectral"])

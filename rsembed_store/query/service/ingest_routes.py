@@ -20,7 +20,7 @@ def add(app, ctx) -> None:
         The input is checked here (a bad region or window is a 422 and no job
         starts); the answer is 202 ``{"job_id", ...}``; poll ``GET /jobs/{job_id}``.
         """
-        from ...ingest.plan import region_cells
+        from ...ingest.regions import region_cells
         from ...limits import Limits
         from ...registry import model_class
         from ...specs import OutputSpec

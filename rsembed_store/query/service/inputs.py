@@ -62,31 +62,32 @@ def area_of(data, field: str):
 # ---------------------------------------------------------------- ingest jobs
 
 
-def like_of(store, body):
-    """The query of a search body's ``like``: a vector, a stored answer (by key) or a request's answer."""
-    like = body.like
+def like_of(store, body, like=None, name: str = "like"):
+    """The query of one ``like`` item of a search body (``body.like`` by default; ``name`` is its field,
+    e.g. ``like[2]`` or ``negatives[0]``): a vector, a stored answer (by key) or a request's answer."""
+    like = body.like if like is None else like
     given = [n for n in ("vector", "key", "request") if getattr(like, n) is not None]
     if len(given) != 1:
-        raise ApiError(422, "spec_error", "like needs exactly one of 'vector', 'key' or 'request', got "
-                                          f"{given or 'none'}", "like")
+        raise ApiError(422, "spec_error", f"{name} needs exactly one of 'vector', 'key' or 'request', got "
+                                          f"{given or 'none'}", name)
     if like.vector is not None:
-        with field_of("like.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
+        with field_of(f"{name}.vector"), np.errstate(over="ignore"):  # beyond float32: inf, refused below
             vector = np.asarray(like.vector, dtype=np.float32)
             if vector.size == 0 or not np.all(np.isfinite(vector)):
-                raise VectorError("like.vector must be a non-empty list of finite numbers")
+                raise VectorError(f"{name}.vector must be a non-empty list of finite numbers")
         return vector
     if like.key is not None:
-        key = check_key(like.key, "like.key")
-        with field_of("like.key"):
+        key = check_key(like.key, f"{name}.key")
+        with field_of(f"{name}.key"):
             space = store.space_for(body.model, body.revision)
             hit = store.lookup_many([key], space=space.space)[0]
         if hit is None:
-            raise ApiError(404, "not_found", f"key {key} is not stored in space {space.space!r}", "like.key")
+            raise ApiError(404, "not_found", f"key {key} is not stored in space {space.space!r}", f"{name}.key")
         return hit
-    resolved = resolved_of(like.request, "like.request")
-    with field_of("like.request"):
+    resolved = resolved_of(like.request, f"{name}.request")
+    with field_of(f"{name}.request"):
         emb = store.get(resolved, compute=body.compute)
     if emb is None:
         raise ApiError(404, "not_found", f"the like request (key {resolved.key}) is not stored; send "
-                                         "compute=true to compute it", "like.request")
+                                         "compute=true to compute it", f"{name}.request")
     return emb

@@ -15,7 +15,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...specs import BBox
-from ..search import cell_ranges, temporal_window, within_area
+from ...h3int import cell_ranges
+from ..search import temporal_window
+from ..within import within_area
 from .rows import Rows, days
 
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Sentinel-2-like scene generator (rsembed_store.ingest.synthetic)."""
+"""Tests of the synthetic Sentinel-2-like scene generator (rsembed_store.testing.scenes)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.warp import transform as warp_transform
 
-from rsembed_store.ingest.synthetic import (
-    BANDS,
-    CLASSES,
-    SceneSpec,
-    class_fractions,
-    ensure_scene,
-    generate_scene,
-    label_at,
-    read_labels,
-)
+from rsembed_store.testing.labels import class_fractions, label_at, read_labels
+from rsembed_store.testing.scenes import BANDS, CLASSES, SceneSpec, ensure_scene, generate_scene
 
 # 256 px x 10 m with 12 patches: patches ~740 m across (the default spec: ~1.3 km)
 SMALL = SceneSpec(size_px=256, n_dates=3, seed=0, n_patches=12)

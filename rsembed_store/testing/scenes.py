@@ -93,9 +93,9 @@ optical scene) plus per-date speckle, tags ``ACQUISITION_DATE``,
 from its own random stream, so the optical files of :func:`generate_scene` are
 unchanged by it (byte for byte).
 
-Queries on the truth: :func:`read_labels`, :func:`label_at`,
-:func:`class_fractions`. The latter two take either ``out_dir`` or the tuple that
-:func:`read_labels` returns (a cache, for many calls).
+Queries on the truth (:func:`read_labels`, :func:`label_at`, :func:`class_fractions`)
+live in :mod:`rsembed_store.testing.labels`; the land-cover model that paints the
+scene (classes, spectra, phenology, noise, layout) in :mod:`rsembed_store.testing.landcover`.
 """
 
 from __future__ import annotations
@@ -107,21 +107,42 @@ import os
 from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.features import rasterize
 from rasterio.io import MemoryFile
 from rasterio.warp import transform as _warp_transform
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
 from ..errors import SpecError
 from ..ingest.grid import utm_crs
+from .labels import LABELS_PATH
+from .landcover import (
+    _BACKSCATTER_DB,
+    _CLOUD_SPECTRUM,
+    _COLORS,
+    _S1_SPECKLE_DB,
+    _S_DATE,
+    _S_PLAN,
+    _S_S1,
+    _S_TEXTURE,
+    _SPECKLE,
+    _SPECTRA,
+    _TEXTURE,
+    BANDS,
+    CLASSES,
+    S1_BANDS,
+    _circ_dist,
+    _fractal,
+    _layout,
+    _phenology,
+    _rng,
+    _wedge,
+)
 
 __all__ = [
     "CLASSES",
@@ -131,93 +152,23 @@ __all__ = [
     "generate_s1",
     "generate_scene",
     "ensure_scene",
-    "read_labels",
-    "label_at",
-    "class_fractions",
 ]
 
-CLASSES: Tuple[str, ...] = ("water", "forest", "cropland", "urban", "bare_soil", "grassland")
-BANDS: Tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
 
 FORMAT = "rsembed_store.synthetic_s2"
 FORMAT_VERSION = 1
 BOA_SCALE = 1e-4
 MANIFEST_NAME = "manifest.json"
-LABELS_PATH = "truth/labels.tif"
 SCENES_DIR = "scenes"
 
 _WAVELENGTH_NM = {"B02": 492, "B03": 560, "B04": 665, "B08": 833, "B11": 1614, "B12": 2202}
 _LONLAT = "EPSG:4326"
 
-# ------------------------------------------------------------------ class model
-# Reflectance (0-1) per band in BANDS order: (dormant, peak) spectra; the mix
-# follows a phenology weight g in [0, 1] (a Gaussian in day-of-year).
-_SPECTRA = {
-    "water": ((0.040, 0.050, 0.035, 0.020, 0.012, 0.008),) * 2,
-    "forest": (
-        (0.026, 0.040, 0.026, 0.240, 0.130, 0.062),
-        (0.022, 0.045, 0.020, 0.320, 0.140, 0.060),
-    ),
-    "cropland": (
-        (0.070, 0.090, 0.110, 0.170, 0.250, 0.190),
-        (0.030, 0.065, 0.030, 0.420, 0.200, 0.095),
-    ),
-    "urban": ((0.090, 0.100, 0.110, 0.160, 0.210, 0.190),) * 2,
-    "bare_soil": ((0.090, 0.120, 0.160, 0.210, 0.300, 0.260),) * 2,
-    "grassland": (
-        (0.050, 0.075, 0.080, 0.200, 0.230, 0.150),
-        (0.035, 0.070, 0.045, 0.300, 0.200, 0.110),
-    ),
-}
-# Phenology: (peak day-of-year in the north, per-patch jitter of the peak, width in days)
-_PHENOLOGY = {
-    "forest": (190.0, 10.0, 70.0),
-    "cropland": (190.0, 25.0, 40.0),
-    "grassland": (170.0, 15.0, 80.0),
-}
-_CLASS_WEIGHTS = {
-    "water": 0.04, "forest": 0.24, "cropland": 0.32, "urban": 0.10, "bare_soil": 0.08, "grassland": 0.22,
-}
-# Relative amplitude of the static texture and of the per-date speckle.
-_TEXTURE = {
-    "water": 0.03, "forest": 0.08, "cropland": 0.06, "urban": 0.16, "bare_soil": 0.08, "grassland": 0.07,
-}
-_SPECKLE = {
-    "water": 0.02, "forest": 0.025, "cropland": 0.02, "urban": 0.05, "bare_soil": 0.02, "grassland": 0.02,
-}
-_CLOUD_SPECTRUM = (0.44, 0.43, 0.44, 0.46, 0.30, 0.21)
-_COLORS = {
-    0: (0, 0, 0, 0),
-    1: (31, 120, 180, 255),
-    2: (27, 100, 40, 255),
-    3: (230, 200, 60, 255),
-    4: (200, 40, 40, 255),
-    5: (160, 120, 80, 255),
-    6: (140, 210, 110, 255),
-}
 _CLEAR_B02_MAX = 0.17  # clear pixels: B02 <= 1700 DN; cloud pixels: B02, B03, B04 >= 2000 DN
 _SUMMER_DOY_NORTH = 196.0  # mid-July
 
-# RNG stream ids, so that the parts of the scene draw from independent streams
-_S_LAYOUT, _S_RIVER, _S_TEXTURE, _S_PLAN, _S_DATE = 1, 2, 3, 4, 100
-_S_S1 = 200  # the Sentinel-1 companion's speckle (its own stream: the optical files do not change)
 
-S1_BANDS: Tuple[str, ...] = ("VV", "VH")
 S1_DIR = "s1"
-# Backscatter in dB per class, (VV, VH): (dormant, peak) as for the optical spectra.
-_BACKSCATTER_DB = {
-    "water": ((-22.0, -28.0),) * 2,
-    "forest": ((-8.0, -14.0), (-7.0, -12.5)),
-    "cropland": ((-13.0, -21.0), (-9.0, -15.0)),
-    "urban": ((-4.0, -11.0),) * 2,
-    "bare_soil": ((-14.0, -22.0),) * 2,
-    "grassland": ((-11.0, -18.0), (-9.5, -16.0)),
-}
-_S1_SPECKLE_DB = 0.8
-
-
-def _rng(seed: int, *stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, *stream])
 
 
 # ------------------------------------------------------------------ spec
@@ -301,143 +252,6 @@ def _dates(spec: SceneSpec) -> List[date]:
     return out
 
 
-def _circ_dist(a: float, b: float, period: float = 365.25) -> float:
-    d = abs(a - b) % period
-    return min(d, period - d)
-
-
-# ------------------------------------------------------------------ noise
-
-
-def _interp_weights(n_out: int, cell: float) -> Tuple[np.ndarray, np.ndarray, int]:
-    t = (np.arange(n_out, dtype=np.float64) + 0.5) / cell
-    i0 = np.floor(t).astype(np.intp)
-    f = t - i0
-    w = (f * f * (3.0 - 2.0 * f)).astype(np.float32)  # smoothstep
-    return i0, w, int(i0[-1]) + 2
-
-
-def _value_noise(rng: np.random.Generator, shape: Tuple[int, int], cell: float) -> np.ndarray:
-    """Smooth random field (value noise, smoothstep interpolation), float32.
-
-    Uses gathers and element-wise arithmetic only (no BLAS), so it is bit-stable.
-    """
-    h, w = shape
-    cell = max(float(cell), 1.0)
-    iy, wy, gh = _interp_weights(h, cell)
-    ix, wx, gw = _interp_weights(w, cell)
-    grid = rng.standard_normal((gh, gw), dtype=np.float32)
-    rows = grid[iy] * (1.0 - wy)[:, None] + grid[iy + 1] * wy[:, None]
-    return rows[:, ix] * (1.0 - wx)[None, :] + rows[:, ix + 1] * wx[None, :]
-
-
-def _fractal(rng: np.random.Generator, shape: Tuple[int, int], cell: float, octaves: int = 3) -> np.ndarray:
-    """Sum of value-noise octaves, normalised to zero mean and unit variance."""
-    out = np.zeros(shape, dtype=np.float32)
-    amp = 1.0
-    for _ in range(octaves):
-        out += np.float32(amp) * _value_noise(rng, shape, cell)
-        cell /= 2.0
-        amp *= 0.5
-    out -= out.mean(dtype=np.float64)
-    std = float(out.std(dtype=np.float64))
-    if std > 0:
-        out /= np.float32(std)
-    return out
-
-
-def _noise_1d(rng: np.random.Generator, n: int, cell: float) -> np.ndarray:
-    return _value_noise(rng, (n, 1), cell)[:, 0]
-
-
-# ------------------------------------------------------------------ land cover
-
-
-def _seed_points(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Evenly spread points in [0, size)^2 (Mitchell's best-candidate sampling)."""
-    pts = np.empty((n, 2), dtype=np.float64)
-    pts[0] = rng.uniform(0, size, 2)
-    for i in range(1, n):
-        cand = rng.uniform(0, size, (12, 2))
-        d2 = ((cand[:, None, :] - pts[None, :i, :]) ** 2).sum(-1).min(1)
-        pts[i] = cand[int(np.argmax(d2))]
-    return pts
-
-
-def _river_mask(spec: SceneSpec) -> np.ndarray:
-    rng = _rng(spec.seed, _S_RIVER)
-    n = spec.size_px
-    x0 = rng.uniform(0.25, 0.75) * n
-    a1, l1, p1 = rng.uniform(0.04, 0.10) * n, rng.uniform(0.6, 1.3) * n, rng.uniform(0, 2 * math.pi)
-    a2, l2, p2 = rng.uniform(0.01, 0.03) * n, rng.uniform(0.15, 0.3) * n, rng.uniform(0, 2 * math.pi)
-    half_w = max(1.5, rng.uniform(50.0, 110.0) / spec.scale_m / 2.0)
-    vertical = bool(rng.integers(0, 2))
-    wobble = _noise_1d(rng, n, max(n / 8.0, 2.0)) * np.float32(0.02 * n)
-    bank = 1.0 + 0.15 * _noise_1d(rng, n, max(n / 16.0, 2.0)).astype(np.float64)
-    t = np.arange(n, dtype=np.float64) + 0.5
-    k1, k2 = 2 * math.pi / l1, 2 * math.pi / l2
-    centre = np.array(
-        [x0 + a1 * math.sin(k1 * v + p1) + a2 * math.sin(k2 * v + p2) for v in t]
-    ) + wobble.astype(np.float64)
-    slope = np.array([a1 * k1 * math.cos(k1 * v + p1) + a2 * k2 * math.cos(k2 * v + p2) for v in t])
-    slope += np.gradient(wobble.astype(np.float64))
-    stretch = np.sqrt(1.0 + slope * slope)  # |dx| across a sloping line -> perpendicular distance
-    across = np.arange(n, dtype=np.float64)[None, :] + 0.5
-    mask = np.abs(across - centre[:, None]) <= (half_w * bank * stretch)[:, None]
-    return mask.T if not vertical else mask
-
-
-def _layout(spec: SceneSpec) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Patch id per pixel (int32; id n_patches = river), class value and peak day per patch id."""
-    rng = _rng(spec.seed, _S_LAYOUT)
-    n, size = spec.n_patches, spec.size_px
-    pts = _seed_points(rng, n, size).astype(np.float32)
-    spacing = size / math.sqrt(n)
-    warp_amp = np.float32(0.22 * spacing)
-    wx = _fractal(rng, (size, size), spacing / 1.5, 2) * warp_amp
-    wy = _fractal(rng, (size, size), spacing / 1.5, 2) * warp_amp
-    coords = np.arange(size, dtype=np.float32) + np.float32(0.5)
-    px = coords[None, :] + wx
-    py = coords[:, None] + wy
-    del wx, wy
-    best = np.full((size, size), np.inf, dtype=np.float32)
-    pid = np.zeros((size, size), dtype=np.int32)
-    tmp = np.empty_like(best)
-    for i in range(n):
-        dx = px - pts[i, 0]
-        np.multiply(dx, dx, out=tmp)
-        dx = py - pts[i, 1]
-        tmp += dx * dx
-        closer = tmp < best
-        best[closer] = tmp[closer]
-        pid[closer] = i
-    del px, py, best, tmp
-
-    # classes: every class once (if there are enough patches), then weighted draws
-    values = np.empty(n + 1, dtype=np.uint8)
-    forced = rng.permutation(len(CLASSES))[: min(n, len(CLASSES))] + 1
-    order = rng.permutation(n)
-    weights = np.array([_CLASS_WEIGHTS[c] for c in CLASSES], dtype=np.float64)
-    drawn = rng.choice(len(CLASSES), size=n, p=weights / weights.sum()) + 1
-    values[:n] = drawn
-    values[order[: len(forced)]] = forced
-    values[n] = CLASSES.index("water") + 1
-    peak_jitter = rng.uniform(-1.0, 1.0, n + 1)
-    brightness = np.clip(1.0 + 0.06 * rng.standard_normal(n + 1), 0.85, 1.15)
-
-    pid[_river_mask(spec)] = n
-    return pid, values, peak_jitter, brightness
-
-
-def _phenology(class_name: str, doy: float, jitter: float, south: bool) -> float:
-    if class_name not in _PHENOLOGY:
-        return 0.0
-    peak, spread, width = _PHENOLOGY[class_name]
-    peak = peak + jitter * spread + (182.6 if south else 0.0)
-    d = _circ_dist(doy, peak)
-    return math.exp(-0.5 * (d / width) ** 2)
-
-
 # ------------------------------------------------------------------ writing
 
 
@@ -509,19 +323,6 @@ def _plan_dates(spec: SceneSpec, dates: List[date]) -> Tuple[List[float], int, i
         rest = [k for k in others if k != heavy]
         nodata = rest[int(rng.integers(0, len(rest)))] if rest else heavy
     return cloud, summer, nodata
-
-
-def _wedge(rng: np.random.Generator, size: int) -> np.ndarray:
-    c = (np.arange(size, dtype=np.float32) + 0.5) / size
-    u, v = c[None, :], c[:, None]
-    corner = int(rng.integers(0, 4))
-    if corner & 1:
-        u = 1.0 - u
-    if corner & 2:
-        v = 1.0 - v
-    a, b = rng.uniform(0.7, 1.4, 2)
-    reach = rng.uniform(0.35, 0.6)
-    return (u * np.float32(a) + v * np.float32(b)) < np.float32(reach)
 
 
 def _render_date(
@@ -755,176 +556,3 @@ def ensure_scene(out_dir, spec: SceneSpec = SceneSpec()) -> dict:
     ):
         return manifest
     return generate_scene(out_dir, spec, overwrite=True)
-
-
-# ------------------------------------------------------------------ truth queries
-
-LabelCache = Tuple[np.ndarray, Affine, str]
-
-
-def read_labels(out_dir) -> LabelCache:
-    """Return ``(labels uint8 (H, W), transform, crs string)`` of ``out_dir/truth/labels.tif``.
-
-    The tuple doubles as a cache for :func:`label_at` and :func:`class_fractions`.
-    """
-    with rasterio.open(Path(out_dir) / LABELS_PATH) as src:
-        return src.read(1), src.transform, src.crs.to_string()
-
-
-def _is_cache(obj) -> bool:
-    return isinstance(obj, tuple) and len(obj) == 3 and isinstance(obj[0], np.ndarray)
-
-
-def _finite_lonlat(lon, lat) -> Tuple[float, float]:
-    try:
-        lon_f, lat_f = float(lon), float(lat)
-    except (TypeError, ValueError):
-        raise ValueError(f"lon={lon!r}, lat={lat!r} must be numbers") from None
-    if not (math.isfinite(lon_f) and math.isfinite(lat_f) and -180 <= lon_f <= 180 and -90 <= lat_f <= 90):
-        raise ValueError(f"lon={lon!r}, lat={lat!r} is not a valid WGS84 coordinate")
-    return lon_f, lat_f
-
-
-def _apply(t: Affine, x, y):
-    """``t * (x, y)`` for scalars or arrays (without the operator affine 3 deprecates)."""
-    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
-
-
-def _to_crs(crs: str, lons: Sequence[float], lats: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
-    xs, ys = _warp_transform(_LONLAT, crs, list(lons), list(lats))
-    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-
-
-def label_at(out_dir_or_cache, lon: float, lat: float) -> str:
-    """Class name of the label pixel under WGS84 ``(lon, lat)``.
-
-    ``out_dir_or_cache`` is the scene directory or the tuple from :func:`read_labels`.
-    Raises ValueError (naming lon/lat) when the point is outside the scene.
-    """
-    lon_f, lat_f = _finite_lonlat(lon, lat)
-    if _is_cache(out_dir_or_cache):
-        labels, transform, crs = out_dir_or_cache
-        height, width = labels.shape
-        src = None
-    else:
-        src = rasterio.open(Path(out_dir_or_cache) / LABELS_PATH)
-        labels, transform, crs = None, src.transform, src.crs.to_string()
-        height, width = src.height, src.width
-    try:
-        xs, ys = _to_crs(crs, [lon_f], [lat_f])
-        x, y = float(xs[0]), float(ys[0])
-        inside = math.isfinite(x) and math.isfinite(y)
-        if inside:
-            # reject far-away points the projection folds back (round trip must hold)
-            blon, blat = _warp_transform(crs, _LONLAT, [x], [y])
-            dlon = abs((blon[0] - lon_f + 180.0) % 360.0 - 180.0)
-            inside = dlon * math.cos(math.radians(lat_f)) < 1e-6 and abs(blat[0] - lat_f) < 1e-6
-        if inside:
-            colf, rowf = _apply(~transform, x, y)
-            col, row = int(math.floor(colf)), int(math.floor(rowf))
-            inside = 0 <= col < width and 0 <= row < height
-        if not inside:
-            raise ValueError(f"lon={lon_f}, lat={lat_f} is outside the synthetic scene")
-        if src is None:
-            value = int(labels[row, col])
-        else:
-            value = int(src.read(1, window=Window(col, row, 1, 1))[0, 0])
-    finally:
-        if src is not None:
-            src.close()
-    if not 1 <= value <= len(CLASSES):
-        raise ValueError(f"lon={lon_f}, lat={lat_f} falls on an unlabelled pixel (value {value})")
-    return CLASSES[value - 1]
-
-
-def _rings(polygon) -> List[List[Tuple[float, float]]]:
-    if isinstance(polygon, Mapping):
-        if polygon.get("type") != "Polygon":
-            raise ValueError(
-                f"only a GeoJSON Polygon or a lon/lat ring is accepted, got type {polygon.get('type')!r}"
-            )
-        rings = [list(r) for r in polygon["coordinates"]]
-    else:
-        rings = [list(polygon)]
-    out = []
-    for ring in rings:
-        pts = []
-        for p in ring:
-            if len(p) < 2:
-                raise ValueError(f"polygon vertex {p!r} is not a (lon, lat) pair")
-            pts.append(_finite_lonlat(p[0], p[1]))
-        if len(pts) >= 2 and pts[0] == pts[-1]:
-            pts = pts[:-1]
-        if len(pts) < 3:
-            raise ValueError(f"a polygon ring needs at least 3 distinct vertices, got {ring!r}")
-        out.append(pts)
-    return out
-
-
-def _densify(ring: List[Tuple[float, float]], steps: int = 16) -> Tuple[List[float], List[float]]:
-    lons, lats = [], []
-    n = len(ring)
-    for i in range(n):
-        (x0, y0), (x1, y1) = ring[i], ring[(i + 1) % n]
-        for s in range(steps):
-            t = s / steps
-            lons.append(x0 + t * (x1 - x0))
-            lats.append(y0 + t * (y1 - y0))
-    lons.append(ring[0][0])
-    lats.append(ring[0][1])
-    return lons, lats
-
-
-def class_fractions(out_dir_or_cache, geometry_lonlat_polygon) -> Dict[str, float]:
-    """Fraction of the label pixels of each class inside a lon/lat polygon.
-
-    ``geometry_lonlat_polygon`` is a ring ``[(lon, lat), ...]`` (closed or not) or a
-    GeoJSON Polygon mapping. Pixels count when their centre is inside (all touched
-    pixels when no centre is, for polygons smaller than a pixel); the part of the
-    polygon outside the scene is ignored. Returns every class name (in
-    :data:`CLASSES` order) with fractions summing to 1; the majority class is the
-    argmax. Raises ValueError when the polygon does not overlap the scene.
-    """
-    rings = _rings(geometry_lonlat_polygon)
-    cache = out_dir_or_cache if _is_cache(out_dir_or_cache) else None
-    src = None if cache is not None else rasterio.open(Path(out_dir_or_cache) / LABELS_PATH)
-    try:
-        if cache is not None:
-            labels, transform, crs = cache
-            height, width = labels.shape
-        else:
-            transform, crs, height, width = src.transform, src.crs.to_string(), src.height, src.width
-        projected = []
-        for ring in rings:
-            lons, lats = _densify(ring)
-            xs, ys = _to_crs(crs, lons, lats)
-            if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-                raise ValueError(f"polygon {rings[0]!r} cannot be projected to {crs}")
-            projected.append(list(zip(xs.tolist(), ys.tolist())))
-        outer = np.asarray(projected[0], dtype=np.float64)
-        cols, rows = _apply(~transform, outer[:, 0], outer[:, 1])
-        c0 = max(int(math.floor(float(np.min(cols)))), 0)
-        c1 = min(int(math.ceil(float(np.max(cols)))), width)
-        r0 = max(int(math.floor(float(np.min(rows)))), 0)
-        r1 = min(int(math.ceil(float(np.max(rows)))), height)
-        if c1 <= c0 or r1 <= r0:
-            raise ValueError(f"polygon {rings[0]!r} (lon/lat) does not overlap the synthetic scene")
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        t = transform
-        wtransform = Affine(t.a, t.b, t.c + t.a * c0 + t.b * r0, t.d, t.e, t.f + t.d * c0 + t.e * r0)
-        geom = {"type": "Polygon", "coordinates": projected}
-        mask = None
-        for all_touched in (False, True):
-            mask = rasterize([(geom, 1)], out_shape=(r1 - r0, c1 - c0), transform=wtransform, fill=0,
-                             all_touched=all_touched, dtype="uint8").astype(bool)
-            if mask.any():
-                break
-        window_labels = labels[r0:r1, c0:c1] if cache is not None else src.read(1, window=window)
-    finally:
-        if src is not None:
-            src.close()
-    counts = np.bincount(window_labels[mask].ravel(), minlength=len(CLASSES) + 1)[: len(CLASSES) + 1]
-    total = int(counts[1:].sum())
-    if total == 0:
-        raise ValueError(f"polygon {rings[0]!r} (lon/lat) covers no labelled pixel of the synthetic scene")
-    return {name: float(counts[i + 1]) / total for i, name in enumerate(CLASSES)}

@@ -1,0 +1,109 @@
+"""What a search returns: :class:`SearchResult` and its Arrow schema.
+
+The same object comes back from the Lance path (:mod:`rsembed_store.query.search`)
+and the serving tier (:mod:`rsembed_store.query.serving`), so both are one face
+to Python, the CLI and the HTTP service.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Dict, Iterator, List, Optional
+
+import pyarrow as pa
+
+# columns read for each result (never the vector or the grid)
+RESULT_COLUMNS = ["key", "lon", "lat", "h3", "cell", "start_date", "end_date", "year", "request"]
+
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("distance", pa.float64(), nullable=False),
+        pa.field("lon", pa.float64()),
+        pa.field("lat", pa.float64()),
+        pa.field("h3", pa.string()),
+        pa.field("cell", pa.string()),
+        pa.field("start_date", pa.date32()),
+        pa.field("end_date", pa.date32()),
+        pa.field("year", pa.int32()),
+        pa.field("request", pa.string()),  # the canonical request JSON (rows carry it parsed)
+    ]
+)
+
+
+@dataclass
+class SearchResult:
+    """The ``k`` nearest rows, nearest first (ties broken by key).
+
+    ``rows`` are dicts with ``key, distance, lon, lat, h3`` (hex), ``cell``
+    (hex or None), ``start_date, end_date`` (dates or None), ``year`` and
+    ``request`` (the parsed canonical request). ``plan`` says how the search
+    ran: the filter, whether an index was used and with which settings.
+    Distances are Lance's: cosine ``1 - cos``, l2 the squared euclidean
+    distance, dot ``1 - a.b``.
+    """
+
+    rows: List[dict]
+    space: str
+    model: str
+    metric: str
+    k: int
+    filter: Optional[str] = None
+    plan: Dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    canonical: List[str] = field(default_factory=list, repr=False)  # each row's request JSON as stored
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    @property
+    def keys(self) -> List[str]:
+        return [r["key"] for r in self.rows]
+
+    def to_dicts(self) -> List[dict]:
+        """The rows as JSON-ready dicts (dates as ISO strings)."""
+        out = []
+        for r in self.rows:
+            d = dict(r)
+            for name in ("start_date", "end_date"):
+                if isinstance(d.get(name), date):
+                    d[name] = d[name].isoformat()
+            out.append(d)
+        return out
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as an Arrow table (``request`` as its canonical JSON string)."""
+        cols: Dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
+        for i, r in enumerate(self.rows):
+            for name in cols:
+                value = r.get(name)
+                if name == "request":
+                    value = self.canonical[i] if i < len(self.canonical) else \
+                        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                cols[name].append(value)
+        return pa.table(cols, schema=RESULT_SCHEMA)
+
+    def to_dict(self) -> dict:
+        """Everything, JSON-ready: the space, metric, k, filter, plan and rows."""
+        return {
+            "space": self.space,
+            "model": self.model,
+            "metric": self.metric,
+            "k": self.k,
+            "filter": self.filter,
+            "plan": self.plan,
+            "seconds": round(self.seconds, 6),
+            "results": self.to_dicts(),
+        }
+
+
+__all__ = ["RESULT_COLUMNS", "RESULT_SCHEMA", "SearchResult"]
