@@ -177,9 +177,9 @@ def _row_at(store, pic, lon: float, lat: float) -> dict:
     if len(hit) == 0:  # no stored cell under the point: the nearest centre (degrees, lon scaled by cos lat)
         d = (base.lat - lat) ** 2 + ((base.lon - lon) * np.cos(np.radians(lat))) ** 2
         hit = [int(d.argmin())]
-    from ...space import h3_children_range
+    from ...h3int import children_range
 
-    lo, hi = h3_children_range(int(base.cells[hit[0]]), store.space_info(pic.space).h3_res)
+    lo, hi = children_range(int(base.cells[hit[0]]), store.space_info(pic.space).h3_res)
     t = store.to_arrow(pic.space, version=pic.version,
                        columns=["key", "h3", "cell", "lon", "lat", "start_date", "end_date", "model", "revision"],
                        filter=f"h3 >= {lo} AND h3 <= {hi} AND {_window_filter(pic.window)}")
