@@ -66,10 +66,11 @@ spacesAnswer.catch(() => {});  // reported where it is awaited
 const deckgl = new deck.Deck({
   parent: $("map"),
   views: new deck.MapView({ repeat: false }),
-  initialViewState: { longitude: 0, latitude: 20, zoom: 1.5 },
+  // the view is controlled: state.view is the one truth, so a late answer for an old view is recognised
+  viewState: { longitude: 0, latitude: 20, zoom: 1.5 },
   controller: true,
   getCursor: ({ isHovering }) => (isHovering ? "pointer" : "grab"),
-  onViewStateChange: ({ viewState }) => { state.view = viewState; scheduleCells(); },
+  onViewStateChange: ({ viewState }) => setView(viewState),
   getTooltip: ({ layer, index }) => layer && layer.id === "cells" && state.cells
     ? "cell " + state.cells.hex[index] + " (" + state.cells.count[index] + " rows)" : null,
   onAfterRender: () => {
@@ -82,6 +83,12 @@ const deckgl = new deck.Deck({
 });
 state.view = { longitude: 0, latitude: 20, zoom: 1.5 };
 mark("deck");
+
+function setView(view) {
+  state.view = view;
+  deckgl.setProps({ viewState: view });
+  scheduleCells();
+}
 
 function viewport() {  // from our own copy of the view state: deck's viewports exist only after a first frame
   const el = $("map");
@@ -220,9 +227,8 @@ async function chooseWindow(window, fly) {
     const [w, s, e, n] = state.picture.bounds;
     const fitted = new deck.WebMercatorViewport({ width: $("map").clientWidth || 800,
       height: $("map").clientHeight || 600 }).fitBounds([[w, s], [e, n]], { padding: 40 });
-    const view = { longitude: fitted.longitude, latitude: fitted.latitude, zoom: Math.min(fitted.zoom, 16) };
-    state.view = view;
-    deckgl.setProps({ initialViewState: Object.assign({}, view, { transitionDuration: 0 }) });
+    state.view = { longitude: fitted.longitude, latitude: fitted.latitude, zoom: Math.min(fitted.zoom, 16) };
+    deckgl.setProps({ viewState: state.view });
   }
   await loadCells();
 }
@@ -238,8 +244,10 @@ async function loadCells() {
   if (!state.space || !state.window) return;
   const q = new URLSearchParams({ space: state.space.space, window: state.window,
     bbox: viewBbox().join(","), res: String(resForZoom(state.view)) });
+  const seq = (state.cellsAsked = (state.cellsAsked || 0) + 1);
   const res = await call("/viewer/cells?" + q);
   const table = await arrowTable(res);
+  if (seq !== state.cellsAsked) return;  // a newer view has asked since: its answer is the one to draw
   mark("cells");
   const n = table.numRows, cells = table.getChild("cell").toArray();
   const r = table.getChild("r").toArray(), g = table.getChild("g").toArray(), b = table.getChild("b").toArray();
@@ -339,10 +347,7 @@ function showHits() {
 }
 
 function recentre(hit) {
-  const view = Object.assign({}, state.view, { longitude: hit.lon, latitude: hit.lat, transitionDuration: 300 });
-  state.view = view;
-  deckgl.setProps({ initialViewState: view });
-  scheduleCells();
+  setView(Object.assign({}, state.view, { longitude: hit.lon, latitude: hit.lat }));
 }
 
 async function searchMarks() {
