@@ -77,6 +77,7 @@ const deckgl = new deck.Deck({
     if (state.cells && state.firstPaintMs === null) {
       state.firstPaintMs = performance.now();
       mark("painted");
+      setTimeout(render, 0);  // now the graticule and outline
       document.body.dataset.painted = "1";
     }
   },
@@ -143,7 +144,8 @@ function render() {
     const [w, s, e, n] = state.picture.bounds;
     lines.push({ path: [[w, s], [e, s], [e, n], [w, n], [w, s]], color: [230, 235, 240, 200], width: 1.5 });
   }
-  layers.push(new deck.PathLayer({
+  // drawn from the second frame on: the first frame with cells compiles one layer's shaders, not two
+  if (state.firstPaintMs !== null) layers.push(new deck.PathLayer({
     id: "lines", data: lines, getPath: (d) => d.path, getColor: (d) => d.color, getWidth: (d) => d.width,
     widthUnits: "pixels",
   }));
