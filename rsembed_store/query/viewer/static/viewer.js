@@ -335,7 +335,7 @@ function showHits() {
   tbody.innerHTML = "";
   state.hits.forEach((h, i) => {
     const tr = document.createElement("tr");
-    const cells = [i + 1, h.distance.toFixed(4), h.cell || h.h3, windowLabel(h.start_date, h.end_date), h.key];
+    const cells = [i + 1, Number(h.distance.toPrecision(4)), h.cell || h.h3, windowLabel(h.start_date, h.end_date), h.key];
     cells.forEach((v, j) => {
       const td = document.createElement("td");
       td.textContent = String(v);
@@ -359,6 +359,7 @@ async function searchMarks() {
   if (!like.length) { status("mark at least one positive cell first (Click does: mark +)", true); return; }
   const query = { like };
   if (negatives.length) query.negatives = negatives;
+  if ($("combine").value) query.combine = $("combine").value;
   state.query = null;
   await search(query, like.length + " positive and " + negatives.length + " negative marks");
 }
