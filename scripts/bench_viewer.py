@@ -135,14 +135,11 @@ def main(argv=None) -> int:
                 page.screenshot(path=args.shot)
             page.close()
         browser.close()
-    pic = app.state.viewer_pictures.get(space) if hasattr(app.state, "viewer_pictures") else None
-    if pic is None:
-        from rsembed_store.query.viewer import Pictures
+    from rsembed_store.query.viewer import Pictures
 
-        pics = Pictures(store)
-        t0 = time.perf_counter()
-        pic = pics.get(space)
-        out["build_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    pic = Pictures(store).get(space)  # a fresh cache: the server's cold build, timed alone
+    out["build_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     _, table = pic.view(None, 15, 150_000)
     out["view_all_ms"] = round(1000 * (time.perf_counter() - t0), 1)
