@@ -9,10 +9,12 @@ from .common import emit_json, json_option, row_bar
 
 @click.command("export")
 @click.argument("space")
-@click.option("--format", "fmt", type=click.Choice(["geoparquet", "parquet", "npz", "geotiff"]), default="geoparquet",
+@click.option("--format", "fmt", default="geoparquet",
+              type=click.Choice(["geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr"]),
               show_default=True, help="File format (docs/io.md lists the columns of each).")
 @click.option("--out", "out", required=True, type=click.Path(), help="The file to write (written under a "
-              "temporary name, renamed when complete); for geotiff a directory, one <key>.tif per grid row.")
+              "temporary name, renamed when complete); npz/netcdf also write a .json manifest beside it; geotiff/cog: "
+              "a directory, one <key>.tif per grid row; zarr: a store with one group per grid row.")
 @click.option("--during", help="Rows whose window overlaps this: a year '2023' or 'START/END'.")
 @click.option("--bbox", "within_bbox", help="Rows whose centre is in MINLON,MINLAT,MAXLON,MAXLAT.")
 @click.option("--h3", "within_h3", multiple=True, help="Rows inside these H3 cells (comma-separated; repeatable).")
@@ -20,7 +22,7 @@ from .common import emit_json, json_option, row_bar
               help="Rows inside the area of this GeoJSON file.")
 @click.option("--where", help="A filter on stored columns, e.g. \"year = 2023\".")
 @click.option("--sql", help="A read-only SQL query over the store whose 'key' column names the rows to export.")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+@click.option("--batch-rows", type=click.IntRange(min=1), default=16_384, show_default=True,
               help="Rows read and written at a time (bounds memory).")
 @json_option
 @click.pass_obj

@@ -34,16 +34,19 @@ def _pairs(items, flag: str) -> dict:
 @click.option("--buffer-m", type=float, metavar="METRES", help="Half side of every point's square ROI when the "
               "file has no buffer_m column.")
 @click.option("--year", type=int, help="The year of every row when the file has no window columns.")
-@click.option("--npz-model", metavar="MODEL", help="For an rs-embed npz holding several models: the one to import.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "geoparquet", "npz", "netcdf"]),
+              help="The file's format (default: by suffix: .npz, .nc, else Parquet).")
+@click.option("--npz-model", metavar="MODEL", help="For an rs-embed npz/netcdf holding several models: the one to "
+              "import.")
 @click.option("--update", is_flag=True, help="Overwrite rows whose key the space already holds (default: keep them).")
 @click.option("--dry-run", is_flag=True, help="Check and key everything, write nothing, report what would be written.")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
               help="Rows read, checked and written at a time (bounds memory).")
 @json_option
 @click.pass_obj
-def import_cmd(obj, file, model, revision, metric, temporal, vector_column, column_items, buffer_m, year, npz_model,
-               update, dry_run, batch_rows, as_json):
-    """Import vectors from a GeoParquet, Parquet or rs-embed npz (+ its .json manifest) FILE into the
+def import_cmd(obj, file, model, revision, metric, temporal, vector_column, column_items, buffer_m, year, fmt,
+               npz_model, update, dry_run, batch_rows, as_json):
+    """Import vectors from a GeoParquet, Parquet or rs-embed npz/netcdf (+ its .json manifest) FILE into the
     space of imported:NAME.
 
     Every row becomes a request (its H3 cell, box, point or geometry; its window or
@@ -73,7 +76,8 @@ def import_cmd(obj, file, model, revision, metric, temporal, vector_column, colu
     try:
         result = import_table(store, file, model=model, revision=revision, metric=metric, temporal=temporal,
                               columns=columns, buffer_m=buffer_m, year=year, update=update, dry_run=dry_run,
-                              batch_rows=batch_rows, npz_model=npz_model, progress=bar.update if bar else None)
+                              batch_rows=batch_rows, npz_model=npz_model, format=fmt,
+                              progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()

@@ -47,20 +47,24 @@ def _attrs(attrs: Mapping[str, Any]) -> bytes:
     return b"".join(out)
 
 
-def write(path: str, variables: Mapping[str, Tuple[Sequence[str], np.ndarray]], attrs: Mapping[str, Any]) -> None:
-    """Write ``{name: (dims, array)}`` and global ``attrs`` as a classic NetCDF file at ``path``."""
+def header(variables: Mapping[str, Tuple[Sequence[str], Sequence[int], Any]], attrs: Mapping[str, Any]) -> bytes:
+    """The header of a classic NetCDF file holding ``{name: (dims, shape, dtype)}``, data laid out
+    after it in that order (each variable's bytes big-endian, padded to 4 bytes).
+
+    Split from :func:`write` so a caller can stream the data of a large variable after it
+    (``rsembed_store.io`` exports vectors batch by batch this way)."""
     dims: Dict[str, int] = {}
-    arrays: List[Tuple[str, List[int], np.ndarray]] = []
-    for name, (vdims, arr) in variables.items():
-        arr = np.asarray(arr)
-        if arr.dtype not in _CODE:
-            arr = arr.astype(np.float32)
+    specs: List[Tuple[str, List[int], int, int]] = []  # name, dim ids, type code, byte size
+    for name, (vdims, shape, dtype) in variables.items():
+        dtype = np.dtype(dtype)
+        if dtype not in _CODE:
+            raise ValueError(f"variable {name!r} has dtype {dtype}; classic NetCDF holds {sorted(map(str, _CODE))}")
         ids = []
-        for d, size in zip(vdims, arr.shape):
+        for d, size in zip(vdims, shape):
             if dims.setdefault(d, int(size)) != int(size):
                 raise ValueError(f"dimension {d!r} has size {dims[d]}, variable {name!r} gives it {size}")
             ids.append(list(dims).index(d))
-        arrays.append((name, ids, arr))
+        specs.append((name, ids, _CODE[dtype], int(np.prod(shape, dtype=np.int64)) * dtype.itemsize))
     head = [b"CDF\x01", struct.pack(">i", 0)]
     if dims:
         head.append(struct.pack(">ii", _DIMENSION, len(dims)))
@@ -68,28 +72,37 @@ def write(path: str, variables: Mapping[str, Tuple[Sequence[str], np.ndarray]], 
     else:
         head.append(b"\0" * 8)
     head.append(_attrs(attrs))
+
     # variable entries end with a 4-byte offset: measure the header with placeholder offsets first
     def var_list(offsets: List[int]) -> bytes:
-        if not arrays:
+        if not specs:
             return b"\0" * 8
-        parts = [struct.pack(">ii", _VARIABLE, len(arrays))]
-        for (name, ids, arr), begin in zip(arrays, offsets):
-            vsize = arr.nbytes + _pad(arr.nbytes)
+        parts = [struct.pack(">ii", _VARIABLE, len(specs))]
+        for (name, ids, code, nbytes), begin in zip(specs, offsets):
             parts.append(_name(name) + struct.pack(">i", len(ids)) + b"".join(struct.pack(">i", i) for i in ids)
-                         + b"\0" * 8 + struct.pack(">iii", _CODE[arr.dtype], vsize, begin))
+                         + b"\0" * 8 + struct.pack(">iii", code, nbytes + _pad(nbytes), begin))
         return b"".join(parts)
 
     prefix = b"".join(head)
-    size = len(prefix) + len(var_list([0] * len(arrays)))
-    offsets, pos = [], size
-    for _, _, arr in arrays:
+    offsets, pos = [], len(prefix) + len(var_list([0] * len(specs)))
+    for *_, nbytes in specs:
         offsets.append(pos)
-        pos += arr.nbytes + _pad(arr.nbytes)
+        pos += nbytes + _pad(nbytes)
     if pos >= 2**31:
         raise ValueError("the classic NetCDF format holds at most 2 GiB; export fewer items per file")
+    return prefix + var_list(offsets)
+
+
+def write(path: str, variables: Mapping[str, Tuple[Sequence[str], np.ndarray]], attrs: Mapping[str, Any]) -> None:
+    """Write ``{name: (dims, array)}`` and global ``attrs`` as a classic NetCDF file at ``path``."""
+    arrays = {}
+    for name, (vdims, arr) in variables.items():
+        arr = np.asarray(arr)
+        arrays[name] = (vdims, arr if arr.dtype in _CODE else arr.astype(np.float32))
+    head = header({k: (d, a.shape, a.dtype) for k, (d, a) in arrays.items()}, attrs)
     with open(path, "wb") as fh:
-        fh.write(prefix + var_list(offsets))
-        for _, _, arr in arrays:
+        fh.write(head)
+        for _, arr in arrays.values():
             raw = arr.astype(arr.dtype.newbyteorder(">"), copy=False).tobytes(order="C")
             fh.write(raw + b"\0" * _pad(len(raw)))
 

@@ -29,8 +29,10 @@ import pyarrow.compute as pc
 from ..errors import SpecError
 from . import wkb
 
-FORMATS = ("geoparquet", "parquet", "npz", "geotiff")
-BATCH_ROWS = 65_536
+FORMATS = ("geoparquet", "parquet", "npz", "netcdf", "geotiff", "cog", "zarr")
+# rows read and written at a time: peak RSS grows with it (measured at 600k x 64: 611 MiB at 16,384,
+# 937 MiB at 65,536, about the same speed), so exports use smaller batches than imports
+BATCH_ROWS = 16_384
 # the stored columns read (buffer_m is taken from the request, cell printed as H3 hex)
 READ = ["key", "model", "revision", "spatial_type", "lon", "lat", "minlon", "minlat", "maxlon", "maxlat", "cell",
         "start_date", "end_date", "year", "request", "vector"]
@@ -85,9 +87,15 @@ def selection(store, space: str, *, temporal=None, within=None, where: Optional[
     return " AND ".join(parts) if parts else None
 
 
+# Lance's scan reads ahead up to io_buffer_size bytes (2 GiB by default) and several batches and
+# fragments at once; an export writes batch by batch, so a short read-ahead bounds its memory.
+SCAN_LIMITS = {"batch_readahead": 2, "fragment_readahead": 1, "io_buffer_size": 64 << 20}
+
+
 def batches(store, space: str, filter: Optional[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The selected rows' :data:`READ` columns, ``batch_rows`` at a time, with a bounded read-ahead."""
     ds = store.dataset(space)
-    yield from ds.to_batches(columns=READ, filter=filter, batch_size=batch_rows)
+    yield from ds.to_batches(columns=READ, filter=filter, batch_size=batch_rows, **SCAN_LIMITS)
 
 
 def _buffer_m(request: pa.Array) -> pa.Array:
@@ -168,26 +176,34 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
         raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
     dim = store.space_info(space).dim  # UnknownSpaceError names the spaces held
     path = os.fspath(out)
-    if format == "geotiff":  # one file per grid row in the directory ``out``
+    if format in ("geotiff", "cog"):  # one file per grid row in the directory ``out``
         from .geotiff import write_grid_tifs
 
         flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
-        counts = write_grid_tifs(store, space, path, filter=flt, progress=progress)
+        counts = write_grid_tifs(store, space, path, filter=flt, progress=progress, cog=format == "cog")
         size = sum(e.stat().st_size for e in os.scandir(path) if e.name.endswith(".tif"))
+        return ExportResult(space=space, path=path, format=format, rows=counts["written"] + counts["kept"],
+                            bytes=size, skipped=counts["skipped"])
+    if format == "zarr":  # one store, one group per grid row
+        from .zarr_grids import write_grid_zarr
+
+        flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
+        counts = write_grid_zarr(store, space, path, filter=flt, progress=progress)
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
         return ExportResult(space=space, path=path, format=format, rows=counts["written"] + counts["kept"],
                             bytes=size, skipped=counts["skipped"])
     if os.path.isdir(path):
         raise SpecError(f"--out {path!r} is a directory; give a file name such as {path.rstrip('/')}/{space}.parquet")
     flt = selection(store, space, temporal=temporal, within=within, where=where, sql=sql)
     tmp = _tmp(path)
-    if format == "npz":  # rs-embed's combined layout: X.npz beside its manifest X.json
+    if format in ("npz", "netcdf"):  # rs-embed's combined layout: X.npz (X.nc) beside its manifest X.json
         from .npz import manifest_path, write_npz
 
         info = store.space_info(space)
         count = store.dataset(space).count_rows(filter=flt)
         try:
             rows = write_npz(batches(store, space, flt, batch_rows), tmp, rows=count, dim=dim, model=info.model,
-                             progress=progress)
+                             progress=progress, fmt=format)
             os.replace(tmp, path)
             os.replace(manifest_path(tmp), manifest_path(path))  # the manifest last: the pair is complete
         finally:
@@ -207,8 +223,6 @@ def export(store, space: str, out, *, format: str = "geoparquet", temporal=None,
 
 def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, dim: int,
                    progress: Optional[Callable[[int], None]] = None) -> int:
-    import pyarrow.parquet as pq
-
     writer = None
     rows = 0
     bbox = [np.inf, np.inf, -np.inf, -np.inf]
@@ -218,7 +232,7 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
                 continue
             t = to_output(batch, geo)
             if writer is None:
-                writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+                writer = _parquet_writer(path, t.schema)
             writer.write_table(t)
             rows += t.num_rows
             if geo:
@@ -232,7 +246,7 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
         if writer is None:  # no rows: an empty file with the full schema
             empty = pa.RecordBatch.from_pylist([], schema=_empty_schema(dim))
             t = to_output(empty, geo)
-            writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+            writer = _parquet_writer(path, t.schema)
             writer.write_table(t)
         if geo:
             finite = all(np.isfinite(bbox))
@@ -241,6 +255,21 @@ def _write_parquet(source: Iterator[pa.RecordBatch], path: str, *, geo: bool, di
         if writer is not None:
             writer.close()
     return rows
+
+
+# Dictionary pages only where values repeat, statistics only where a reader filters: trying a
+# dictionary on unique keys and requests cost half the write time and made the file 15 % larger
+# (200k x 64: 0.33 vs 0.70 CPU s, 75 vs 86 MiB)
+DICTIONARY = ["model", "revision", "spatial_type"]
+STATISTICS = ["lon", "lat", "buffer_m", "minlon", "minlat", "maxlon", "maxlat", "cell", "start_date", "end_date",
+              "year", "bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax"]
+
+
+def _parquet_writer(path: str, schema: pa.Schema):
+    import pyarrow.parquet as pq
+
+    stats = [c for c in STATISTICS if c.split(".")[0] in schema.names]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=DICTIONARY, write_statistics=stats)
 
 
 def _empty_schema(dim: int) -> pa.Schema:

@@ -1,4 +1,4 @@
-"""Grid rows as georeferenced rasters: one GeoTIFF per grid, bands = embedding dimensions.
+"""Grid rows as georeferenced rasters: one GeoTIFF (or COG) per grid, bands = embedding dimensions.
 
 A grid answer ``(D, H, W)`` is north-up over the pixel grid its input was read
 on; the row's metadata keeps that grid's CRS and GDAL geotransform
@@ -42,10 +42,27 @@ def georeference(meta: dict, shape) -> Optional[tuple]:
     return crs, Affine.from_gdal(*gt) @ Affine.scale(float(cell[1]), float(cell[0]))
 
 
+def cog_blocksize(height: int, width: int) -> int:
+    """The COG tile side: 128 (the least GDAL's COG driver accepts), 256 for grids of 512 cells a side
+    or more, 512 from 1024. Overviews are made while the grid is larger than one tile, so a grid of
+    more than 128 cells a side has at least one overview level; a smaller one is a single tile."""
+    side = min(height, width)
+    return 512 if side >= 1024 else 256 if side >= 512 else 128
+
+
+def read_grid(row: dict) -> np.ndarray:
+    """The ``(D, H, W)`` float32 grid of a stored grid row (decoded by the model's codec)."""
+    raw = np.frombuffer(row["grid"], dtype=np.dtype(row["grid_dtype"])).reshape(row["grid_shape"])
+    return np.asarray(grid_codec(row["grid_codec"] or "raw", row["model"])(raw), dtype=np.float32)
+
+
 def write_grid_tifs(store, space: str, out_dir: str, *, filter: Optional[str] = None,
-                    progress: Optional[Callable[[int], None]] = None) -> Dict[str, int]:
-    """Write every grid row of ``space`` (that ``filter`` keeps) as ``out_dir/<key>.tif``."""
+                    progress: Optional[Callable[[int], None]] = None, cog: bool = False) -> Dict[str, int]:
+    """Write every grid row of ``space`` (that ``filter`` keeps) as ``out_dir/<key>.tif``; ``cog`` writes
+    cloud-optimised GeoTIFFs (GDAL's COG driver: internal tiles, overviews, deflate)."""
     import rasterio
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
 
     os.makedirs(out_dir, exist_ok=True)
     counts = {"written": 0, "kept": 0, "skipped": 0}
@@ -61,16 +78,25 @@ def write_grid_tifs(store, space: str, out_dir: str, *, filter: Optional[str] = 
             if ref is None:
                 counts["skipped"] += 1
                 continue
-            raw = np.frombuffer(row["grid"], dtype=np.dtype(row["grid_dtype"])).reshape(shape)
-            grid = np.asarray(grid_codec(row["grid_codec"] or "raw", row["model"])(raw), dtype=np.float32)
+            grid = read_grid(row)
             crs, transform = ref
             tmp = os.path.join(out_dir, f".{row['key']}.tif.tmp-{os.getpid()}")
+            profile = dict(width=shape[2], height=shape[1], count=shape[0], dtype="float32", crs=crs,
+                           transform=transform, nodata=float("nan"))
             try:
-                with rasterio.open(tmp, "w", driver="GTiff", width=shape[2], height=shape[1], count=shape[0],
-                                   dtype="float32", crs=crs, transform=transform, nodata=float("nan"),
-                                   compress="deflate", tiled=shape[1] >= 256 and shape[2] >= 256) as dst:
-                    dst.write(grid)
-                    dst.update_tags(key=row["key"], request=row["request"])
+                if cog:  # the COG driver only copies: build the raster in memory, then copy it out
+                    with MemoryFile() as mem:
+                        with mem.open(driver="GTiff", **profile) as dst:
+                            dst.write(grid)
+                            dst.update_tags(key=row["key"], request=row["request"])
+                        with mem.open() as src:
+                            rio_copy(src, tmp, driver="COG", compress="deflate", overviews="auto",
+                                     overview_resampling="average", blocksize=cog_blocksize(shape[1], shape[2]))
+                else:
+                    with rasterio.open(tmp, "w", driver="GTiff", compress="deflate",
+                                       tiled=shape[1] >= 256 and shape[2] >= 256, **profile) as dst:
+                        dst.write(grid)
+                        dst.update_tags(key=row["key"], request=row["request"])
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):

@@ -1,4 +1,5 @@
-"""Bulk import: an Arrow table, a record-batch stream or a (Geo)Parquet file -> one imported space.
+"""Bulk import: an Arrow table, a record-batch stream, a (Geo)Parquet file or an rs-embed npz/netcdf
+export -> one imported space.
 
 Two passes over the input, batch by batch (memory bounded by the batch size):
 
@@ -6,11 +7,14 @@ Two passes over the input, batch by batch (memory bounded by the batch size):
    is named) -- nothing is written unless the whole input passes;
 2. key every batch column-wise (``io.keys``), build the rows in the store's
    layout and write them through :meth:`Store.write_rows` (merge-insert on the
-   key, safe with concurrent writers). Keys already in the space are left as
-   they are unless ``update=True``, so importing a file twice writes nothing new.
+   key, safe with concurrent writers), or append them when the space was empty
+   (``io.append``). Keys already in the space are left as they are unless
+   ``update=True``, so importing a file twice writes nothing new.
 
-A record-batch stream can be read only once: it is spooled to a temporary Arrow
-IPC file during the check and the write pass reads that file.
+A record-batch stream can be read only once, and decoding a Parquet file again
+costs more than writing its used columns uncompressed: both are spooled to a
+temporary Arrow IPC file (in ``TMPDIR``; about 300 bytes a row for 64-d vectors)
+during the check, and the write pass reads it back batch by batch.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import h3.api.basic_int as h3i
 import numpy as np
@@ -32,6 +37,7 @@ from ..errors import SpecError
 from ..space import DEFAULT_H3_RES, row_schema, space_name
 from ..specs import metres_to_degrees
 from . import columns as C
+from . import extras
 from .keys import KeyTemplate, keys_for
 from .model import declare_imported
 
@@ -66,7 +72,21 @@ def _geo_metadata(schema: pa.Schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None):
+FORMATS = ("parquet", "geoparquet", "npz", "netcdf")
+
+
+def file_format(path: str, format: Optional[str] = None) -> str:
+    """The format of an input file: ``format`` if given, else by suffix (``.npz``, ``.nc``), else Parquet."""
+    if format is not None:
+        if format not in FORMATS:
+            raise SpecError(f"format={format!r} is not accepted; use one of {list(FORMATS)}")
+        return "parquet" if format == "geoparquet" else format
+    low = path.lower()
+    return "npz" if low.endswith(".npz") else "netcdf" if low.endswith((".nc", ".netcdf")) else "parquet"
+
+
+def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
+                 format: Optional[str] = None):
     """(schema, a function returning a fresh batch iterator, a clean-up function) for ``source``."""
     if isinstance(source, pa.Table):
         return source.schema, lambda: iter(source.to_batches(max_chunksize=batch_rows)), lambda: None
@@ -77,10 +97,11 @@ def open_batches(source: Source, batch_rows: int = BATCH_ROWS, npz_model: Option
     path = os.fspath(source)
     if not os.path.exists(path):
         raise SpecError(f"input file {path!r} does not exist")
-    if path.lower().endswith(".npz"):  # rs-embed's combined export: the npz and its manifest
+    fmt = file_format(path, format)
+    if fmt in ("npz", "netcdf"):  # rs-embed's combined export: data file + manifest
         from .npz import table_from_npz
 
-        table = table_from_npz(path, npz_model)
+        table = table_from_npz(path, npz_model, fmt)
         return table.schema, lambda: iter(table.to_batches(max_chunksize=batch_rows)), lambda: None
     try:
         schema = pq.read_schema(path)
@@ -94,53 +115,72 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                  metric: str = "cosine", temporal: str = "composite", columns: Optional[Mapping[str, str]] = None,
                  buffer_m: Optional[float] = None, year: Optional[int] = None, update: bool = False,
                  dry_run: bool = False, batch_rows: int = BATCH_ROWS, npz_model: Optional[str] = None,
+                 format: Optional[str] = None, append: bool = True,
                  progress: Optional[Callable[[int], None]] = None) -> ImportResult:
     """Import precomputed vectors into the space of ``imported:<model>`` at ``revision``.
 
     ``dim`` defaults to the vector column's width; ``columns`` maps roles (``vector``,
     ``lon``, ``cell``, ``start``, ... see :data:`columns.ROLES`) to input columns where
     detection would not find them; ``buffer_m``/``year`` are constants for inputs without
-    such a column; ``npz_model`` picks the model of an rs-embed npz holding several. Bad input raises :class:`SpecError`/:class:`VectorError` naming the
-    row, and nothing is written. ``dry_run`` checks and keys everything and reports
-    what would be written.
+    such a column; ``npz_model`` picks the model of an rs-embed npz/netcdf holding several;
+    ``format`` (:data:`FORMATS`) overrides the guess from a file's suffix; ``append=False``
+    writes through the merge-insert even into an empty space (``io.append`` says why appending
+    is faster and what it means for a concurrent writer). Columns no role uses are kept in
+    ``meta`` (``io.extras``). Bad input raises :class:`SpecError`/:class:`VectorError` naming
+    the row, and nothing is written. ``dry_run`` checks and keys everything and reports what
+    would be written.
     """
     if dry_run is False and store is None:
         raise SpecError("a store is needed to import into (store=None is only for dry_run=True)")
-    schema, batches, cleanup = open_batches(source, batch_rows, npz_model)
+    schema, batches, cleanup = open_batches(source, batch_rows, npz_model, format)
     cm = C.detect(schema, columns, buffer_m=buffer_m, year=year, geo=_geo_metadata(schema))
+    kept, dropped = extras.choose(schema, list(cm.columns.values()))
     vtype = schema.field(cm.columns["vector"]).type
     if dim is None and pa.types.is_fixed_size_list(vtype):
         dim = vtype.list_size
+    # the columns the import reads: the roles found and the extras kept in meta
+    used = list(dict.fromkeys([c for c in cm.columns.values() if c] + kept))
+    first = source if batches is None else batches()
+    parquet = batches is not None and not isinstance(source, pa.Table) and file_format(os.fspath(source), format) \
+        == "parquet"
+    if parquet:  # decode only the columns used
+        import pyarrow.parquet as pq
+
+        first = pq.ParquetFile(os.fspath(source)).iter_batches(batch_size=batch_rows, columns=used)
     spool = None
     try:
-        if batches is None:  # a stream: keep what the check reads for the write pass
+        if batches is None or parquet:
+            # a stream can be read once; a Parquet file costs more CPU to decode again (about 1.9 us a
+            # row for 64-d vectors) than an uncompressed Arrow file of its used columns to write and map
             fd, spool = tempfile.mkstemp(prefix="rsembed-import-", suffix=".arrow")
             os.close(fd)
         # ---- pass 1: check everything
         rows, kinds = 0, np.zeros(len(C.KINDS), np.int64)
-        writer = ipc.new_file(spool, schema) if spool else None
+        writer = ipc.new_file(spool, pa.schema([schema.field(c) for c in used])) if spool else None
         try:
-            for batch in (source if spool else batches()):
+            for batch in first:
                 if dim is None:
                     dim = _width(batch, cm.columns["vector"])
                 C.vectors(batch, cm.columns["vector"], dim, rows)
                 kinds += np.bincount(C.places(batch, cm, rows)["kind"], minlength=len(C.KINDS))
                 C.windows(batch, cm, rows)
                 if writer:
-                    writer.write_batch(batch)
+                    writer.write_batch(batch.select(used))
                 rows += batch.num_rows
         finally:
             if writer:
                 writer.close()
         if spool:
             def batches():
-                reader = ipc.open_file(spool)
+                # read, not mapped: mapped pages stay resident (and counted) until the end
+                reader = ipc.open_file(pa.OSFile(spool))
                 return (reader.get_batch(i) for i in range(reader.num_record_batches))
         if dim is None:
             raise SpecError("the input has no rows and no fixed-size vector column: nothing to import")
         info = declare_imported(model, revision=revision, dim=dim, metric=metric, temporal=temporal)
         result = ImportResult(space=space_name(info.id, revision), model=info.id, revision=revision, rows=rows,
-                              kinds={k: int(v) for k, v in zip(C.KINDS, kinds) if v}, columns=cm.to_dict(),
+                              kinds={k: int(v) for k, v in zip(C.KINDS, kinds) if v},
+                              columns={**cm.to_dict(), "extra": kept, "dropped": dropped},
                               dry_run=dry_run)
         if not dry_run:
             store.ensure_space(info.id, revision, dim, metric=metric, kind="precomputed", info=info.to_dict())
@@ -160,12 +200,20 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
             if progress:
                 progress(table.num_rows)
 
+        # an empty space is filled by plain appends (io.append): no join against the key column
+        appender = None
+        if not dry_run and not update and append and store.count(result.space) == 0:
+            from .append import Appender
+
+            appender = Appender(store, result.space)
+        write = appender.write if appender else None if dry_run else partial(
+            store.write_rows, result.space, update=update, key_index=False)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsembed-import") as pool:
             try:
                 for batch in batches():
                     if not batch.num_rows:
                         continue
-                    table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates)
+                    table = rows_table(batch, cm, info.id, dim, h3_res, row0, templates, kept)
                     row0 += batch.num_rows
                     table, dup = _unique_keys(table)
                     result.duplicates += dup
@@ -178,14 +226,17 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
                         settle(pending)
                         pending = None
                     if table.num_rows:  # one write at a time, in input order
-                        pending = (table, pool.submit(store.write_rows, result.space, table, update=update,
-                                                      key_index=False))
+                        pending = (table, pool.submit(write, table))
                 if pending is not None:
                     settle(pending)
                     pending = None
             finally:
                 if pending is not None:  # an error while keying: let the write in flight finish
                     pending[1].exception()
+        if appender is not None:
+            removed = appender.finish()
+            result.inserted -= removed
+            result.existing += removed
         if not dry_run and result.inserted:
             store._ensure_key_index(result.space)  # once, not per batch
         return result
@@ -221,8 +272,9 @@ def _unique_keys(table: pa.Table):
 
 
 def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_res: int, row0: int,
-               templates: Dict[tuple, KeyTemplate]) -> pa.Table:
-    """One checked batch as rows of the space, keyed column-wise (row order kept)."""
+               templates: Dict[tuple, KeyTemplate], extra: Sequence[str] = ()) -> pa.Table:
+    """One checked batch as rows of the space, keyed column-wise (row order kept); the ``extra``
+    columns go into each row's ``meta`` (``io.extras``)."""
     n = batch.num_rows
     vec = C.vectors(batch, cm.columns["vector"], dim, row0)
     sp = C.places(batch, cm, row0)
@@ -299,7 +351,8 @@ def rows_table(batch: pa.RecordBatch, cm: C.ColumnMap, model: str, dim: int, h3_
                  "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float32()), dim),
                  "grid": pa.nulls(n, pa.large_binary()), "grid_shape": pa.nulls(n, pa.list_(pa.int32())),
                  "grid_dtype": pa.nulls(n, pa.string()), "grid_codec": pa.nulls(n, pa.string()),
-                 "meta": pa.repeat("{}", n), "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+                 "meta": extras.meta_json(batch, list(extra)),
+                 "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
                  "compute_s": np.zeros(n)})
     schema = row_schema(dim)
     return pa.Table.from_arrays([pa.array(cols[f.name], f.type) if isinstance(cols[f.name], np.ndarray)

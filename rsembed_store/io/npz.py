@@ -1,4 +1,4 @@
-"""rs-embed's combined export layout: ``<stem>.npz`` (arrays) beside ``<stem>.json`` (manifest).
+"""rs-embed's combined export layout: ``<stem>.npz`` or ``<stem>.nc`` (arrays) beside ``<stem>.json`` (manifest).
 
 The layout ``rs_embed.load_export`` reads (its own tests write it this way):
 
@@ -11,7 +11,10 @@ The layout ``rs_embed.load_export`` reads (its own tests write it this way):
   entry ``{"model", "status", "embeddings": {"npz_key"}, "metas": [...]}`` whose
   ``metas`` give each item's ``key``, ``window`` and ``request``.
 
-Writing streams the matrix into the zip member (its ``.npy`` header first), so
+The ``.nc`` file holds the same variable with dims ``(point, dim)``, as rs-embed's
+netcdf writer names them, in classic NetCDF (``compat.netcdf``: no xarray needed to
+write; ``load_export`` reads it with xarray). Writing streams the matrix into the zip
+member (its ``.npy`` header first) or after the NetCDF header, so
 memory holds one batch of vectors; both files are written to temporary names
 and renamed, the manifest last. Reading (``table_from_npz``) turns the pair back
 into a table the importer takes (the spatials and windows become columns).
@@ -42,38 +45,81 @@ def manifest_path(path: str) -> str:
     return os.path.splitext(path)[0] + ".json"
 
 
+class _NpzSink:
+    """The ``(rows, dim)`` float32 matrix streamed into an uncompressed zip member (its ``.npy`` header first)."""
+
+    def __init__(self, path: str, name: str, rows: int, dim: int):
+        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._member = self._zip.open(name + ".npy", "w", force_zip64=True)
+        np.lib.format.write_array_header_1_0(
+            self._member, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                           "shape": (rows, dim)})
+
+    def write(self, vectors: np.ndarray) -> None:
+        self._member.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+
+    def close(self) -> None:
+        self._member.close()
+        self._zip.close()
+
+
+class _NetcdfSink:
+    """The matrix as variable ``name`` (dims ``point``, ``dim``: rs-embed's names) of a classic NetCDF
+    file: the header from :func:`rsembed_store.compat.netcdf.header`, then the big-endian rows."""
+
+    def __init__(self, path: str, name: str, rows: int, dim: int):
+        from ..compat import netcdf
+
+        attrs = {"Conventions": "CF-1.8", "history": "Created by rsembed_store export (format=netcdf)",
+                 "n_items": int(rows)}
+        self._fh = open(path, "wb")
+        self._fh.write(netcdf.header({name: (("point", "dim"), (rows, dim), np.float32)}, attrs))
+        self._bytes = 0
+
+    def write(self, vectors: np.ndarray) -> None:
+        raw = np.ascontiguousarray(vectors, dtype=">f4").tobytes()
+        self._fh.write(raw)
+        self._bytes += len(raw)
+
+    def close(self) -> None:
+        self._fh.write(b"\0" * ((4 - self._bytes % 4) % 4))
+        self._fh.close()
+
+
+SINKS = {"npz": _NpzSink, "netcdf": _NetcdfSink}
+
+
 def write_npz(source: Iterator[pa.RecordBatch], path: str, *, rows: int, dim: int, model: str,
-              progress: Optional[Callable[[int], None]] = None) -> int:
-    """Stream ``rows`` stored rows into ``path`` (npz) and its manifest; returns the rows written."""
+              progress: Optional[Callable[[int], None]] = None, fmt: str = "npz") -> int:
+    """Stream ``rows`` stored rows into ``path`` (``fmt`` npz or netcdf) and its manifest; returns the rows
+    written. The vectors go out batch by batch; the manifest (spatials, metas) is held until the end."""
     name = f"embeddings__{sanitize_key(model)}"
     spatials, metas, windows = [], [], set()
     written = 0
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open(name + ".npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(
-                member, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                         "shape": (rows, dim)})
-            for batch in source:
-                n = batch.num_rows
-                if written + n > rows:
-                    raise SpecError(f"the space changed during the export ({written + n} rows > {rows}); run it again")
-                flat = batch.column("vector").values.to_numpy(zero_copy_only=False)
-                member.write(np.ascontiguousarray(flat, dtype="<f4").tobytes())
-                for req, key, s, e in zip(batch.column("request").to_pylist(), batch.column("key").to_pylist(),
-                                          batch.column("start_date").to_pylist(), batch.column("end_date").to_pylist()):
-                    d = json.loads(req)
-                    spatials.append(d["spatial"])
-                    window = {"start": s.isoformat(), "end": e.isoformat()} if s and e else None
-                    windows.add(json.dumps(d["temporal"], sort_keys=True))
-                    metas.append({"key": key, "window": window, "request": req})
-                written += n
-                if progress:
-                    progress(n)
-            if written != rows:
-                raise SpecError(f"the space changed during the export ({written} rows, {rows} counted); run it again")
+    sink = SINKS[fmt](path, name, rows, dim)
+    try:
+        for batch in source:
+            n = batch.num_rows
+            if written + n > rows:
+                raise SpecError(f"the space changed during the export ({written + n} rows > {rows}); run it again")
+            sink.write(batch.column("vector").values.to_numpy(zero_copy_only=False))
+            for req, key, s, e in zip(batch.column("request").to_pylist(), batch.column("key").to_pylist(),
+                                      batch.column("start_date").to_pylist(), batch.column("end_date").to_pylist()):
+                d = json.loads(req)
+                spatials.append(d["spatial"])
+                window = {"start": s.isoformat(), "end": e.isoformat()} if s and e else None
+                windows.add(json.dumps(d["temporal"], sort_keys=True))
+                metas.append({"key": key, "window": window, "request": req})
+            written += n
+            if progress:
+                progress(n)
+        if written != rows:
+            raise SpecError(f"the space changed during the export ({written} rows, {rows} counted); run it again")
+    finally:
+        sink.close()
     temporal = json.loads(windows.pop()) if len(windows) == 1 else None
     manifest = {"created_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-                "status": "ok", "backend": "rsembed-store", "n_items": written, "temporal": temporal,
+                "status": "ok", "backend": "rsembed-store", "format": fmt, "n_items": written, "temporal": temporal,
                 "spatials": spatials,
                 "models": [{"model": model, "status": "ok", "embeddings": {"npz_key": name}, "metas": metas}]}
     with open(manifest_path(path), "w", encoding="utf-8") as f:
@@ -81,7 +127,28 @@ def write_npz(source: Iterator[pa.RecordBatch], path: str, *, rows: int, dim: in
     return written
 
 
-def table_from_npz(path: str, model: Optional[str] = None) -> pa.Table:
+def _arrays(path: str, fmt: Optional[str] = None) -> dict:
+    """The arrays of a combined export's data file: npz, or NetCDF (classic here; NetCDF-4 through xarray)."""
+    if (fmt or ("netcdf" if path.lower().endswith((".nc", ".netcdf")) else "npz")) == "npz":
+        with np.load(path) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+    from ..compat import netcdf
+
+    try:
+        return netcdf.read(path)[0]
+    except ValueError as exc:  # NetCDF-4 (HDF5), as rs-embed writes by default with netCDF4 installed
+        try:
+            import xarray as xr
+        except ImportError:
+            from ..errors import MissingExtraError
+
+            raise MissingExtraError(f"{path!r}: {exc}; reading NetCDF-4 needs xarray and netCDF4 or h5netcdf: "
+                                    "pip install xarray h5netcdf") from None
+        with xr.open_dataset(path) as ds:
+            return {str(k): np.asarray(ds[k].values) for k in ds.data_vars}
+
+
+def table_from_npz(path: str, model: Optional[str] = None, fmt: Optional[str] = None) -> pa.Table:
     """The items of a combined rs-embed export as a table for the importer (one model's vectors)."""
     mpath = manifest_path(path)
     if not os.path.exists(mpath):
@@ -97,8 +164,11 @@ def table_from_npz(path: str, model: Optional[str] = None) -> pa.Table:
         raise SpecError(f"model {model!r} is not in {mpath!r}; it holds {names}")
     if entry.get("status") not in ("ok", "partial"):
         raise SpecError(f"model {entry.get('model')!r} has status {entry.get('status')!r} in {mpath!r}; nothing to import")
-    with np.load(path) as arrays:
-        vec = np.asarray(arrays[entry["embeddings"]["npz_key"]])
+    arrays = _arrays(path, fmt)
+    if entry["embeddings"]["npz_key"] not in arrays:
+        raise SpecError(f"{path!r} has no array {entry['embeddings']['npz_key']!r} (the manifest's npz_key); "
+                        f"it holds {sorted(arrays)}")
+    vec = np.asarray(arrays[entry["embeddings"]["npz_key"]])
     if vec.ndim != 2:
         raise SpecError(f"{entry['embeddings']['npz_key']} has shape {vec.shape}; accepted: pooled (N, D) vectors")
     spatials = manifest.get("spatials") or []

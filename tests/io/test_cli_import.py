@@ -48,3 +48,17 @@ def test_column_option_names_a_role(tmp_path):
     assert bad.exit_code == 2 and "needs a 'lon' column" in bad.output
     ok = run(tmp_path / "db", "import", str(tmp_path / "x.parquet"), "-m", "cli", "--column", "lon=x", "--json")
     assert ok.exit_code == 0 and json.loads(ok.output)["inserted"] == 9
+
+
+def test_netcdf_export_then_import_by_format_option(tmp_path):
+    pq.write_table(mixed_table(120), tmp_path / "in.parquet")
+    assert run(tmp_path / "db", "import", str(tmp_path / "in.parquet"), "-m", "nc").exit_code == 0
+    out = run(tmp_path / "db", "export", "imported:nc", "--format", "netcdf", "--out", str(tmp_path / "e.nc"), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["rows"] == 120 and (tmp_path / "e.json").exists()
+    (tmp_path / "e.nc").rename(tmp_path / "e.bin")  # no suffix to go by
+    guess = run(tmp_path / "db2", "import", str(tmp_path / "e.bin"), "-m", "nc")
+    assert guess.exit_code == 2 and "is not a Parquet file" in guess.output
+    res = run(tmp_path / "db2", "import", str(tmp_path / "e.bin"), "-m", "nc", "--format", "netcdf", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["inserted"] == 120

@@ -246,3 +246,90 @@ def test_bad_windows_are_refused(store, start, end, text):
     with pytest.raises(SpecError, match=text):
         import_table(store, t, model="dates", revision="1")
     assert not [s for s in store.spaces() if s.model == "imported:dates"]
+
+
+def test_extra_columns_are_kept_in_meta_up_to_the_limit(store):
+    from rsembed_store.io.extras import MAX_COLUMNS
+
+    base = mixed_table(60)
+    n = base.num_rows
+    rng = np.random.default_rng(5)
+    tile = [f'tile "{i}"\\x' if i % 7 == 0 else f"t{i}" for i in range(n)]  # quotes, backslashes: escaped
+    cloud = rng.uniform(0, 1, n)
+    cloud[3] = np.nan
+    t = base.append_column("tile_id", pa.array(tile)).append_column("cloud", pa.array(cloud))
+    t = t.append_column("clear", pa.array(rng.uniform(0, 1, n) > 0.5))
+    t = t.append_column("seen", pa.array(np.datetime64("2021-03-04") + np.arange(n).astype("timedelta64[D]")))
+    t = t.append_column("tags", pa.array([[1, 2]] * n))  # a list: not a scalar, not kept
+    t = t.append_column("id", pa.array(np.arange(n) * 10**12, pa.int64()).dictionary_encode())
+    for k in range(MAX_COLUMNS):  # more scalar columns than the limit
+        t = t.append_column(f"x{k}", pa.array(np.full(n, k, np.int16)))
+    t = t.append_column("key", pa.array(["ours"] * n))  # our own export's derived columns are never kept
+    res = import_table(store, t, model="extras", revision="1")
+    kept = ["tile_id", "cloud", "clear", "seen", "id"] + [f"x{k}" for k in range(MAX_COLUMNS - 5)]
+    assert res.columns["extra"] == kept
+    assert res.columns["dropped"] == ["tags"] + [f"x{k}" for k in range(MAX_COLUMNS - 5, MAX_COLUMNS)]
+    stored = store.to_arrow(res.space, columns=["request", "meta"]).to_pylist()
+    by_key = {}
+    for i, row in enumerate(t.to_pylist()):
+        by_key[resolve(_request(row, "imported:extras")).canonical] = (i, row)
+    for got in stored:
+        i, row = by_key[got["request"]]
+        cols = json.loads(got["meta"])["columns"]
+        assert list(cols) == kept
+        assert cols["tile_id"] == tile[i] and cols["clear"] == row["clear"] and cols["id"] == i * 10**12
+        assert cols["cloud"] is None if i == 3 else cols["cloud"] == cloud[i]  # NaN has no JSON: null
+        assert cols["seen"] == str(np.datetime64("2021-03-04") + i) and cols["x3"] == 3
+    got = store.sql("SELECT count(*) AS n FROM embeddings WHERE json_extract_string(meta, '$.columns.tile_id') = 't1'")
+    assert got.column("n")[0].as_py() == 1
+
+
+def _keys(store, space):
+    return store.to_arrow(space, columns=["key"]).column("key").to_pylist()
+
+
+def test_append_path_equals_the_merge_insert_path(store, tmp_path, mixed, caplog):
+    from rsembed_store.store import Store
+
+    doubled = pa.concat_tables([mixed, mixed.slice(0, 200)])  # keys repeated in later batches of the file
+    fast = import_table(store, doubled, model="same", revision="1", batch_rows=256)
+    other = Store.open(str(tmp_path / "other"))
+    slow = import_table(other, doubled, model="same", revision="1", batch_rows=256, append=False)
+    assert (fast.inserted, fast.existing) == (slow.inserted, slow.existing) == (900, 200)
+    cols = ["key", "request", "vector", "h3", "start_date", "meta"]
+    a = store.to_arrow(fast.space, columns=cols).sort_by("key")
+    b = other.to_arrow(slow.space, columns=cols).sort_by("key")
+    assert a.equals(b) and len(set(_keys(store, fast.space))) == 900
+    assert not any("another writer" in r.getMessage() for r in caplog.records)  # its own appends only
+
+
+def test_a_concurrent_writer_during_an_append_leaves_no_key_twice(store, mixed, caplog):
+    from rsembed_store.store import Store
+
+    other = Store.open(store.uri)  # another handle, as another process would have
+    calls = []
+
+    def meanwhile(n):  # after the first batch is written, another writer stores keys of the second batch
+        calls.append(n)
+        if len(calls) == 1:
+            import_table(other, mixed.slice(300, 100), model="race", revision="1", append=False)
+
+    res = import_table(store, mixed, model="race", revision="1", batch_rows=300, progress=meanwhile)
+    keys = _keys(store, res.space)
+    assert len(keys) == len(set(keys)) == 900  # every key once, none lost
+    assert res.inserted + res.existing == 900 and res.existing >= 100
+    assert any("another writer committed" in r.getMessage() for r in caplog.records)
+
+
+def test_key_prefixes_and_membership():
+    import hashlib
+
+    from rsembed_store.io.append import _held, prefixes
+
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(500)]
+    arr = pa.chunked_array([pa.array(keys[:200]), pa.array(keys[200:])]).slice(3)  # chunks and an offset
+    p = prefixes(arr)
+    assert p.tolist() == [int(k[:16], 16) for k in keys[3:]]
+    seen = np.sort(p[:250])
+    assert _held(seen, p).tolist() == [True] * 250 + [False] * (len(p) - 250)
+    assert not _held(np.zeros(0, np.uint64), p).any()
