@@ -55,7 +55,7 @@ def build(workdir: Path, models, size_px: int, h3_res: int, scene_seed: int):
     config = {"sources": {"s2-l2a": str(source / "scenes")}}
     cells = None
     for model in models:
-        p = plan(region, h3_res, window, model)
+        p = plan(model, region, h3_res, window)
         summary = ingest(store, p.requests, config)
         print(f"# ingest {model}: {summary.line()}", file=sys.stderr)
         cells = p.cells
