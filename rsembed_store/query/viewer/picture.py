@@ -273,14 +273,20 @@ class Pictures:
         with gate:
             with self._lock:
                 pic = self._cache.get(key)
-            if pic is None:
+            if pic is not None:
+                return pic
+            try:
                 pic = Picture.build(self.store, space, version, window, info.h3_res)
+            except BaseException:
                 with self._lock:
-                    self._cache[key] = pic
-                    # older versions of the same space are stale: drop them, then the least recently used
-                    for old in [k for k in self._cache if k[0] == space and k[1] != version]:
-                        del self._cache[old]
-                    while len(self._cache) > self.keep:
-                        self._cache.popitem(last=False)
                     self._building.pop(key, None)
+                raise
+            with self._lock:  # cached before the gate goes, so no thread builds it twice
+                self._building.pop(key, None)
+                self._cache[key] = pic
+                # older versions of the same space are stale: drop them, then the least recently used
+                for old in [k for k in self._cache if k[0] == space and k[1] != version]:
+                    del self._cache[old]
+                while len(self._cache) > self.keep:
+                    self._cache.popitem(last=False)
             return pic
