@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -146,6 +147,14 @@ def test_page_loads_and_draws_coloured_hexagons(watched):
     assert stats["colours"] > 20, f"the cells are not coloured by their vectors: {stats}"
     assert page.evaluate("window.viewer.state.cells.n") == len(viewer_data.cells_and_classes()[0])
     watched.check_clean()  # (/ui serves the same page: tests/query/test_viewer.py)
+    # a basemap: any XYZ template; here an image of the server's own, so the test stays offline
+    template = "/viewer/static/vendor/swagger-ui/favicon-32x32.png?z={z}&x={x}&y={y}"
+    with page.expect_request(lambda r: "favicon-32x32.png?z=" in r.url, timeout=20_000) as tile:
+        page.fill("#basemap", template)
+        page.press("#basemap", "Enter")
+    z = int(re.search(r"z=(\d+)", tile.value.url).group(1))
+    assert abs(z - page.evaluate("window.viewer.state.view.zoom")) < 2
+    watched.check_clean()
 
 
 def test_click_lists_the_hits_store_search_finds(watched, served):
