@@ -129,7 +129,11 @@ def main(argv=None) -> int:
                 .map(e => [e.name.split('/').pop().slice(0, 24), Math.round(e.startTime), Math.round(e.responseStart),
                            Math.round(e.responseEnd)])"""))
             out.setdefault("marks_ms", []).append({k: round(v) for k, v in page.evaluate("window.viewer.marks").items()})
-            out["received"].append({"rows": int(got[0][0]), "res": int(got[0][1]), "bytes": got[0][2]} if got else None)
+            drawn = page.evaluate("({n: window.viewer.state.cells.n, res: window.viewer.state.cells.res})")
+            # the answer drawn in the first frame (an earlier one, for a view since left, is not drawn)
+            last = got[-1] if got else (None, None, None)
+            out["received"].append({"rows": drawn["n"], "res": drawn["res"], "bytes": last[2],
+                                    "answers": len(got)})
             if args.shot and run == args.runs - 1:
                 page.wait_for_timeout(500)
                 page.screenshot(path=args.shot)

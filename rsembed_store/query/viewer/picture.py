@@ -22,6 +22,7 @@ the space's latest Lance version moves on; it is safe to call from many threads.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import pyarrow as pa
 
 from ...errors import SpecError
 
+log = logging.getLogger(__name__)
 FIT_SAMPLE = 50_000  # rows the components are fitted on (a seeded sample beyond this)
 STRETCH = (2.0, 98.0)  # percentiles each component is stretched between
 Window = Tuple[date, date]
@@ -253,6 +255,25 @@ class Pictures:
         self._cache: "OrderedDict[tuple, Picture]" = OrderedDict()
         self._lock = threading.Lock()
         self._building: Dict[tuple, threading.Lock] = {}
+
+    def warm(self, space: str, window: Window) -> None:
+        """Start building a picture on a daemon thread unless it is cached or being built (the page's
+        first request names the space it will draw next, so the build overlaps the browser's start-up)."""
+        try:
+            key = (space, self.store.latest_version(space), window)
+        except Exception:  # noqa: BLE001  a space that cannot be read is reported when it is asked for
+            return
+        with self._lock:
+            if key in self._cache or key in self._building:
+                return
+
+        def build():
+            try:
+                self.get(space, window)
+            except Exception as exc:  # noqa: BLE001  asked for again, the error reaches whoever asks
+                log.debug("warming the picture of %s %s failed: %s", space, window_text(window), exc)
+
+        threading.Thread(target=build, name=f"picture-{space}", daemon=True).start()
 
     def get(self, space: str, window: Optional[Window] = None) -> Picture:
         """The picture of ``space`` at its latest version, in ``window`` (default: its window with most rows)."""

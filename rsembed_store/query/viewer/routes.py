@@ -112,6 +112,9 @@ def add(app, ctx) -> None:
         out = []
         for s in store.spaces():
             out.append({**s.to_dict(), "text": _text_tower(s.model), "windows": windows_of(store, s.space)})
+        if out and out[0]["windows"]:  # what the page draws first: start on it now
+            first = out[0]["windows"][0]
+            pictures.warm(out[0]["space"], parse_window(first["window"]))
         return ctx.ok({"spaces": out, "basemap": basemap_url(), "max_cells": MAX_CELLS})
 
     @app.get("/viewer/picture", tags=["viewer"], summary="What the picture of a space and window is",

@@ -70,7 +70,11 @@ const deckgl = new deck.Deck({
   viewState: { longitude: 0, latitude: 20, zoom: 1.5 },
   controller: true,
   getCursor: ({ isHovering }) => (isHovering ? "pointer" : "grab"),
-  onViewStateChange: ({ viewState }) => setView(viewState),
+  // only a person (drag, zoom, keys) or a transition moves the view: deck may also report the view it
+  // started with once it is ready, which, arriving after the page fitted the view to the cells, would undo it
+  onViewStateChange: ({ viewState, interactionState }) => {
+    if (interactionState && Object.values(interactionState).some(Boolean)) setView(viewState);
+  },
   getTooltip: ({ layer, index }) => layer && layer.id === "cells" && state.cells
     ? "cell " + state.cells.hex[index] + " (" + state.cells.count[index] + " rows)" : null,
   onAfterRender: () => {
