@@ -23,6 +23,7 @@ _COMMANDS = {
     "serve": "serve",
     "importing": "import_cmd",
     "exporting": "export_cmd",
+    "view": "view",
 }
 
 

@@ -122,6 +122,7 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
 
     from ... import __version__
     from . import ingest_routes, search_routes, sql_routes, store_routes
+    from .. import viewer
     from .bodies import body_models
 
     _check_settings(token, protect_reads, max_batch, sql_row_limit, sql_timeout_s, max_ingest_requests,
@@ -154,6 +155,6 @@ def create_app(store, *, token: Optional[str] = None, protect_reads: bool = Fals
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(Unexpected)
 
-    for routes in (store_routes, search_routes, sql_routes, ingest_routes):
+    for routes in (store_routes, search_routes, sql_routes, ingest_routes, viewer):
         routes.add(app, ctx)
     return app
