@@ -245,6 +245,9 @@ class Store(Storage):
             elif region is not None or windows is not None:
                 from .errors import SpecError
 
+                if isinstance(region, Mapping) and windows is None:
+                    raise SpecError("store.ingest(requests, config): pass the config by name, "
+                                    "store.ingest(requests, config={...})")
                 raise SpecError("region and windows go with a model id: store.ingest(model, region, windows); "
                                 "with requests or a Plan, give neither")
             requests = getattr(requests, "requests", requests)

@@ -55,11 +55,11 @@ def one_model(ws: Workspace, model: str) -> dict:
     first, cached = [], []
     for run in range(cfg.runs):
         store = Store.open(f"{ws.root}/ingest-{model}-{run}")
-        s = store.ingest(reqs, config, progress=False, fetch_workers=cfg.fetch_workers)
+        s = store.ingest(reqs, config=config, progress=False, fetch_workers=cfg.fetch_workers)
         if s.computed != len(reqs):
             raise RuntimeError(f"{model}: first run computed {s.computed} of {len(reqs)}: {s.line()}")
         first.append(s.seconds)
-        again = store.ingest(reqs, config, progress=False)
+        again = store.ingest(reqs, config=config, progress=False)
         if again.cached != len(reqs):
             raise RuntimeError(f"{model}: cached re-run found {again.cached} of {len(reqs)} stored")
         cached.append(again.seconds)

@@ -41,7 +41,7 @@ def hit_vs_recompute(ws: Workspace, model: str) -> dict:
     step = max(1, len(reqs) // cfg.recompute_requests)
     reqs = reqs[::step][: cfg.recompute_requests]
     store = Store.open(f"{ws.root}/retrieval-{model}")
-    summary = store.ingest(reqs, scene["config"], progress=False)
+    summary = store.ingest(reqs, config=scene["config"], progress=False)
     if summary.computed != len(reqs):
         raise RuntimeError(f"{model}: ingest of {len(reqs)} requests computed {summary.computed}: {summary.line()}")
     users = [r.to_request() for r in reqs]

@@ -66,7 +66,7 @@ CHILD = textwrap.dedent('''
 
 
     say("start", requests=len(the_plan.requests), cached=the_plan.cached)
-    summary = store.ingest(the_plan.requests, {"sources": {"s2-l2a": scenes}}, flush_seconds=flush, progress=False,
+    summary = store.ingest(the_plan.requests, config={"sources": {"s2-l2a": scenes}}, flush_seconds=flush, progress=False,
                            on_batch=lambda s: say("progress", computed=s.computed, cached=s.cached,
                                                   failed=s.failed))
     say("done", **{k: v for k, v in summary.to_dict().items() if k != "failures"})

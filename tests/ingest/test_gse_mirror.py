@@ -20,7 +20,7 @@ import pytest
 
 from rsembed_store import Store
 from rsembed_store.errors import ProviderError
-from rsembed_store.ingest import products_synthetic as syn
+from rsembed_store.testing import products as syn
 from rsembed_store.ingest.models import gse_catalog as cat
 from rsembed_store.specs import PointBuffer, TemporalSpec
 
