@@ -146,7 +146,7 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
     if parquet:  # decode only the columns used
         import pyarrow.parquet as pq
 
-        first = pq.ParquetFile(os.fspath(source)).iter_batches(batch_size=batch_rows, columns=used)
+        first = ahead(pq.ParquetFile(os.fspath(source)).iter_batches(batch_size=batch_rows, columns=used))
     spool = None
     try:
         if batches is None or parquet:
@@ -244,6 +244,49 @@ def import_table(store, source: Source, *, model: str, revision: str, dim: Optio
         cleanup()
         if spool and os.path.exists(spool):
             os.remove(spool)
+
+
+def ahead(batches, depth: int = 2):
+    """``batches`` decoded on a thread of its own, ``depth`` batches ahead of the consumer.
+
+    Parquet decoding runs in Arrow's C++ with the GIL released, so it overlaps the checks of the
+    previous batch (Python and numpy) instead of waiting for them: about a fifth of an import's
+    time at 64-d. The iterator is closed when the consumer stops early.
+    """
+    import queue
+    import threading
+
+    done = object()
+    box: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                box.put(batch)
+            box.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put(exc)
+
+    worker = threading.Thread(target=produce, name="rsembed-import-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)
 
 
 def _space_exists(store, space: str) -> bool:
