@@ -27,9 +27,9 @@ from .options import json_option
 def demo(obj, workdir, h3_res, size_px, seed, k, real, as_json):
     """Generate a synthetic scene, ingest it with the built-in featurisers, search it and query it.
 
-    Runs offline on about 55 s of CPU (75 s of wall time measured on 2 shared
-    cores; most of it warping the scene's COGs for each cell, once per model). It prints what it did and where the
-    store and the PNG map are.
+    Runs offline in about 32 s on a quiet 2-core machine (49 s of CPU; most of it warping the
+    scene's COGs for each cell, once per model). It prints what it did and where the store and
+    the PNG map are.
     """
     from ..demo import run_demo
 
