@@ -56,6 +56,26 @@ def read_grid(row: dict) -> np.ndarray:
     return np.asarray(grid_codec(row["grid_codec"] or "raw", row["model"])(raw), dtype=np.float32)
 
 
+def georeferenced_grids(store, space: str, filter: Optional[str], done: Callable[[str], bool],
+                        counts: Dict[str, int]) -> Iterator[tuple]:
+    """``(row, grid, crs, transform)`` for each grid row of ``space`` that ``filter`` keeps, skipping
+    the keys ``done`` says are already written (counted ``kept``) and grids with no georeference in
+    their meta (counted ``skipped``): what every raster writer of grids iterates over."""
+    for batch in grid_batches(store, space, filter):
+        for row in batch.to_pylist():
+            if done(row["key"]):
+                counts["kept"] += 1
+                continue
+            meta = json.loads(row["meta"] or "{}")
+            shape = row["grid_shape"]
+            ref = georeference(meta, shape) if shape and len(shape) == 3 else None
+            if ref is None:
+                counts["skipped"] += 1
+                continue
+            crs, transform = ref
+            yield row, read_grid(row), crs, transform
+
+
 def write_grid_tifs(store, space: str, out_dir: str, *, filter: Optional[str] = None,
                     progress: Optional[Callable[[int], None]] = None, cog: bool = False) -> Dict[str, int]:
     """Write every grid row of ``space`` (that ``filter`` keeps) as ``out_dir/<key>.tif``; ``cog`` writes
@@ -66,42 +86,36 @@ def write_grid_tifs(store, space: str, out_dir: str, *, filter: Optional[str] = 
 
     os.makedirs(out_dir, exist_ok=True)
     counts = {"written": 0, "kept": 0, "skipped": 0}
-    for batch in grid_batches(store, space, filter):
-        for row in batch.to_pylist():
-            path = os.path.join(out_dir, f"{row['key']}.tif")
-            if os.path.exists(path):
-                counts["kept"] += 1
-                continue
-            meta = json.loads(row["meta"] or "{}")
-            shape = row["grid_shape"]
-            ref = georeference(meta, shape) if shape and len(shape) == 3 else None
-            if ref is None:
-                counts["skipped"] += 1
-                continue
-            grid = read_grid(row)
-            crs, transform = ref
-            tmp = os.path.join(out_dir, f".{row['key']}.tif.tmp-{os.getpid()}")
-            profile = dict(width=shape[2], height=shape[1], count=shape[0], dtype="float32", crs=crs,
-                           transform=transform, nodata=float("nan"))
-            try:
-                if cog:  # the COG driver only copies: build the raster in memory, then copy it out
-                    with MemoryFile() as mem:
-                        with mem.open(driver="GTiff", **profile) as dst:
-                            dst.write(grid)
-                            dst.update_tags(key=row["key"], request=row["request"])
-                        with mem.open() as src:
-                            rio_copy(src, tmp, driver="COG", compress="deflate", overviews="auto",
-                                     overview_resampling="average", blocksize=cog_blocksize(shape[1], shape[2]))
-                else:
-                    with rasterio.open(tmp, "w", driver="GTiff", compress="deflate",
-                                       tiled=shape[1] >= 256 and shape[2] >= 256, **profile) as dst:
+
+    def tif(key: str) -> str:
+        return os.path.join(out_dir, f"{key}.tif")
+
+    for row, grid, crs, transform in georeferenced_grids(store, space, filter, lambda k: os.path.exists(tif(k)),
+                                                         counts):
+        path = tif(row["key"])
+        shape = row["grid_shape"]
+        tmp = os.path.join(out_dir, f".{row['key']}.tif.tmp-{os.getpid()}")
+        profile = dict(width=shape[2], height=shape[1], count=shape[0], dtype="float32", crs=crs,
+                       transform=transform, nodata=float("nan"))
+        try:
+            if cog:  # the COG driver only copies: build the raster in memory, then copy it out
+                with MemoryFile() as mem:
+                    with mem.open(driver="GTiff", **profile) as dst:
                         dst.write(grid)
                         dst.update_tags(key=row["key"], request=row["request"])
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            counts["written"] += 1
-            if progress:
-                progress(1)
+                    with mem.open() as src:
+                        rio_copy(src, tmp, driver="COG", compress="deflate", overviews="auto",
+                                 overview_resampling="average", blocksize=cog_blocksize(shape[1], shape[2]))
+            else:
+                with rasterio.open(tmp, "w", driver="GTiff", compress="deflate",
+                                   tiled=shape[1] >= 256 and shape[2] >= 256, **profile) as dst:
+                    dst.write(grid)
+                    dst.update_tags(key=row["key"], request=row["request"])
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        counts["written"] += 1
+        if progress:
+            progress(1)
     return counts

@@ -16,14 +16,13 @@ resumes (groups already there are kept). Needs the ``zarr`` package (extra ``io`
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from .geotiff import georeference, grid_batches, read_grid
+from .geotiff import georeferenced_grids
 
 LAYOUT = "rsembed-grids/1"
 
@@ -53,42 +52,31 @@ def write_grid_zarr(store, space: str, path: str, *, filter: Optional[str] = Non
     root = zarr.open_group(path, mode="a", zarr_format=2)
     counts = {"written": 0, "kept": 0, "skipped": 0}
     info = store.space_info(space)
-    for batch in grid_batches(store, space, filter):
-        for row in batch.to_pylist():
-            key = row["key"]
-            if os.path.isdir(os.path.join(path, key)):
-                counts["kept"] += 1
-                continue
-            meta = json.loads(row["meta"] or "{}")
-            shape = row["grid_shape"]
-            ref = georeference(meta, shape) if shape and len(shape) == 3 else None
-            if ref is None:
-                counts["skipped"] += 1
-                continue
-            grid = read_grid(row)
-            crs, transform = ref
-            tmp = f".tmp-{key}-{os.getpid()}"
-            try:
-                g = root.create_group(tmp)
-                d, h, w = grid.shape
-                arr = g.create_array("embedding", shape=grid.shape, dtype="float32", fill_value=np.nan,
-                                     chunks=(d, min(h, 256), min(w, 256)),
-                                     attributes={"_ARRAY_DIMENSIONS": ["band", "y", "x"]})
-                arr[...] = grid
-                x = transform.c + transform.a * (np.arange(w) + 0.5)
-                y = transform.f + transform.e * (np.arange(h) + 0.5)
-                for name, values in (("x", x), ("y", y)):
-                    g.create_array(name, shape=values.shape, dtype="float64",
-                                   attributes={"_ARRAY_DIMENSIONS": [name]})[...] = values
-                g.attrs.update({"key": key, "request": row["request"], "crs": crs,
-                                "transform": list(transform.to_gdal()), "dims": ["band", "y", "x"]})
-                os.replace(os.path.join(path, tmp), os.path.join(path, key))
-            finally:
-                if os.path.exists(os.path.join(path, tmp)):
-                    shutil.rmtree(os.path.join(path, tmp))
-            counts["written"] += 1
-            if progress:
-                progress(1)
+    for row, grid, crs, transform in georeferenced_grids(store, space, filter,
+                                                         lambda k: os.path.isdir(os.path.join(path, k)), counts):
+        key = row["key"]
+        tmp = f".tmp-{key}-{os.getpid()}"
+        try:
+            g = root.create_group(tmp)
+            d, h, w = grid.shape
+            arr = g.create_array("embedding", shape=grid.shape, dtype="float32", fill_value=np.nan,
+                                 chunks=(d, min(h, 256), min(w, 256)),
+                                 attributes={"_ARRAY_DIMENSIONS": ["band", "y", "x"]})
+            arr[...] = grid
+            x = transform.c + transform.a * (np.arange(w) + 0.5)
+            y = transform.f + transform.e * (np.arange(h) + 0.5)
+            for name, values in (("x", x), ("y", y)):
+                g.create_array(name, shape=values.shape, dtype="float64",
+                               attributes={"_ARRAY_DIMENSIONS": [name]})[...] = values
+            g.attrs.update({"key": key, "request": row["request"], "crs": crs,
+                            "transform": list(transform.to_gdal()), "dims": ["band", "y", "x"]})
+            os.replace(os.path.join(path, tmp), os.path.join(path, key))
+        finally:
+            if os.path.exists(os.path.join(path, tmp)):
+                shutil.rmtree(os.path.join(path, tmp))
+        counts["written"] += 1
+        if progress:
+            progress(1)
     total = sum(1 for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
     root.attrs.update({"layout": LAYOUT, "space": space, "model": info.model, "grids": total})
     return counts
