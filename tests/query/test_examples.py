@@ -321,7 +321,7 @@ def test_example_searches_from_many_threads_agree(held):
     from concurrent.futures import ThreadPoolExecutor
 
     store, embs, _, _ = held
-    jobs = [([embs[i].key, embs[i + 1].key], [embs[i + 2].key], c) for i in range(0, 24, 3)
+    jobs = [([embs[i].key, embs[i + 1].key], [embs[i + 2].key], c) for i in range(0, 12, 3)
             for c in ("centroid", "linear")]
 
     def one(job):
