@@ -8,7 +8,8 @@ rs-embed would download the published file from a hub this machine cannot reach)
 feeds both the same pixels at the model's input size, and compares the pooled vectors.
 rs-embed is given the pixels as ``input_chw`` (its own path from there on: its
 normalisation, its network call, its pooling), so what is compared is everything
-after the provider.
+after the provider. A precomputed product (``copernicus``) gets a seeded map in the
+published file layout instead, which both packages read themselves.
 
 Run it in the models environment (torch and rs-embed 0.3.1 installed)::
 
@@ -200,9 +201,73 @@ def case_dofa(work: Path) -> Row:
     return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why)
 
 
+# ---------------------------------------------------------------- copernicus
+
+
+def write_copernicus_contiguous(data_dir: Path, patches, *, left: float = -180.125, top: float = 90.125) -> Path:
+    """The global Copernicus-Embed map as rs-embed's reader wants it: ``<dir>/embed_map_310k.tif``,
+    721 x 1440 pixels x 768 float32 samples, pixel-interleaved, uncompressed and contiguous (so
+    ``tifffile.memmap`` maps it; the 3.2 GB are holes on disk but for ``patches``), georeferenced
+    by the GeoTIFF scale, tie-point and EPSG:4326 keys (GDAL reads the same file)."""
+    import tifffile
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "embed_map_310k.tif"
+    geo = [(33550, "d", 3, (0.25, 0.25, 0.0), False),  # ModelPixelScale
+           (33922, "d", 6, (0.0, 0.0, 0.0, left, top, 0.0), False),  # ModelTiepoint
+           (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326), False)]  # geographic 4326
+    arr = tifffile.memmap(path, shape=(721, 1440, 768), dtype="float32", photometric="minisblack",
+                          planarconfig="contig", rowsperstrip=1, extratags=geo)
+    for row0, col0, values in patches:  # values (768, h, w)
+        arr[row0:row0 + values.shape[1], col0:col0 + values.shape[2], :] = np.moveaxis(values, 0, -1)
+    arr.flush()
+    del arr
+    return path
+
+
+def case_copernicus(work: Path) -> Row:
+    """Copernicus-Embed: both read the same global GeoTIFF (rs-embed through its vendored tifffile
+    reader, the store through GDAL) and mean-pool the same 0.25-degree cells of 2021."""
+    import warnings
+
+    from rsembed_store import Request, resolve
+    from rsembed_store.ingest.models.copernicus import CopernicusModel
+    from rsembed_store.specs import BBox, PointBuffer, TemporalSpec
+    from rs_embed.embedders import precomputed_copernicus_embed as theirs
+
+    # rows 175..178 are centred on lat 46.25..45.5, columns 763..766 on lon 10.75..11.5: no cell empty
+    values = np.random.default_rng(11).normal(0.0, 0.1, (768, 4, 4)).astype(np.float32)
+    path = write_copernicus_contiguous(work, [(175, 763, values)])
+    ours_model = CopernicusModel({"products": {"copernicus": {"path": str(path)}}})
+    rs, _, _ = _rs_specs()
+
+    def both(ours_roi, their_roi):
+        mine = ours_model.read(resolve(Request("copernicus", ours_roi, TemporalSpec.year(2021)))).vector
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rs-embed warns once that the grid is EPSG:4326
+            emb = theirs.CopernicusEmbedder().get_embedding(
+                spatial=their_roi, temporal=rs.TemporalSpec.year(2021), sensor=None, output=rs.OutputSpec.pooled(),
+                backend="auto", model_config={"data_dir": str(work)})
+        return mine, np.asarray(emb.data)
+
+    # a box on the cell edges (lon 10.875..11.375, lat 45.625..46.125): 2 x 2 cells for both
+    edges = (10.875, 45.625, 11.375, 46.125)
+    mine, their = both(BBox(*edges), rs.BBox(*edges))
+    # a point buffer off the edges: rs-embed takes every cell the box touches, the store the cells whose centre it holds
+    pb = (CENTER[0] + 0.06, CENTER[1] - 0.04, 20_000.0)
+    off_mine, off_their = both(PointBuffer(*pb), rs.PointBuffer(lon=pb[0], lat=pb[1], buffer_m=pb[2]))
+    off = float(np.abs(off_mine - off_their).max())
+    note = "2 x 2 cells of 0.25 deg, 2021, a box on cell edges"
+    if off > TOLERANCE:
+        note += (f"; off the edges a {pb[2] / 1000:.0f} km point buffer differs by {off:.2e} (rs-embed pools every "
+                 "cell the box touches, the store the cells whose centre it holds)")
+    return _verdict("copernicus", mine, their, note, "the ROI selects other cells")
+
+
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
     "dofa": case_dofa,
+    "copernicus": case_copernicus,
 }
 
 NOT_COMPARED: Dict[str, str] = {
@@ -216,8 +281,6 @@ NOT_COMPARED: Dict[str, str] = {
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
     "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",
-    "copernicus": "not compared yet: rs-embed reads the Copernicus-Embed GeoTIFF through a vendored torchgeo "
-                  "dataset; the case needs the product fixture in that layout",
 }
 
 
