@@ -264,18 +264,98 @@ def case_copernicus(work: Path) -> Row:
     return _verdict("copernicus", mine, their, note, "the ROI selects other cells")
 
 
+# ---------------------------------------------------------------- prithvi
+
+
+def case_prithvi(work: Path) -> Row:
+    """Prithvi-EO-2.0-100M-TL: terratorch's encoder here, rs-embed's vendored PrithviMAE there, one
+    seeded terratorch MAE checkpoint (the published format) and 4 frames of the same 6 bands."""
+    import torch
+    from rs_embed.embedders import onthefly_prithvi as theirs
+    from terratorch.models.backbones import prithvi_vit as backbones
+
+    from rsembed_store.ingest.models import prithvi
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    mae = backbones.prithvi_eo_v2_100_tl_mae(pretrained=False, num_frames=prithvi.FRAMES)
+    ckpt = work / prithvi.FILE
+    torch.save(mae.state_dict(), ckpt)
+    config = work / "config.json"  # the hub's config.json: terratorch's declaration of the same variant
+    config.write_text(json.dumps({"pretrained_cfg": backbones.prithvi_cfgs[prithvi.VARIANT]}, default=str))
+
+    size, frames, bands = prithvi.SIZE, prithvi.FRAMES, prithvi.BANDS
+    dn = np.random.default_rng(5).uniform(150.0, 4500.0, (frames, len(bands), size, size)).astype(np.float32)
+    cls = use_weights("prithvi", ckpt)
+    try:
+        req = _resolved("prithvi", size * 15.0)
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), req).vector
+    finally:
+        use_published("prithvi")
+
+    saved = theirs._download_prithvi_file
+    theirs._download_prithvi_file = lambda repo, name, cache: str(config if name == "config.json" else ckpt)
+    theirs._load_prithvi_cached.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        emb = theirs.PrithviEOV2S2_6B_Embedder().get_embedding(
+            spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(), backend="auto",
+            device="cpu", input_chw=dn)
+    finally:
+        theirs._download_prithvi_file = saved
+        theirs._load_prithvi_cached.cache_clear()
+    their_dates = list(emb.meta["frame_dates"])
+
+    # the networks alone: terratorch's encoder (the store's, loaded as the store loads it) given
+    # rs-embed's prepared input, its frame dates and its location
+    net = backbones.prithvi_eo_v2_100_tl(pretrained=False, num_frames=frames).eval()
+    kept = backbones.checkpoint_filter_fn_vit(torch.load(ckpt, map_location="cpu"), net, backbones.PRETRAINED_BANDS,
+                                              backbones.PRETRAINED_BANDS)
+    net.load_state_dict(kept, strict=False)
+    x, _ = theirs._prepare_prithvi_tchw(theirs._raw_tchw_to_unit(dn), fill_value=0.0)
+    coords = torch.tensor([theirs._temporal_coords_from_dates(their_dates)], dtype=torch.float32)
+    where = torch.tensor([[CENTER[1], CENTER[0]]], dtype=torch.float32)
+    with torch.no_grad():
+        tokens = net.forward_features(torch.from_numpy(x).permute(1, 0, 2, 3)[None], temporal_coords=coords,
+                                      location_coords=where)[-1][0, 1:]
+    networks = float(np.abs(tokens.mean(dim=0).numpy() - np.asarray(emb.data)).max())
+    # and the store's prep through that network: reflectance x 10000, standardised per band
+    mean = np.asarray(prithvi.MEAN, np.float32)[None, :, None, None]
+    std = np.asarray(prithvi.STD, np.float32)[None, :, None, None]
+    with torch.no_grad():
+        tokens = net.forward_features(torch.from_numpy((dn - mean) / std).permute(1, 0, 2, 3)[None],
+                                      temporal_coords=coords, location_coords=where)[-1][0, 1:]
+    prep = float(np.abs(tokens.mean(dim=0).numpy() - np.asarray(ours)).max())
+    our_dates = [d.isoformat() for d in _frame_dates(req, frames)]
+    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's prepared input, dates and location); "
+           "the input prep differs: rs-embed feeds reflectance 0..1 (SR / 10000, clipped) without the published "
+           "per-band standardisation, here reflectance x 10000 standardised with Prithvi-EO-2.0's mean and std "
+           "(as the model card's inference does; with that input the network gives the store's vector, max abs "
+           f"diff {prep:.1e})")
+    if our_dates != their_dates:
+        why += f"; frame dates differ (rs-embed {', '.join(their_dates)}; here {', '.join(our_dates)})"
+    why += ("; by default rs-embed reads 6 S2 L2A bands and picks 1..4 frames by a 28-day stride, the store "
+            "4 frames of HLS")
+    return _verdict("prithvi", ours, emb.data, f"{frames} frames x 6 bands x {size} px, a year", why)
+
+
+def _frame_dates(request, count):
+    from rsembed_store.ingest.models.torch_series import frame_midpoints
+
+    return frame_midpoints(request, count)
+
+
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
     "dofa": case_dofa,
     "copernicus": case_copernicus,
+    "prithvi": case_prithvi,
 }
 
 NOT_COMPARED: Dict[str, str] = {
     "remoteclip": "rs-embed loads RemoteCLIP through the rshf package, which is not installed in the models "
                   "environment; its input also differs by design (rs-embed: 8-bit RGB from SR/10000*255; here "
                   "clip(reflectance / 0.3) then CLIP statistics, docs/models.md)",
-    "prithvi": "not compared yet: both run terratorch's Prithvi-EO-2.0; rs-embed picks 1..N frames by a stride "
-               "and reads 6 bands at 30 m from S2, the store 4 frames of HLS by default",
     "terramind": "not compared yet: both run terratorch's TerraMind v1; the case needs a seeded terratorch "
                  "checkpoint routed into rs-embed's loader",
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
