@@ -345,19 +345,59 @@ def _frame_dates(request, count):
     return frame_midpoints(request, count)
 
 
+# ---------------------------------------------------------------- terramind
+
+
+def case_terramind(work: Path) -> Row:
+    """TerraMind v1 small: both build terratorch's TerraMindViT; one seeded checkpoint with every
+    modality's embeddings (as published) reaches rs-embed through terratorch's own hub loader."""
+    import torch
+    from rs_embed.embedders import onthefly_terramind as theirs
+    from terratorch.models.backbones.terramind.model import terramind_register as register
+
+    from rsembed_store.ingest.models import terramind
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    net = register.terramind_v1_small(modalities=["S2L2A", "S2L1C", "S1GRD", "S1RTC", "DEM"], pretrained=False)
+    ckpt = work / terramind.FILE
+    torch.save(net.state_dict(), ckpt)
+    size, bands = terramind.SIZE, terramind.S2_BANDS
+    dn = np.random.default_rng(9).uniform(150.0, 4500.0, (len(bands), size, size)).astype(np.float32)
+    cls = use_weights("terramind", ckpt)
+    try:
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), _resolved("terramind", size * 5.0)).vector
+    finally:
+        use_published("terramind")
+
+    saved = register.hf_hub_download
+    register.hf_hub_download = lambda repo_id, filename, **kw: str(ckpt)  # the hub file, already here
+    theirs._load_terramind_cached.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        emb = theirs.TerraMindEmbedder().get_embedding(
+            spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(), backend="tensor",
+            device="cpu", input_chw=dn)
+    finally:
+        register.hf_hub_download = saved
+        theirs._load_terramind_cached.cache_clear()
+    return _verdict("terramind", ours, emb.data, f"12 S2 L2A bands x {size} px, one composite",
+                    "unexpected: both standardise reflectance x 10000 with TerraMind v1's statistics and run "
+                    "terratorch's network on the S2L2A tokens alone")
+
+
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
     "dofa": case_dofa,
     "copernicus": case_copernicus,
     "prithvi": case_prithvi,
+    "terramind": case_terramind,
 }
 
 NOT_COMPARED: Dict[str, str] = {
     "remoteclip": "rs-embed loads RemoteCLIP through the rshf package, which is not installed in the models "
                   "environment; its input also differs by design (rs-embed: 8-bit RGB from SR/10000*255; here "
                   "clip(reflectance / 0.3) then CLIP statistics, docs/models.md)",
-    "terramind": "not compared yet: both run terratorch's TerraMind v1; the case needs a seeded terratorch "
-                 "checkpoint routed into rs-embed's loader",
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
     "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",

@@ -18,7 +18,7 @@ from scripts import compare_rsembed as cmp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the models docs/models.md marks "same": each must stay within the tolerance
-SAME = ("anysat", "copernicus")
+SAME = ("anysat", "copernicus", "terramind")
 
 
 @pytest.mark.parametrize("model", SAME)
