@@ -16,6 +16,9 @@ Run it in the models environment (torch and rs-embed 0.3.1 installed)::
     PYTHONPATH=$PWD /work/main/.venv-models/bin/python scripts/compare_rsembed.py            # print
     PYTHONPATH=$PWD /work/main/.venv-models/bin/python scripts/compare_rsembed.py --page docs/models.md
 
+The ``remoteclip`` case also needs rs-embed's loader package, ``rshf`` (with ``transformers``);
+without it that row says "not compared" and why.
+
 ``--page`` rewrites the table between the ``rsembed-compare`` markers of that page.
 No network is used. ``tests/compat/test_same_computation.py`` runs the same cases and
 checks the rows marked "same".
@@ -386,18 +389,94 @@ def case_terramind(work: Path) -> Row:
                     "terratorch's network on the S2L2A tokens alone")
 
 
+# ---------------------------------------------------------------- remoteclip
+
+
+def case_remoteclip(work: Path) -> Row:
+    """RemoteCLIP ViT-B/32: open_clip's network in both (rs-embed through rshf's ``RemoteCLIP``
+    wrapper, loaded from a hub-layout folder), one seeded state dict, the same RGB reflectance."""
+    try:
+        from rshf.remoteclip import RemoteCLIP
+    except ImportError as err:
+        return Row("remoteclip", "not compared", None, None, "",
+                   f"rs-embed loads RemoteCLIP through the rshf package, not importable here ({err}); "
+                   "pip install rshf (it needs transformers) to compare")
+    import open_clip
+    import torch
+    from PIL import Image
+    from rs_embed.embedders import onthefly_remoteclip as theirs
+    from torchvision import transforms
+
+    from rsembed_store.ingest.models import remoteclip
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    state = open_clip.create_model(remoteclip.ARCH, pretrained=None).state_dict()
+    ckpt = work / remoteclip.PUBLISHED.file_name  # the authors' file: an open_clip state dict
+    torch.save(state, ckpt)
+    wrapper = RemoteCLIP(model_name=remoteclip.ARCH)
+    wrapper.model.load_state_dict(state)
+    hub = work / "remote-clip-vit-base-patch32"  # the hub folder rs-embed reads (config + safetensors)
+    wrapper.save_pretrained(hub)
+    # rshf 0.2.2 reads config.json through transformers' PretrainedConfig, which from transformers 5
+    # on drops the unknown "model_name" key, so the load fails; without the file rshf builds its
+    # default architecture, ViT-B-32, the published one
+    (hub / "config.json").unlink()
+
+    size, bands = remoteclip.SIZE, remoteclip.BANDS
+    dn = np.random.default_rng(13).uniform(150.0, 2800.0, (len(bands), size, size)).astype(np.float32)
+    cls = use_weights("remoteclip", ckpt)
+    try:
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), _resolved("remoteclip", size * 5.0)).vector
+    finally:
+        use_published("remoteclip")
+
+    theirs._load_remoteclip_on_device.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        embedder = theirs.RemoteCLIPS2RGBEmbedder()
+        embedder._get_provider = lambda backend: None  # the pixels are given: no Earth Engine session
+        emb = embedder.get_embedding(spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(),
+                                     backend="gee", device="cpu", input_chw=dn, model_config={"model_id": str(hub)})
+    finally:
+        theirs._load_remoteclip_on_device.cache_clear()
+
+    # the networks alone: open_clip's ViT-B-32 with the seeded state, given rs-embed's prepared tensor
+    net = open_clip.create_model(remoteclip.ARCH, pretrained=None).eval()
+    net.load_state_dict(state)
+    prep = transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(size),
+        transforms.ToTensor(), transforms.Normalize(mean=remoteclip.CLIP_MEAN, std=remoteclip.CLIP_STD)])
+    x = prep(Image.fromarray(theirs._s2_rgb_u8_from_chw(dn), mode="RGB"))[None]
+    with torch.no_grad():
+        alone = net.encode_image(x)[0].numpy()
+    networks = float(np.abs(alone - np.asarray(emb.data)).max())
+    mean = np.asarray(remoteclip.CLIP_MEAN, np.float32)[:, None, None]
+    std = np.asarray(remoteclip.CLIP_STD, np.float32)[:, None, None]
+    stretched = (np.clip(dn / 10000.0 / remoteclip.WHITE_REFLECTANCE, 0.0, 1.0) - mean) / std
+    with torch.no_grad():
+        store_prep = net.encode_image(torch.from_numpy(stretched.astype(np.float32))[None])[0].numpy()
+    prep_diff = float(np.abs(store_prep - np.asarray(ours)).max())
+    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's prepared input); the input prep "
+           "differs: rs-embed makes 8-bit RGB from clip(SR / 10000) x 255 (reflectance 1.0 = white), here "
+           f"clip(reflectance / {remoteclip.WHITE_REFLECTANCE}) (0.3 = white, the usual S2 true-colour stretch), "
+           f"both then CLIP's mean and std (the store's stretch through that network gives its vector, max abs diff "
+           f"{prep_diff:.1e})")
+    note = (f"3 bands (B04 B03 B02) x {size} px; rs-embed's hub folder without config.json (rshf 0.2.2 cannot "
+            "read one under transformers 5)")
+    return _verdict("remoteclip", ours, emb.data, note, why)
+
+
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
     "dofa": case_dofa,
     "copernicus": case_copernicus,
     "prithvi": case_prithvi,
     "terramind": case_terramind,
+    "remoteclip": case_remoteclip,
 }
 
 NOT_COMPARED: Dict[str, str] = {
-    "remoteclip": "rs-embed loads RemoteCLIP through the rshf package, which is not installed in the models "
-                  "environment; its input also differs by design (rs-embed: 8-bit RGB from SR/10000*255; here "
-                  "clip(reflectance / 0.3) then CLIP statistics, docs/models.md)",
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
     "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",
