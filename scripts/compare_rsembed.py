@@ -46,7 +46,9 @@ CENTER = (11.0, 46.0)
 @dataclass
 class Row:
     """One model's comparison: ``verdict`` is "same" (max |diff| <= TOLERANCE), "differs"
-    (measured), or "not compared" (``reason`` says why)."""
+    (measured), or "not compared" (``reason`` says why). ``networks_diff``, where the vectors
+    differ, is the max |diff| of the two networks given rs-embed's own prepared input: at most
+    TOLERANCE says the difference is the input prep alone."""
 
     model: str
     verdict: str
@@ -54,9 +56,11 @@ class Row:
     cosine: Optional[float]
     input: str
     reason: str
+    networks_diff: Optional[float] = None
 
 
-def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, why_not: str) -> Row:
+def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, why_not: str,
+             networks: Optional[float] = None) -> Row:
     ours, theirs = np.asarray(ours, np.float64).ravel(), np.asarray(theirs, np.float64).ravel()
     if ours.shape != theirs.shape:
         return Row(model, "differs", None, None, input_note,
@@ -64,7 +68,11 @@ def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, 
     diff = float(np.abs(ours - theirs).max())
     cos = float(ours @ theirs / (np.linalg.norm(ours) * np.linalg.norm(theirs)))
     same = diff <= TOLERANCE
-    return Row(model, "same" if same else "differs", diff, cos, input_note, "" if same else why_not)
+    return Row(model, "same" if same else "differs", diff, cos, input_note, "" if same else why_not, networks)
+
+
+def _agree(networks: float) -> str:
+    return "the networks agree" if networks <= TOLERANCE else "the networks differ as well"
 
 
 def _resolved(model_id: str, buffer_m: float):
@@ -196,12 +204,12 @@ def case_dofa(work: Path) -> Row:
     with torch.no_grad():
         alone = net.forward_features(torch.from_numpy(x[None]), theirs._infer_wavelengths_um(list(RS_DOFA_BANDS)))
     networks = float(np.abs(alone[0].numpy() - np.asarray(emb.data)).max())
-    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's normalised input and wavelengths); "
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's normalised input and wavelengths); "
            "the input prep differs. Input scaling: rs-embed maps SR to 0..255 and standardises with the DOFA README's S2 statistics; "
            "here reflectance 0..1 is fed as is (torchgeo's transform for these weights); central wavelengths "
            "differ slightly (rs-embed B02 0.490, B08 0.842, B11 1.610, B12 2.190 um; here ESA S2A 0.492, 0.833, "
            "1.614, 2.202); default bands differ (rs-embed 9, here 12 L2A bands)")
-    return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why)
+    return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why, networks)
 
 
 # ---------------------------------------------------------------- copernicus
@@ -330,7 +338,7 @@ def case_prithvi(work: Path) -> Row:
                                       temporal_coords=coords, location_coords=where)[-1][0, 1:]
     prep = float(np.abs(tokens.mean(dim=0).numpy() - np.asarray(ours)).max())
     our_dates = [d.isoformat() for d in _frame_dates(req, frames)]
-    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's prepared input, dates and location); "
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's prepared input, dates and location); "
            "the input prep differs: rs-embed feeds reflectance 0..1 (SR / 10000, clipped) without the published "
            "per-band standardisation, here reflectance x 10000 standardised with Prithvi-EO-2.0's mean and std "
            "(as the model card's inference does; with that input the network gives the store's vector, max abs "
@@ -339,7 +347,7 @@ def case_prithvi(work: Path) -> Row:
         why += f"; frame dates differ (rs-embed {', '.join(their_dates)}; here {', '.join(our_dates)})"
     why += ("; by default rs-embed reads 6 S2 L2A bands and picks 1..4 frames by a 28-day stride, the store "
             "4 frames of HLS")
-    return _verdict("prithvi", ours, emb.data, f"{frames} frames x 6 bands x {size} px, a year", why)
+    return _verdict("prithvi", ours, emb.data, f"{frames} frames x 6 bands x {size} px, a year", why, networks)
 
 
 def _frame_dates(request, count):
@@ -457,14 +465,14 @@ def case_remoteclip(work: Path) -> Row:
     with torch.no_grad():
         store_prep = net.encode_image(torch.from_numpy(stretched.astype(np.float32))[None])[0].numpy()
     prep_diff = float(np.abs(store_prep - np.asarray(ours)).max())
-    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's prepared input); the input prep "
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's prepared input); the input prep "
            "differs: rs-embed makes 8-bit RGB from clip(SR / 10000) x 255 (reflectance 1.0 = white), here "
            f"clip(reflectance / {remoteclip.WHITE_REFLECTANCE}) (0.3 = white, the usual S2 true-colour stretch), "
            f"both then CLIP's mean and std (the store's stretch through that network gives its vector, max abs diff "
            f"{prep_diff:.1e})")
     note = (f"3 bands (B04 B03 B02) x {size} px; rs-embed's hub folder without config.json (rshf 0.2.2 cannot "
             "read one under transformers 5)")
-    return _verdict("remoteclip", ours, emb.data, note, why)
+    return _verdict("remoteclip", ours, emb.data, note, why, networks)
 
 
 CASES: Dict[str, Callable[[Path], Row]] = {
@@ -479,7 +487,10 @@ CASES: Dict[str, Callable[[Path], Row]] = {
 NOT_COMPARED: Dict[str, str] = {
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
-    "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",
+    "tessera": "rs-embed reads it through geotessera (0.7.5; not installed here: pip would add 24 packages, dask, "
+               "zarr and Sphinx among them), whose GeoTessera(cache_dir) asks dl2.geotessera.org for its "
+               "GeoParquet tile registry on every construction and checks each tile's SHA-256 against it; a local "
+               "comparison needs that registry, the landmask registry and the tiles written as a fixture",
 }
 
 
