@@ -487,10 +487,11 @@ CASES: Dict[str, Callable[[Path], Row]] = {
 NOT_COMPARED: Dict[str, str] = {
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
-    "tessera": "rs-embed reads it through geotessera (0.7.5; not installed here: pip would add 24 packages, dask, "
-               "zarr and Sphinx among them), whose GeoTessera(cache_dir) asks dl2.geotessera.org for its "
-               "GeoParquet tile registry on every construction and checks each tile's SHA-256 against it; a local "
-               "comparison needs that registry, the landmask registry and the tiles written as a fixture",
+    "tessera": "rs-embed reads it through geotessera 0.7.5, not installed here (pip would add 24 packages to the "
+               "models venv, dask, zarr and Sphinx among them); its GeoTessera(cache_dir) asks dl2.geotessera.org "
+               "for the GeoParquet tile registry on every construction (a cached copy when offline), so a local "
+               "comparison needs that registry and the landmask registry written as fixtures beside tiles in "
+               "the layout rsembed_store.testing.products already writes",
 }
 
 
