@@ -487,11 +487,13 @@ CASES: Dict[str, Callable[[Path], Row]] = {
 NOT_COMPARED: Dict[str, str] = {
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
-    "tessera": "rs-embed reads it through geotessera 0.7.5, not installed here (pip would add 24 packages to the "
-               "models venv, dask, zarr and Sphinx among them); its GeoTessera(cache_dir) asks dl2.geotessera.org "
-               "for the GeoParquet tile registry on every construction (a cached copy when offline), so a local "
-               "comparison needs that registry and the landmask registry written as fixtures beside tiles in "
-               "the layout rsembed_store.testing.products already writes",
+    "tessera": "rs-embed 0.3.1 reads it through geotessera >= 0.10 (registry.load_blocks_for_region, "
+               "fetch_embeddings); the package index reachable here has 0.7.5 at most for this Python, so "
+               "rs-embed's path cannot run. Even with it, GeoTessera(cache_dir) asks dl2.geotessera.org for its "
+               "GeoParquet tile registry on every construction (a cached copy when offline), so a local "
+               "comparison needs that registry and the landmask registry as fixtures beside the tiles; and "
+               "rs-embed samples tiles nearest-neighbour onto an EPSG:3857 10 m grid, the store onto the UTM "
+               "grid of the ROI centre, so pooled vectors would differ by the pixels each grid picks",
 }
 
 
