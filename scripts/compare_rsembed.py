@@ -488,8 +488,8 @@ NOT_COMPARED: Dict[str, str] = {
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
     "tessera": "rs-embed 0.3.1 reads it through geotessera >= 0.10 (registry.load_blocks_for_region, "
-               "fetch_embeddings); the package index reachable here has 0.7.5 at most for this Python, so "
-               "rs-embed's path cannot run. Even with it, GeoTessera(cache_dir) asks dl2.geotessera.org for its "
+               "fetch_embeddings); the package index reachable here offers 0.7.5 at most for this Python, so "
+               "rs-embed's path cannot run. Besides, in 0.7.5 GeoTessera(cache_dir) asks dl2.geotessera.org for its "
                "GeoParquet tile registry on every construction (a cached copy when offline), so a local "
                "comparison needs that registry and the landmask registry as fixtures beside the tiles; and "
                "rs-embed samples tiles nearest-neighbour onto an EPSG:3857 10 m grid, the store onto the UTM "
