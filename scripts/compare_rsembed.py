@@ -8,12 +8,16 @@ rs-embed would download the published file from a hub this machine cannot reach)
 feeds both the same pixels at the model's input size, and compares the pooled vectors.
 rs-embed is given the pixels as ``input_chw`` (its own path from there on: its
 normalisation, its network call, its pooling), so what is compared is everything
-after the provider.
+after the provider. A precomputed product (``copernicus``) gets a seeded map in the
+published file layout instead, which both packages read themselves.
 
 Run it in the models environment (torch and rs-embed 0.3.1 installed)::
 
     PYTHONPATH=$PWD /work/main/.venv-models/bin/python scripts/compare_rsembed.py            # print
     PYTHONPATH=$PWD /work/main/.venv-models/bin/python scripts/compare_rsembed.py --page docs/models.md
+
+The ``remoteclip`` case also needs rs-embed's loader package, ``rshf`` (with ``transformers``);
+without it that row says "not compared" and why.
 
 ``--page`` rewrites the table between the ``rsembed-compare`` markers of that page.
 No network is used. ``tests/compat/test_same_computation.py`` runs the same cases and
@@ -42,7 +46,9 @@ CENTER = (11.0, 46.0)
 @dataclass
 class Row:
     """One model's comparison: ``verdict`` is "same" (max |diff| <= TOLERANCE), "differs"
-    (measured), or "not compared" (``reason`` says why)."""
+    (measured), or "not compared" (``reason`` says why). ``networks_diff``, where the vectors
+    differ, is the max |diff| of the two networks given rs-embed's own prepared input: at most
+    TOLERANCE says the difference is the input prep alone."""
 
     model: str
     verdict: str
@@ -50,9 +56,11 @@ class Row:
     cosine: Optional[float]
     input: str
     reason: str
+    networks_diff: Optional[float] = None
 
 
-def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, why_not: str) -> Row:
+def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, why_not: str,
+             networks: Optional[float] = None) -> Row:
     ours, theirs = np.asarray(ours, np.float64).ravel(), np.asarray(theirs, np.float64).ravel()
     if ours.shape != theirs.shape:
         return Row(model, "differs", None, None, input_note,
@@ -60,7 +68,11 @@ def _verdict(model: str, ours: np.ndarray, theirs: np.ndarray, input_note: str, 
     diff = float(np.abs(ours - theirs).max())
     cos = float(ours @ theirs / (np.linalg.norm(ours) * np.linalg.norm(theirs)))
     same = diff <= TOLERANCE
-    return Row(model, "same" if same else "differs", diff, cos, input_note, "" if same else why_not)
+    return Row(model, "same" if same else "differs", diff, cos, input_note, "" if same else why_not, networks)
+
+
+def _agree(networks: float) -> str:
+    return "the networks agree" if networks <= TOLERANCE else "the networks differ as well"
 
 
 def _resolved(model_id: str, buffer_m: float):
@@ -192,32 +204,296 @@ def case_dofa(work: Path) -> Row:
     with torch.no_grad():
         alone = net.forward_features(torch.from_numpy(x[None]), theirs._infer_wavelengths_um(list(RS_DOFA_BANDS)))
     networks = float(np.abs(alone[0].numpy() - np.asarray(emb.data)).max())
-    why = (f"the networks agree (max abs diff {networks:.1e} with rs-embed's normalised input and wavelengths); "
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's normalised input and wavelengths); "
            "the input prep differs. Input scaling: rs-embed maps SR to 0..255 and standardises with the DOFA README's S2 statistics; "
            "here reflectance 0..1 is fed as is (torchgeo's transform for these weights); central wavelengths "
            "differ slightly (rs-embed B02 0.490, B08 0.842, B11 1.610, B12 2.190 um; here ESA S2A 0.492, 0.833, "
            "1.614, 2.202); default bands differ (rs-embed 9, here 12 L2A bands)")
-    return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why)
+    return _verdict("dofa", ours, emb.data, f"9 bands x {size} px (rs-embed's default bands)", why, networks)
+
+
+# ---------------------------------------------------------------- copernicus
+
+
+def write_copernicus_contiguous(data_dir: Path, patches, *, left: float = -180.125, top: float = 90.125) -> Path:
+    """The global Copernicus-Embed map as rs-embed's reader wants it: ``<dir>/embed_map_310k.tif``,
+    721 x 1440 pixels x 768 float32 samples, pixel-interleaved, uncompressed and contiguous (so
+    ``tifffile.memmap`` maps it; the 3.2 GB are holes on disk but for ``patches``), georeferenced
+    by the GeoTIFF scale, tie-point and EPSG:4326 keys (GDAL reads the same file)."""
+    import tifffile
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "embed_map_310k.tif"
+    geo = [(33550, "d", 3, (0.25, 0.25, 0.0), False),  # ModelPixelScale
+           (33922, "d", 6, (0.0, 0.0, 0.0, left, top, 0.0), False),  # ModelTiepoint
+           (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326), False)]  # geographic 4326
+    arr = tifffile.memmap(path, shape=(721, 1440, 768), dtype="float32", photometric="minisblack",
+                          planarconfig="contig", rowsperstrip=1, extratags=geo)
+    for row0, col0, values in patches:  # values (768, h, w)
+        arr[row0:row0 + values.shape[1], col0:col0 + values.shape[2], :] = np.moveaxis(values, 0, -1)
+    arr.flush()
+    del arr
+    return path
+
+
+def case_copernicus(work: Path) -> Row:
+    """Copernicus-Embed: both read the same global GeoTIFF (rs-embed through its vendored tifffile
+    reader, the store through GDAL) and mean-pool the same 0.25-degree cells of 2021."""
+    import warnings
+
+    from rsembed_store import Request, resolve
+    from rsembed_store.ingest.models.copernicus import CopernicusModel
+    from rsembed_store.specs import BBox, PointBuffer, TemporalSpec
+    from rs_embed.embedders import precomputed_copernicus_embed as theirs
+
+    # rows 175..178 are centred on lat 46.25..45.5, columns 763..766 on lon 10.75..11.5: no cell empty
+    values = np.random.default_rng(11).normal(0.0, 0.1, (768, 4, 4)).astype(np.float32)
+    path = write_copernicus_contiguous(work, [(175, 763, values)])
+    ours_model = CopernicusModel({"products": {"copernicus": {"path": str(path)}}})
+    rs, _, _ = _rs_specs()
+
+    def both(ours_roi, their_roi):
+        mine = ours_model.read(resolve(Request("copernicus", ours_roi, TemporalSpec.year(2021)))).vector
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rs-embed warns once that the grid is EPSG:4326
+            emb = theirs.CopernicusEmbedder().get_embedding(
+                spatial=their_roi, temporal=rs.TemporalSpec.year(2021), sensor=None, output=rs.OutputSpec.pooled(),
+                backend="auto", model_config={"data_dir": str(work)})
+        return mine, np.asarray(emb.data)
+
+    # a box on the cell edges (lon 10.875..11.375, lat 45.625..46.125): 2 x 2 cells for both
+    edges = (10.875, 45.625, 11.375, 46.125)
+    mine, their = both(BBox(*edges), rs.BBox(*edges))
+    # a point buffer off the edges: rs-embed takes every cell the box touches, the store the cells whose centre it holds
+    pb = (CENTER[0] + 0.06, CENTER[1] - 0.04, 20_000.0)
+    off_mine, off_their = both(PointBuffer(*pb), rs.PointBuffer(lon=pb[0], lat=pb[1], buffer_m=pb[2]))
+    off = float(np.abs(off_mine - off_their).max())
+    note = "2 x 2 cells of 0.25 deg, 2021, a box on cell edges"
+    if off > TOLERANCE:
+        note += (f"; off the edges a {pb[2] / 1000:.0f} km point buffer differs by {off:.2e} (rs-embed pools every "
+                 "cell the box touches, the store the cells whose centre it holds)")
+    return _verdict("copernicus", mine, their, note, "the ROI selects other cells")
+
+
+# ---------------------------------------------------------------- prithvi
+
+
+def case_prithvi(work: Path) -> Row:
+    """Prithvi-EO-2.0-100M-TL: terratorch's encoder here, rs-embed's vendored PrithviMAE there, one
+    seeded terratorch MAE checkpoint (the published format) and 4 frames of the same 6 bands."""
+    import torch
+    from rs_embed.embedders import onthefly_prithvi as theirs
+    from terratorch.models.backbones import prithvi_vit as backbones
+
+    from rsembed_store.ingest.models import prithvi
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    mae = backbones.prithvi_eo_v2_100_tl_mae(pretrained=False, num_frames=prithvi.FRAMES)
+    ckpt = work / prithvi.FILE
+    torch.save(mae.state_dict(), ckpt)
+    config = work / "config.json"  # the hub's config.json: terratorch's declaration of the same variant
+    config.write_text(json.dumps({"pretrained_cfg": backbones.prithvi_cfgs[prithvi.VARIANT]}, default=str))
+
+    size, frames, bands = prithvi.SIZE, prithvi.FRAMES, prithvi.BANDS
+    dn = np.random.default_rng(5).uniform(150.0, 4500.0, (frames, len(bands), size, size)).astype(np.float32)
+    cls = use_weights("prithvi", ckpt)
+    try:
+        req = _resolved("prithvi", size * 15.0)
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), req).vector
+    finally:
+        use_published("prithvi")
+
+    saved = theirs._download_prithvi_file
+    theirs._download_prithvi_file = lambda repo, name, cache: str(config if name == "config.json" else ckpt)
+    theirs._load_prithvi_cached.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        emb = theirs.PrithviEOV2S2_6B_Embedder().get_embedding(
+            spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(), backend="auto",
+            device="cpu", input_chw=dn)
+    finally:
+        theirs._download_prithvi_file = saved
+        theirs._load_prithvi_cached.cache_clear()
+    their_dates = list(emb.meta["frame_dates"])
+
+    # the networks alone: terratorch's encoder (the store's, loaded as the store loads it) given
+    # rs-embed's prepared input, its frame dates and its location
+    net = backbones.prithvi_eo_v2_100_tl(pretrained=False, num_frames=frames).eval()
+    kept = backbones.checkpoint_filter_fn_vit(torch.load(ckpt, map_location="cpu"), net, backbones.PRETRAINED_BANDS,
+                                              backbones.PRETRAINED_BANDS)
+    net.load_state_dict(kept, strict=False)
+    x, _ = theirs._prepare_prithvi_tchw(theirs._raw_tchw_to_unit(dn), fill_value=0.0)
+    coords = torch.tensor([theirs._temporal_coords_from_dates(their_dates)], dtype=torch.float32)
+    where = torch.tensor([[CENTER[1], CENTER[0]]], dtype=torch.float32)
+    with torch.no_grad():
+        tokens = net.forward_features(torch.from_numpy(x).permute(1, 0, 2, 3)[None], temporal_coords=coords,
+                                      location_coords=where)[-1][0, 1:]
+    networks = float(np.abs(tokens.mean(dim=0).numpy() - np.asarray(emb.data)).max())
+    # and the store's prep through that network: reflectance x 10000, standardised per band
+    mean = np.asarray(prithvi.MEAN, np.float32)[None, :, None, None]
+    std = np.asarray(prithvi.STD, np.float32)[None, :, None, None]
+    with torch.no_grad():
+        tokens = net.forward_features(torch.from_numpy((dn - mean) / std).permute(1, 0, 2, 3)[None],
+                                      temporal_coords=coords, location_coords=where)[-1][0, 1:]
+    prep = float(np.abs(tokens.mean(dim=0).numpy() - np.asarray(ours)).max())
+    our_dates = [d.isoformat() for d in _frame_dates(req, frames)]
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's prepared input, dates and location); "
+           "the input prep differs: rs-embed feeds reflectance 0..1 (SR / 10000, clipped) without the published "
+           "per-band standardisation, here reflectance x 10000 standardised with Prithvi-EO-2.0's mean and std "
+           "(as the model card's inference does; with that input the network gives the store's vector, max abs "
+           f"diff {prep:.1e})")
+    if our_dates != their_dates:
+        why += f"; frame dates differ (rs-embed {', '.join(their_dates)}; here {', '.join(our_dates)})"
+    why += ("; by default rs-embed reads 6 S2 L2A bands and picks 1..4 frames by a 28-day stride, the store "
+            "4 frames of HLS")
+    return _verdict("prithvi", ours, emb.data, f"{frames} frames x 6 bands x {size} px, a year", why, networks)
+
+
+def _frame_dates(request, count):
+    from rsembed_store.ingest.models.torch_series import frame_midpoints
+
+    return frame_midpoints(request, count)
+
+
+# ---------------------------------------------------------------- terramind
+
+
+def case_terramind(work: Path) -> Row:
+    """TerraMind v1 small: both build terratorch's TerraMindViT; one seeded checkpoint with every
+    modality's embeddings (as published) reaches rs-embed through terratorch's own hub loader."""
+    import torch
+    from rs_embed.embedders import onthefly_terramind as theirs
+    from terratorch.models.backbones.terramind.model import terramind_register as register
+
+    from rsembed_store.ingest.models import terramind
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    net = register.terramind_v1_small(modalities=["S2L2A", "S2L1C", "S1GRD", "S1RTC", "DEM"], pretrained=False)
+    ckpt = work / terramind.FILE
+    torch.save(net.state_dict(), ckpt)
+    size, bands = terramind.SIZE, terramind.S2_BANDS
+    dn = np.random.default_rng(9).uniform(150.0, 4500.0, (len(bands), size, size)).astype(np.float32)
+    cls = use_weights("terramind", ckpt)
+    try:
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), _resolved("terramind", size * 5.0)).vector
+    finally:
+        use_published("terramind")
+
+    saved = register.hf_hub_download
+    register.hf_hub_download = lambda repo_id, filename, **kw: str(ckpt)  # the hub file, already here
+    theirs._load_terramind_cached.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        emb = theirs.TerraMindEmbedder().get_embedding(
+            spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(), backend="tensor",
+            device="cpu", input_chw=dn)
+    finally:
+        register.hf_hub_download = saved
+        theirs._load_terramind_cached.cache_clear()
+    return _verdict("terramind", ours, emb.data, f"12 S2 L2A bands x {size} px, one composite",
+                    "unexpected: both standardise reflectance x 10000 with TerraMind v1's statistics and run "
+                    "terratorch's network on the S2L2A tokens alone")
+
+
+# ---------------------------------------------------------------- remoteclip
+
+
+def case_remoteclip(work: Path) -> Row:
+    """RemoteCLIP ViT-B/32: open_clip's network in both (rs-embed through rshf's ``RemoteCLIP``
+    wrapper, loaded from a hub-layout folder), one seeded state dict, the same RGB reflectance."""
+    try:
+        from rshf.remoteclip import RemoteCLIP
+    except ImportError as err:
+        return Row("remoteclip", "not compared", None, None, "",
+                   f"rs-embed loads RemoteCLIP through the rshf package, not importable here ({err}); "
+                   "pip install rshf (it needs transformers) to compare")
+    import open_clip
+    import torch
+    from PIL import Image
+    from rs_embed.embedders import onthefly_remoteclip as theirs
+    from torchvision import transforms
+
+    from rsembed_store.ingest.models import remoteclip
+    from rsembed_store.ingest.models.weights import use_published, use_weights
+
+    torch.manual_seed(0)
+    state = open_clip.create_model(remoteclip.ARCH, pretrained=None).state_dict()
+    ckpt = work / remoteclip.PUBLISHED.file_name  # the authors' file: an open_clip state dict
+    torch.save(state, ckpt)
+    wrapper = RemoteCLIP(model_name=remoteclip.ARCH)
+    wrapper.model.load_state_dict(state)
+    hub = work / "remote-clip-vit-base-patch32"  # the hub folder rs-embed reads (config + safetensors)
+    wrapper.save_pretrained(hub)
+    # rshf 0.2.2 reads config.json through transformers' PretrainedConfig, which from transformers 5
+    # on drops the unknown "model_name" key, so the load fails; without the file rshf builds its
+    # default architecture, ViT-B-32, the published one
+    (hub / "config.json").unlink()
+
+    size, bands = remoteclip.SIZE, remoteclip.BANDS
+    dn = np.random.default_rng(13).uniform(150.0, 2800.0, (len(bands), size, size)).astype(np.float32)
+    cls = use_weights("remoteclip", ckpt)
+    try:
+        ours = cls({"device": "cpu"}).embed(_pixels(dn / 10000.0, bands), _resolved("remoteclip", size * 5.0)).vector
+    finally:
+        use_published("remoteclip")
+
+    theirs._load_remoteclip_on_device.cache_clear()
+    try:
+        rs, spatial, temporal = _rs_specs()
+        embedder = theirs.RemoteCLIPS2RGBEmbedder()
+        embedder._get_provider = lambda backend: None  # the pixels are given: no Earth Engine session
+        emb = embedder.get_embedding(spatial=spatial, temporal=temporal, sensor=None, output=rs.OutputSpec.pooled(),
+                                     backend="gee", device="cpu", input_chw=dn, model_config={"model_id": str(hub)})
+    finally:
+        theirs._load_remoteclip_on_device.cache_clear()
+
+    # the networks alone: open_clip's ViT-B-32 with the seeded state, given rs-embed's prepared tensor
+    net = open_clip.create_model(remoteclip.ARCH, pretrained=None).eval()
+    net.load_state_dict(state)
+    prep = transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(size),
+        transforms.ToTensor(), transforms.Normalize(mean=remoteclip.CLIP_MEAN, std=remoteclip.CLIP_STD)])
+    x = prep(Image.fromarray(theirs._s2_rgb_u8_from_chw(dn), mode="RGB"))[None]
+    with torch.no_grad():
+        alone = net.encode_image(x)[0].numpy()
+    networks = float(np.abs(alone - np.asarray(emb.data)).max())
+    mean = np.asarray(remoteclip.CLIP_MEAN, np.float32)[:, None, None]
+    std = np.asarray(remoteclip.CLIP_STD, np.float32)[:, None, None]
+    stretched = (np.clip(dn / 10000.0 / remoteclip.WHITE_REFLECTANCE, 0.0, 1.0) - mean) / std
+    with torch.no_grad():
+        store_prep = net.encode_image(torch.from_numpy(stretched.astype(np.float32))[None])[0].numpy()
+    prep_diff = float(np.abs(store_prep - np.asarray(ours)).max())
+    why = (f"{_agree(networks)} (max abs diff {networks:.1e} with rs-embed's prepared input); the input prep "
+           "differs: rs-embed makes 8-bit RGB from clip(SR / 10000) x 255 (reflectance 1.0 = white), here "
+           f"clip(reflectance / {remoteclip.WHITE_REFLECTANCE}) (0.3 = white, the usual S2 true-colour stretch), "
+           f"both then CLIP's mean and std (the store's stretch through that network gives its vector, max abs diff "
+           f"{prep_diff:.1e})")
+    note = (f"3 bands (B04 B03 B02) x {size} px; rs-embed's hub folder without config.json (rshf 0.2.2 cannot "
+            "read one under transformers 5)")
+    return _verdict("remoteclip", ours, emb.data, note, why, networks)
 
 
 CASES: Dict[str, Callable[[Path], Row]] = {
     "anysat": case_anysat,
     "dofa": case_dofa,
+    "copernicus": case_copernicus,
+    "prithvi": case_prithvi,
+    "terramind": case_terramind,
+    "remoteclip": case_remoteclip,
 }
 
 NOT_COMPARED: Dict[str, str] = {
-    "remoteclip": "rs-embed loads RemoteCLIP through the rshf package, which is not installed in the models "
-                  "environment; its input also differs by design (rs-embed: 8-bit RGB from SR/10000*255; here "
-                  "clip(reflectance / 0.3) then CLIP statistics, docs/models.md)",
-    "prithvi": "not compared yet: both run terratorch's Prithvi-EO-2.0; rs-embed picks 1..N frames by a stride "
-               "and reads 6 bands at 30 m from S2, the store 4 frames of HLS by default",
-    "terramind": "not compared yet: both run terratorch's TerraMind v1; the case needs a seeded terratorch "
-                 "checkpoint routed into rs-embed's loader",
     "gse": "rs-embed reads it only from Earth Engine (GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL), beyond this machine; "
            "the store's 'gee' source reads the same collection, its 'cog'/'mirror' sources the published COGs",
-    "tessera": "rs-embed reads it through the geotessera package (not installed here) from its tile server",
-    "copernicus": "not compared yet: rs-embed reads the Copernicus-Embed GeoTIFF through a vendored torchgeo "
-                  "dataset; the case needs the product fixture in that layout",
+    "tessera": "rs-embed 0.3.1 reads it through geotessera >= 0.10 (registry.load_blocks_for_region, "
+               "fetch_embeddings); the package index reachable here offers 0.7.5 at most for this Python, so "
+               "rs-embed's path cannot run. Besides, in 0.7.5 GeoTessera(cache_dir) asks dl2.geotessera.org for its "
+               "GeoParquet tile registry on every construction (a cached copy when offline), so a local "
+               "comparison needs that registry and the landmask registry as fixtures beside the tiles; and "
+               "rs-embed samples tiles nearest-neighbour onto an EPSG:3857 10 m grid, the store onto the UTM "
+               "grid of the ROI centre, so pooled vectors would differ by the pixels each grid picks",
 }
 
 
