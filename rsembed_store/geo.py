@@ -308,6 +308,29 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+
+# ---------------------------------------------------------------- lon/lat boxes (west > east: across 180)
+
+
+def union_lonlat(boxes: Sequence[Tuple[float, float, float, float]]) -> Tuple[float, float, float, float]:
+    """The lon/lat box of several files of one scene (the first box when any crosses the antimeridian)."""
+    if len(boxes) == 1 or any(b[0] > b[2] for b in boxes):
+        return boxes[0]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def intersects(a: Tuple[float, float, float, float], b: Tuple[float, float, float, float]) -> bool:
+    """Do two lon/lat boxes overlap (either may cross the antimeridian: west > east)?"""
+    if not (a[1] < b[3] and b[1] < a[3]):
+        return False
+
+    def spans(box):
+        w, e = box[0], box[2]
+        return [(w, 180.0), (-180.0, e)] if w > e else [(w, e)]
+
+    return any(x0 < y1 and y0 < x1 for x0, x1 in spans(a) for y0, y1 in spans(b))
+
+
 __all__ = [
     "EARTH_RADIUS_M",
     "MAX_STRIP_DEG",
@@ -319,6 +342,7 @@ __all__ = [
     "bbox_polygon",
     "bounds",
     "estimated_cells",
+    "intersects",
     "geojson_polygons",
     "h3_shape",
     "is_number",
@@ -331,4 +355,5 @@ __all__ = [
     "ring_area_m2",
     "to_geojson",
     "to_wkt",
+    "union_lonlat",
 ]

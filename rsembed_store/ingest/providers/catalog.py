@@ -38,6 +38,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 
 from ...errors import ProviderError
+from ...geo import union_lonlat
 from ..grid import LONLAT
 from .bands import band_from_stem, canonical_band
 
@@ -114,25 +115,6 @@ def _first_tag(tags: Mapping[str, str], names: Sequence[str]) -> Optional[str]:
 
 def _lonlat_bounds(crs, bounds) -> Tuple[float, float, float, float]:
     return tuple(float(v) for v in transform_bounds(crs, LONLAT, *bounds, densify_pts=21))  # type: ignore[return-value]
-
-
-def union_lonlat(boxes: Sequence[Tuple[float, float, float, float]]) -> Tuple[float, float, float, float]:
-    """The lon/lat box of several files of one scene (the first box when any crosses the antimeridian)."""
-    if len(boxes) == 1 or any(b[0] > b[2] for b in boxes):
-        return boxes[0]
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-def intersects(a: Tuple[float, float, float, float], b: Tuple[float, float, float, float]) -> bool:
-    """Do two lon/lat boxes overlap (either may cross the antimeridian: west > east)?"""
-    if not (a[1] < b[3] and b[1] < a[3]):
-        return False
-
-    def spans(box):
-        w, e = box[0], box[2]
-        return [(w, 180.0), (-180.0, e)] if w > e else [(w, e)]
-
-    return any(x0 < y1 and y0 < x1 for x0, x1 in spans(a) for y0, y1 in spans(b))
 
 
 @dataclass
@@ -600,8 +582,6 @@ __all__ = [
     "catalogue",
     "forget",
     "inspect_file",
-    "intersects",
     "relative_id",
     "tiff_files",
-    "union_lonlat",
 ]

@@ -65,7 +65,8 @@ from ..composite import composite
 from ..grid import LONLAT, TargetGrid, overview_level, target_grid, utm_crs
 from .bands import BAND_ALIASES, CATEGORICAL_BANDS, canonical_band
 from .base import Pixels, Provider
-from .catalog import INDEX_NAME, BandSource, Scene, build_index, catalogue, forget, intersects
+from ...geo import intersects
+from .catalog import INDEX_NAME, BandSource, Scene, build_index, catalogue, forget
 from .sensors import family
 
 ENV_SOURCES = "RSEMBED_SOURCES"

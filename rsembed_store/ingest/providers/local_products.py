@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ...errors import ProviderError
-from .catalog import BandSource, Scene, inspect_file, relative_id, tiff_files, union_lonlat
+from ...geo import union_lonlat
+from .catalog import BandSource, Scene, inspect_file, relative_id, tiff_files
 from .sensors import (HLS_SCALE, LANDSAT_SR_OFFSET, LANDSAT_SR_SCALE, LANDSAT_ST_OFFSET, LANDSAT_ST_SCALE,
                       Family, ProductFile, parse_mtl)
 
