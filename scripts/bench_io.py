@@ -1,6 +1,6 @@
 """Benchmark: bulk import from GeoParquet and export to GeoParquet through the public API.
 
-Writes (once per size, cached in --workdir) a GeoParquet file of N rows in the
+Writes (once per size when --workdir is given and kept; else in a fresh temporary folder) a GeoParquet file of N rows in the
 common layout of embedding collections: a WKB point geometry, a ``year`` and a
 D-dimensional ``embedding`` (fixed-size list of float32), then measures, each
 phase in a fresh subprocess (so its peak RSS is its own):
@@ -101,7 +101,8 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--runs", type=int, default=3, help="Runs of each phase; the median rows/s is reported.")
     p.add_argument("--batch-rows", type=int, default=65_536, help="Rows per import batch (export uses its own).")
-    p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "rsembed-bench-io"))
+    p.add_argument("--workdir", help="Where the input file (kept there for the next run of the same size), the "
+                                     "store and the export go; default: a new temporary folder, removed after")
     p.add_argument("--keep", action="store_true", help="Keep the stores and files written.")
     p.add_argument("--phase", choices=["import", "reimport", "export"], help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
@@ -111,6 +112,9 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args)))
         return
+    fresh = args.workdir is None  # two runs at once must not share a folder (one's store is the other's)
+    if fresh:
+        args.workdir = tempfile.mkdtemp(prefix="rsembed-bench-io-")
     os.makedirs(args.workdir, exist_ok=True)
     args.src = os.path.join(args.workdir, f"points-{args.rows}x{args.dim}.parquet")
     if not os.path.exists(args.src):
@@ -132,7 +136,9 @@ def main() -> None:
     report["load_before"] = [round(x, 2) for x in load0]
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
-    if not args.keep:
+    if fresh and not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    elif not args.keep:
         shutil.rmtree(os.path.join(args.workdir, "db"), ignore_errors=True)
         out = os.path.join(args.workdir, "export.parquet")
         if os.path.exists(out):
