@@ -1,7 +1,7 @@
 """Benchmark: bulk import from GeoParquet and export to GeoParquet through the public API.
 
-Writes (once per size when --workdir is given and kept; else in a fresh temporary folder) a GeoParquet file of N rows in the
-common layout of embedding collections: a WKB point geometry, a ``year`` and a
+Writes a GeoParquet file of N rows (into --workdir, kept there for the next run of that size, or
+else into a fresh temporary folder, removed after) in the common layout of embedding collections: a WKB point geometry, a ``year`` and a
 D-dimensional ``embedding`` (fixed-size list of float32), then measures, each
 phase in a fresh subprocess (so its peak RSS is its own):
 
