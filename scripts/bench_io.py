@@ -1,8 +1,9 @@
 """Benchmark: bulk import from GeoParquet and export to GeoParquet through the public API.
 
 Writes a GeoParquet file of N rows (into --workdir, kept there for the next run of that size, or
-else into a fresh temporary folder, removed after) in the common layout of embedding collections: a WKB point geometry, a ``year`` and a
-D-dimensional ``embedding`` (fixed-size list of float32), then measures, each
+else into a fresh temporary folder, removed after) in the common layout of embedding collections:
+a WKB point geometry, a ``year`` and a D-dimensional ``embedding`` (fixed-size list of float32),
+then measures, each
 phase in a fresh subprocess (so its peak RSS is its own):
 
 * import: ``Store.import_table(path, model=..., buffer_m=...)`` into a fresh
