@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -538,3 +539,35 @@ def _overlap(a, b) -> bool:
 
 
 __all__ = ["EEException", "Expr", "FakeEE", "NO_PROJECT", "Scene", "chain", "filters", "find"]
+
+
+@contextmanager
+def offline_real_ee(monkeypatch, gee_module, value: float):
+    """The real ``ee`` library, initialised offline with its own test algorithm table, behind
+    ``gee_module``; only ``ee.data.computePixels`` (the network) is replaced: it answers ``value``
+    for every band (1.0 for our own ``rsembed_`` masks) and records each request's params.
+    Yields ``(ee, sent)``; skips when earthengine-api is not installed."""
+    import pytest
+
+    ee = pytest.importorskip("ee")
+    apitestcase = pytest.importorskip("ee.apitestcase")
+    sent: List[dict] = []
+
+    def compute_pixels(params):
+        sent.append(params)
+        g = params["grid"]["dimensions"]
+        out = np.zeros((g["height"], g["width"]), dtype=[(b, "<f4") for b in params["bandIds"]])
+        for b in params["bandIds"]:
+            out[b] = 1.0 if b.startswith("rsembed_") else value
+        return out
+
+    monkeypatch.setattr(ee.data, "_install_cloud_api_resource", lambda: None)
+    monkeypatch.setattr(ee.data, "getAlgorithms", apitestcase.GetAlgorithms)
+    monkeypatch.setattr(ee.data, "computePixels", compute_pixels)
+    monkeypatch.setattr(gee_module, "EE_MODULE", ee)
+    ee.Reset()
+    try:
+        ee.Initialize(None, "", project="my-project")  # offline: no credentials, no network
+        yield ee, sent
+    finally:
+        ee.Reset()

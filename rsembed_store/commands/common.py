@@ -5,6 +5,8 @@ The options themselves (``--db``, ``--json`` ...) live in :mod:`rsembed_store.co
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -118,12 +120,19 @@ class Context:
         return self._store
 
 
+@contextmanager
 def row_bar(total, desc: str, enabled: bool):
-    """A tqdm bar of rows on stderr when it is a terminal and ``enabled``; else None (silent)."""
+    """A progress callback (rows done) drawing a tqdm bar on stderr when it is a terminal and
+    ``enabled``, closed on leaving the block; else None (silent)."""
     import sys
 
     if not enabled or not sys.stderr.isatty():
-        return None
+        yield None
+        return
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit="row", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield bar.update
+    finally:
+        bar.close()

@@ -41,14 +41,9 @@ def export_cmd(obj, space, fmt, out, temporal, within, where, sql, batch_rows, a
     area = parse_area(within, "--within")
     window = parse_temporal(temporal)
     filtered = any(x is not None for x in (window, area, where, sql))
-    bar = row_bar(None if filtered else store.count(space), "export", not as_json)
-    try:
+    with row_bar(None if filtered else store.count(space), "export", not as_json) as progress:
         result = export(store, space, out, format=fmt, temporal=window,
-                        within=area, where=where, sql=sql, batch_rows=batch_rows,
-                        progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+                        within=area, where=where, sql=sql, batch_rows=batch_rows, progress=progress)
     if as_json:
         emit_json(result.to_dict())
         return

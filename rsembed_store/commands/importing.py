@@ -73,15 +73,10 @@ def import_cmd(obj, file, model, revision, metric, temporal, vector_column, colu
         total = pq.ParquetFile(file).metadata.num_rows
     except Exception:  # not Parquet (npz, or an error import_table names)
         total = None
-    bar = row_bar(total, "import", not as_json and not dry_run)
-    try:
+    with row_bar(total, "import", not as_json and not dry_run) as progress:
         result = import_table(store, file, model=model, revision=revision, metric=metric, temporal=temporal,
                               columns=columns, buffer_m=buffer_m, year=year, update=update, dry_run=dry_run,
-                              batch_rows=batch_rows, npz_model=npz_model, format=fmt,
-                              progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+                              batch_rows=batch_rows, npz_model=npz_model, format=fmt, progress=progress)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fake_ee import FakeEE, Scene
+from fake_ee import FakeEE, Scene, offline_real_ee
 from rsembed_store.errors import ProviderError
 from rsembed_store.ingest.providers import gee
 from rsembed_store.ingest.providers.gee import EarthEngineProvider
@@ -94,30 +94,10 @@ def test_the_real_client_accepts_the_hls_merge_and_qa_mask(monkeypatch):
     the merged HLS request with its Fmask masks; only computePixels (the network) is replaced."""
     import json
 
-    ee = pytest.importorskip("ee")
-    apitestcase = pytest.importorskip("ee.apitestcase")
-    sent = []
-
-    def compute_pixels(params):
-        sent.append(params)
-        g = params["grid"]["dimensions"]
-        out = np.zeros((g["height"], g["width"]), dtype=[(b, "<f4") for b in params["bandIds"]])
-        for b in params["bandIds"]:
-            out[b] = 1.0 if b.startswith("rsembed_") else 0.25
-        return out
-
-    monkeypatch.setattr(ee.data, "_install_cloud_api_resource", lambda: None)
-    monkeypatch.setattr(ee.data, "getAlgorithms", apitestcase.GetAlgorithms)
-    monkeypatch.setattr(ee.data, "computePixels", compute_pixels)
-    monkeypatch.setattr(gee, "EE_MODULE", ee)
-    ee.Reset()
-    try:
-        ee.Initialize(None, "", project="my-project")
+    with offline_real_ee(monkeypatch, gee, 0.25) as (ee, sent):
         px = EarthEngineProvider({}).fetch(request("hls", ["red", "nir"]))
         assert np.allclose(px.array, 0.25)
         text = json.dumps(ee.serializer.encode(sent[0]["expression"], for_cloud_api=True))
-    finally:
-        ee.Reset()
     for name in ('"ImageCollection.merge"', '"Image.bitwiseAnd"', '"Image.eq"', '"NASA/HLS/HLSS30/v002"',
                  '"NASA/HLS/HLSL30/v002"', '"Fmask"', '"B8A"', '"CLOUD_COVERAGE"'):
         assert name in text, name

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fake_ee import NO_PROJECT, TOO_MANY_AGGREGATIONS, TOO_MANY_REQUESTS, EEException, FakeEE, Scene, filters, find
+from fake_ee import (NO_PROJECT, TOO_MANY_AGGREGATIONS, TOO_MANY_REQUESTS, EEException, FakeEE, Scene, filters,
+                     find, offline_real_ee)
 from rsembed_store import Request, Store, resolve
 from rsembed_store.errors import MissingExtraError, NoImageryError, ProviderError
 from rsembed_store.ingest.engine import ingest
@@ -546,25 +547,7 @@ def test_fetch_image_array_takes_an_image_or_a_function_of_ee():
 def test_the_real_client_accepts_the_expression_we_build(monkeypatch):
     """Build the request with the real ``ee`` library, initialised offline with its own test
     algorithm table; only ``ee.data.computePixels`` (the network) is replaced."""
-    ee = pytest.importorskip("ee")
-    apitestcase = pytest.importorskip("ee.apitestcase")
-    sent = []
-
-    def compute_pixels(params):
-        sent.append(params)
-        g = params["grid"]["dimensions"]
-        out = np.zeros((g["height"], g["width"]), dtype=[(b, "<f4") for b in params["bandIds"]])
-        for b in params["bandIds"]:
-            out[b] = 1.0 if b.startswith("rsembed_") else 1234.0
-        return out
-
-    monkeypatch.setattr(ee.data, "_install_cloud_api_resource", lambda: None)
-    monkeypatch.setattr(ee.data, "getAlgorithms", apitestcase.GetAlgorithms)
-    monkeypatch.setattr(ee.data, "computePixels", compute_pixels)
-    monkeypatch.setattr(gee, "EE_MODULE", ee)
-    ee.Reset()
-    try:
-        ee.Initialize(None, "", project="my-project")  # offline: no credentials, no network
+    with offline_real_ee(monkeypatch, gee, 1234.0) as (ee, sent):
         px = EarthEngineProvider({}).fetch(request(composite="mosaic"))
         assert px.meta["n_images"] == 1 and np.allclose(px.array, 0.1234)
         s1 = EarthEngineProvider({}).fetch(request(collection="s1-grd-asc", bands=("VV", "VH")))
@@ -573,8 +556,6 @@ def test_the_real_client_accepts_the_expression_we_build(monkeypatch):
                                    year=2022, provider=EarthEngineProvider({}))
         assert arr.shape == (1, 200, 200)
         encoded = [json.dumps(ee.serializer.encode(p["expression"], for_cloud_api=True)) for p in sent]
-    finally:
-        ee.Reset()
     s2, s1_text, gse_text = encoded
     for name in ("ImageCollection.load", "Filter.intersects", "GeometryConstructors.Rectangle",
                  "Filter.dateRangeContains", "Filter.greaterThan", "Collection.map", "Image.select",
