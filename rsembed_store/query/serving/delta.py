@@ -42,6 +42,7 @@ class Delta:
         self.rows = rows
         self.removed = removed  # bool mask over the tier's rows, or None when nothing was removed
         self.n_removed = int(removed.sum()) if removed is not None else 0
+        self.removed_positions = np.flatnonzero(removed) if removed is not None else np.empty(0, np.int64)
         self.pieces = pieces or {}
         self.checks = checks or {}
         self._by_key: Dict[bytes, int] = {bytes(k): i for i, k in enumerate(rows.keys)}

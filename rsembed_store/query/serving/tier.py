@@ -7,6 +7,8 @@ afterwards, so any number of threads may read it without a lock. It holds:
   compressed request JSON);
 - a key index: the 32-byte keys sorted, with their row positions, so a look-up
   is one binary search;
+- its rows sorted by window, longitude strip and latitude (:mod:`.order`), so
+  the rows a filter keeps lie in a few contiguous runs;
 - for spaces of more than :data:`FLAT_MAX_ROWS` rows, an HNSW graph from FAISS
   (``IndexHNSWFlat``, M = 32) whose search depth ``efSearch`` is tuned at build
   time to reach recall@10 >= :data:`RECALL_GOAL` for places the graph does not
@@ -34,13 +36,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import CorruptTierError
+from .order import SpaceOrder
 from .rows import ARRAYS, COLUMNS, Rows, distances
 
-FORMAT = "rsembed-serving/1"
+FORMAT = "rsembed-serving/2"  # /2: rows sorted by .order (a /1 tier is rebuilt)
 FLAT_MAX_ROWS = 20_000
 HNSW_M = 32
 EF_CONSTRUCTION = 80  # 40 built in half the time but needed twice the search beam for 0.95 at 1M rows
-EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+EF_STEPS = (16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384, 512)  # finer near the usual 100-200
 RECALL_GOAL = 0.96  # measured on places left out of the graph: a margin above the promised 0.95
 TUNE_QUERIES = 200
 UNIT_TOLERANCE = 1e-5  # vectors this close to unit length are searched as they are (cosine = 1 - dot)
@@ -67,8 +70,8 @@ class Tier:
     """One space's rows at Lance version ``version``, searchable and keyed in memory (immutable)."""
 
     def __init__(self, rows: Rows, *, space: str, version: int, metric: str, layout: Dict[int, list],
-                 index=None, ef: Optional[int] = None, search_vectors: Optional[np.ndarray] = None,
-                 measured: Optional[dict] = None):
+                 order: SpaceOrder, index=None, ef: Optional[int] = None,
+                 search_vectors: Optional[np.ndarray] = None, measured: Optional[dict] = None):
         self.rows = rows
         self.space, self.version, self.metric = space, int(version), metric
         self.layout = layout
@@ -78,11 +81,7 @@ class Tier:
         self.measured = measured or {}
         self.order = np.argsort(rows.keys, kind="stable")
         self.sorted_keys = rows.keys[self.order]
-        # the filter columns again, ordered by longitude: a box filter finds the rows inside its
-        # longitudes with two binary searches and tests the rest on that contiguous slice (filters.select)
-        order = np.argsort(rows.lon, kind="stable")
-        self.by_lon = {"order": order, "lon": rows.lon[order], "lat": rows.lat[order], "start": rows.start[order],
-                       "end": rows.end[order], "h3": rows.h3[order]}
+        self.space_order = order  # how the rows are sorted: filters find their rows as runs (filters.select)
 
     @property
     def n(self) -> int:
@@ -95,7 +94,7 @@ class Tier:
     def nbytes(self) -> int:
         """Resident bytes: the rows, the key index and the graph (vectors counted once when shared)."""
         total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes
-                 + sum(a.nbytes for a in self.by_lon.values()))
+                 + self.space_order.nbytes())
         if self.search_vectors is not self.rows.vectors:
             total += self.search_vectors.nbytes
         if self.index is not None:
@@ -136,6 +135,16 @@ class Tier:
             out[start:start + len(part)] = _graph_distances(self.search_vectors[part], q, self.metric)
         return out
 
+    def scan(self, q: np.ndarray, selection) -> np.ndarray:
+        """Distances of ``q`` to the rows of ``selection`` (an :class:`~.order.Selection`), laid end to end,
+        inf for dropped rows; its runs are read in place."""
+        q = self.query(q)
+        if self.metric == "l2":
+            return selection.scan(lambda block: _graph_distances(block, q, self.metric), self.search_vectors)
+        dist = selection.products(self.search_vectors, q)
+        np.subtract(1.0, dist, out=dist)  # cosine (unit vectors) and dot: 1 - a.b; dropped rows become inf
+        return dist
+
     def graph(self, Q: np.ndarray, count: int, *, allowed: Optional[np.ndarray] = None,
               ef: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Approximate nearest ``count`` rows for each query row of ``Q``: (distances, positions; -1 = none).
@@ -165,31 +174,38 @@ class Tier:
         """Read every row of the Lance dataset ``ds`` (one version) and index it."""
         table = ds.to_table(columns=COLUMNS, with_row_address=True)
         layout = fragment_layout(ds)
-        if table.num_rows <= graph_min_rows:
-            rows = Rows.from_arrow(table, dim=dim, model=model, revision=revision)
-            return cls(rows, space=space, version=ds.version, metric=metric, layout=layout,
-                       search_vectors=_search_vectors(rows.vectors, metric))
-        # the places the beam is tuned on go last, so the graph can be built first without them
-        picks, held = _tuning_places(table.column("h3").to_numpy())
-        order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])
-        rows = Rows.from_arrow(table.take(order), dim=dim, model=model, revision=revision)
+        rows = Rows.from_arrow(table, dim=dim, model=model, revision=revision)
         del table
-        queries = np.searchsorted(order[len(order) - int(held.sum()):], picks) + (len(order) - int(held.sum()))
+        perm, order = SpaceOrder.build(rows.lon, rows.lat, rows.start, rows.end)
+        rows = rows.take(perm)
+        if rows.n <= graph_min_rows:
+            return cls(rows, space=space, version=ds.version, metric=metric, layout=layout, order=order,
+                       search_vectors=_search_vectors(rows.vectors, metric))
+        # the places the beam is tuned on go into the graph last, so it can be built first without them;
+        # the graph is then renumbered to the rows' order (FAISS permutes its vectors and links)
+        picks, held = _tuning_places(rows.h3)
+        # inserted in the order Lance held the rows, not the sorted one: an HNSW graph built from rows
+        # arriving a region at a time (neighbours in space are often neighbours in the vectors) was
+        # worse (the tuned beam went from 128 to 192 at 1M x 64)
+        arrival = np.argsort(perm)
+        inserted = np.concatenate([arrival[~held[arrival]], arrival[held[arrival]]])
+        built = rows.n - int(held.sum())
         search_vectors = _search_vectors(rows.vectors, metric)
         faiss = _faiss()
         if threads:
             faiss.omp_set_num_threads(int(threads))
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = EF_CONSTRUCTION
-        built = rows.n - int(held.sum())
-        index.add(search_vectors[:built])
-        ef, measured = _tune(index, search_vectors, built, queries, metric)
-        index.add(search_vectors[built:])
+        _add(index, search_vectors, inserted[:built])
+        queries = np.ascontiguousarray(search_vectors[picks])
+        ef, measured = _tune(index, search_vectors[inserted[:built]], queries, metric)
+        _add(index, search_vectors, inserted[built:])
+        index.permute_entries(np.argsort(inserted).astype(np.int64))
         stored = _storage_view(faiss, index, rows.n, dim)
         if search_vectors is rows.vectors:  # the graph's copy is the stored vectors: hold them once
             rows.vectors = stored
-        return cls(rows, space=space, version=ds.version, metric=metric, layout=layout, index=index, ef=ef,
-                   search_vectors=stored, measured=measured)
+        return cls(rows, space=space, version=ds.version, metric=metric, layout=layout, order=order, index=index,
+                   ef=ef, search_vectors=stored, measured=measured)
 
     # ------------------------------------------------------------ saving
 
@@ -207,6 +223,10 @@ class Tier:
                 path = os.path.join(tmp, f"{name}.npy")
                 np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
                 files[f"{name}.npy"] = os.path.getsize(path)
+            for name, arr in self.space_order.arrays().items():
+                path = os.path.join(tmp, f"order_{name}.npy")
+                np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
+                files[f"order_{name}.npy"] = os.path.getsize(path)
             if self.index is not None:
                 path = os.path.join(tmp, "graph.faiss")
                 _faiss().write_index(self.index, path)
@@ -253,6 +273,9 @@ class Tier:
             # goes through Python-level __getitem__ (a third of a search's time)
             arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r", allow_pickle=False).view(
                 np.ndarray) for name in ARRAYS if not (name == "vectors" and meta["shared_vectors"])}
+            order = SpaceOrder({name: np.load(os.path.join(path, f"order_{name}.npy"), allow_pickle=False)
+                                for name in ("group_starts", "group_min_end", "group_max_end", "edges", "lats",
+                                             "okey")})
             index = _faiss().read_index(os.path.join(path, "graph.faiss")) if meta["kind"] == "hnsw" else None
         except Exception as exc:  # numpy and faiss raise various errors on damaged files
             raise CorruptTierError(f"{path}: unreadable arrays ({exc})") from None
@@ -261,7 +284,7 @@ class Tier:
             if index is None or index.ntotal != n:
                 raise CorruptTierError(f"{path}: the graph does not hold {n} vectors")
             arrays["vectors"] = _storage_view(_faiss(), index, n, dim)
-        if any(len(arrays[name]) != n for name in ("keys", "vectors", "lon", "addr")) or (
+        if any(len(arrays[name]) != n for name in ("keys", "vectors", "lon", "addr")) or len(order.okey) != n or (
                 index is not None and index.ntotal != n):
             raise CorruptTierError(f"{path}: its arrays do not all hold {n} rows")
         if hashlib.sha256(np.ascontiguousarray(arrays["keys"]).tobytes()).hexdigest() != meta["keys_sha256"]:
@@ -271,8 +294,8 @@ class Tier:
         if index is not None and not meta["shared_vectors"]:
             search_vectors = _storage_view(_faiss(), index, n, dim)
         layout = {int(k): v for k, v in meta["layout"].items()}
-        return cls(rows, space=space, version=meta["version"], metric=metric, layout=layout, index=index,
-                   ef=meta["ef"], search_vectors=search_vectors, measured=meta["measured"])
+        return cls(rows, space=space, version=meta["version"], metric=metric, layout=layout, order=order,
+                   index=index, ef=meta["ef"], search_vectors=search_vectors, measured=meta["measured"])
 
 
 def _tuning_places(cells: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -294,12 +317,11 @@ def _tuning_places(cells: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return picks, held
 
 
-def _tune(index, vectors: np.ndarray, built: int, queries: np.ndarray, metric: str) -> Tuple[int, dict]:
-    """The smallest efSearch whose recall@10, for ``queries`` (rows after ``built``, not yet in the graph)
-    against the exact neighbours among the first ``built`` rows, reaches :data:`RECALL_GOAL`."""
+def _tune(index, graph_vectors: np.ndarray, Q: np.ndarray, metric: str) -> Tuple[int, dict]:
+    """The smallest efSearch whose recall@10, for the rows ``Q`` (not in the graph yet) against their exact
+    neighbours among ``graph_vectors`` (the graph's rows, in its numbering), reaches :data:`RECALL_GOAL`."""
     faiss = _faiss()
-    Q = np.ascontiguousarray(vectors[queries])
-    truth = _exact_top(vectors[:built], Q, 10, metric)
+    truth = _exact_top(graph_vectors, Q, 10, metric)
     best = None
     for ef in EF_STEPS:
         params = faiss.SearchParametersHNSW()
@@ -309,8 +331,15 @@ def _tune(index, vectors: np.ndarray, built: int, queries: np.ndarray, metric: s
         best = (ef, recall)
         if recall >= RECALL_GOAL:
             break
-    return best[0], {"recall_at_10": round(best[1], 4), "queries": len(queries), "ef": best[0],
+    return best[0], {"recall_at_10": round(best[1], 4), "queries": len(Q), "ef": best[0],
                      "method": "places left out of the graph while tuning"}
+
+
+def _add(index, vectors: np.ndarray, positions: np.ndarray) -> None:
+    """Add the rows of ``vectors`` at ``positions`` to the graph in one call: FAISS inserts a call's rows
+    level by level, and the same rows added 65,536 at a time made a worse graph (recall@10 at efSearch
+    64 on 200,000 x 64: 0.947 against 0.963)."""
+    index.add(np.ascontiguousarray(vectors[positions]))
 
 
 def _search_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
