@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import CorruptTierError
-from .rows import ARRAYS, COLUMNS, Rows, distances
+from .rows import ARRAYS, COLUMNS, Rows, distances, find_keys, key_prefixes
 
 FORMAT = "rsembed-serving/1"
 FLAT_MAX_ROWS = 20_000
@@ -78,6 +78,7 @@ class Tier:
         self.measured = measured or {}
         self.order = np.argsort(rows.keys, kind="stable")
         self.sorted_keys = rows.keys[self.order]
+        self.key_prefixes = key_prefixes(self.sorted_keys)  # what positions() searches (8 bytes a row)
         # the filter columns again, ordered by longitude: a box filter finds the rows inside its
         # longitudes with two binary searches and tests the rest on that contiguous slice (filters.select)
         order = np.argsort(rows.lon, kind="stable")
@@ -94,7 +95,7 @@ class Tier:
 
     def nbytes(self) -> int:
         """Resident bytes: the rows, the key index and the graph (vectors counted once when shared)."""
-        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes
+        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes + self.key_prefixes.nbytes
                  + sum(a.nbytes for a in self.by_lon.values()))
         if self.search_vectors is not self.rows.vectors:
             total += self.search_vectors.nbytes
@@ -107,12 +108,7 @@ class Tier:
 
     def positions(self, keys: np.ndarray) -> np.ndarray:
         """Row positions of 32-byte ``keys`` (``S32`` array), -1 where not held."""
-        if self.n == 0 or len(keys) == 0:
-            return np.full(len(keys), -1, dtype=np.int64)
-        i = np.searchsorted(self.sorted_keys, keys)
-        i = np.clip(i, 0, self.n - 1)
-        found = self.sorted_keys[i] == keys
-        return np.where(found, self.order[i], -1).astype(np.int64)
+        return find_keys(self.sorted_keys, self.key_prefixes, self.order, keys)
 
     def query(self, q: np.ndarray) -> np.ndarray:
         """A query as the graph compares it (unit length for cosine)."""
