@@ -502,7 +502,7 @@ class Storage:
         if not keys:
             return []
         spaces = [space] if space is not None else [s.space for s in self.spaces()]
-        unique = list(dict.fromkeys(keys))
+        unique = keys if len(set(keys)) == len(keys) else list(dict.fromkeys(keys))
         found: Dict[str, Embedding] = {}
         for sp in spaces:
             wanted = [k for k in unique if k not in found] if found else unique
