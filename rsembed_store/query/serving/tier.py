@@ -5,8 +5,8 @@ afterwards, so any number of threads may read it without a lock. It holds:
 
 - :class:`~.rows.Rows`: the rows' columns (keys, vectors, filter columns, the
   compressed request JSON);
-- a key index: the 32-byte keys sorted, with their row positions, so a look-up
-  is one binary search;
+- a key index: the 32-byte keys sorted, with their row positions and their
+  first 8 bytes as integers, so a look-up is one binary search over integers;
 - for spaces of more than :data:`FLAT_MAX_ROWS` rows, an HNSW graph from FAISS
   (``IndexHNSWFlat``, M = 32) whose search depth ``efSearch`` is tuned at build
   time to reach recall@10 >= :data:`RECALL_GOAL` for places the graph does not
