@@ -207,3 +207,21 @@ def test_the_tier_and_its_delta_find_keys_that_share_a_prefix(tmp_path, monkeypa
     assert [g and g.key for g in got] == [r.key for r in reqs] + [None] * 50
     for g, x in zip(got, X):
         np.testing.assert_array_equal(g.vector, x)
+
+
+def test_batch_lookups_from_many_threads_agree(stores):
+    """The key index, the delta's index and the row builders hold no per-call state: threads sharing one
+    view get the same answers as one thread alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, _, reqs, grids = stores
+    keys = [r.key for r in reqs] + [g.key for g in grids] + ["e" * 64]
+    want = [(e.key, e.vector.tobytes(), e.created_at) if e else None for e in store.lookup_many(keys, space=SPACE)]
+
+    def one(seed):
+        order = np.random.default_rng(seed).permutation(len(keys))
+        got = store.lookup_many([keys[i] for i in order], space=SPACE)
+        return all(((e.key, e.vector.tobytes(), e.created_at) if e else None) == want[i] for e, i in zip(got, order))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert all(pool.map(one, range(24)))
