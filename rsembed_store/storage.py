@@ -522,6 +522,15 @@ class Storage:
                 break
         return [found.get(k) for k in keys]
 
+
+
+
+
+
+
+
+
+
     def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:
         """Which keys are stored in ``space`` (reads only the key column)."""
         keys = check_keys(keys)
