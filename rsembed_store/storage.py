@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .embedding import Embedding
-from .keys import check_key
+from .keys import check_keys
 from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
 from .storage_options import check_options, default_uri, redact, storage_options_from_env
 from .space import (
@@ -495,27 +495,30 @@ class Storage:
                     version: Union[int, str, None] = None, columns: Optional[List[str]] = None) -> List[Optional[Embedding]]:
         """The stored embeddings of ``keys``, in order, ``None`` for a miss.
 
-        One query per space (``space`` given: exactly one). Never computes.
+        One query per space (``space`` given: exactly one). Never computes. A key asked
+        for twice gets the same Embedding object twice.
         """
-        keys = [check_key(k) for k in keys]
+        keys = check_keys(keys)
         if not keys:
             return []
         spaces = [space] if space is not None else [s.space for s in self.spaces()]
+        unique = keys if len(set(keys)) == len(keys) else list(dict.fromkeys(keys))
         found: Dict[str, Embedding] = {}
-        wanted = pa.array(sorted(set(keys)), pa.string())
         for sp in spaces:
+            wanted = [k for k in unique if k not in found] if found else unique
             view = self._view(sp) if version is None and columns is None else None
             if view is not None:
-                missing = [k for k in wanted.to_pylist() if k not in found]
-                found.update((e.key, e) for e in view.lookup(missing) if e is not None)
-                if len(found) == len(wanted):
-                    break
-                continue
-            ds = self.dataset(sp, version)
-            tbl = ds.to_table(filter=pc.field("key").isin(wanted), columns=columns or EMBEDDING_COLUMNS)
-            for e in table_to_embeddings(tbl):
-                found[e.key] = e
-            if len(found) == len(wanted):
+                got = view.lookup(wanted)
+                if len(spaces) == 1 and len(unique) == len(keys):
+                    return got  # the common case: one space, no key twice, already in order
+                found.update((k, e) for k, e in zip(wanted, got) if e is not None)
+            else:
+                ds = self.dataset(sp, version)
+                tbl = ds.to_table(filter=pc.field("key").isin(pa.array(wanted, pa.string())),
+                                  columns=columns or EMBEDDING_COLUMNS)
+                for e in table_to_embeddings(tbl):
+                    found[e.key] = e
+            if len(found) == len(unique):
                 break
         return [found.get(k) for k in keys]
 
@@ -530,7 +533,7 @@ class Storage:
 
     def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:
         """Which keys are stored in ``space`` (reads only the key column)."""
-        keys = [check_key(k) for k in keys]
+        keys = check_keys(keys)
         if not keys:
             return []
         view = self._view(space)

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .rows import ARRAYS, COLUMNS, Rows, empty_rows, key_bytes
+from .rows import ARRAYS, COLUMNS, Rows, empty_rows, find_keys, key_bytes, key_prefixes
 from .tier import Tier, fragment_layout
 
 
@@ -45,10 +45,14 @@ class Delta:
         self.removed_positions = np.flatnonzero(removed) if removed is not None else np.empty(0, np.int64)
         self.pieces = pieces or {}
         self.checks = checks or {}
-        self._by_key: Dict[bytes, int] = {bytes(k): i for i, k in enumerate(rows.keys)}
+        # the delta's own key index (as the tier's): a batch look-up is one vectorised search
+        self._order = np.argsort(rows.keys, kind="stable")
+        self._sorted_keys = rows.keys[self._order]
+        self._prefixes = key_prefixes(self._sorted_keys)
 
-    def position(self, key: bytes) -> int:
-        return self._by_key.get(key, -1)
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Delta row positions of 32-byte ``keys`` (``S32`` array), -1 where not held."""
+        return find_keys(self._sorted_keys, self._prefixes, self._order, keys)
 
 
 def empty_delta(tier: Tier) -> Delta:

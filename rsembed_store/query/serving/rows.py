@@ -53,6 +53,39 @@ def key_bytes(keys: Sequence[str]) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32") if keys else np.empty(0, "S32")
 
 
+def key_prefixes(sorted_keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each ``S32`` key as a big-endian unsigned integer (native ``uint64``).
+
+    Sorted keys have sorted prefixes, and a binary search over integers is about four times faster
+    than over 32-byte strings (numpy compares ``S32`` values one call at a time)."""
+    raw = np.ascontiguousarray(sorted_keys).view(np.uint8).reshape(-1, 32)
+    return raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+
+
+def find_keys(sorted_keys: np.ndarray, prefixes: np.ndarray, order: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Row positions of the ``S32`` ``keys`` in a key index, -1 where absent.
+
+    The index is ``sorted_keys`` (the keys sorted), their :func:`key_prefixes`, and ``order`` (the row
+    of each sorted key). The search runs on the prefixes; a query whose prefix is shared by several
+    stored keys falls back to a search over the full keys (among 1M SHA-256 keys, the chance that
+    any two share their first 8 bytes is about 3e-8, but the answer must not depend on luck).
+    """
+    n = len(sorted_keys)
+    if n == 0 or len(keys) == 0:
+        return np.full(len(keys), -1, dtype=np.int64)
+    keys = np.ascontiguousarray(keys, dtype="S32")
+    wanted = key_prefixes(keys)
+    i = np.minimum(np.searchsorted(prefixes, wanted), n - 1)
+    found = sorted_keys[i] == keys
+    shared = ~found & (prefixes[i] == wanted)  # the prefix is held, the key not at its first place
+    if shared.any():
+        j = np.flatnonzero(shared)
+        k = np.minimum(np.searchsorted(sorted_keys, keys[j]), n - 1)
+        i[j] = k
+        found[j] = sorted_keys[k] == keys[j]
+    return np.where(found, order[i], -1).astype(np.int64)
+
+
 def _blob(values: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum([len(v) for v in values], out=offsets[1:])
@@ -152,29 +185,32 @@ class Rows:
     def embeddings(self, positions: Sequence[int], grids: Optional[Dict[int, dict]] = None) -> List[Embedding]:
         """Rows at ``positions`` as Embeddings, converting the array columns in one go (a batch look-up).
 
-        ``grids``: the grid columns of grid rows, by row address.
+        ``grids``: the grid columns of grid rows, by row address. Each Embedding's vector is its own
+        row of one fresh (writable) gather, never a view of the tier.
         """
         idx = np.asarray(positions, dtype=np.int64)
-        vectors = self.vectors[idx]  # one gather; each Embedding gets its own row of this fresh copy
-        # (pyarrow's tz-aware to_pylist costs ~3 us a row; adding a timedelta to the epoch ~0.3 us)
-        created = [_EPOCH_UTC + timedelta(microseconds=us) for us in self.created_us[idx].tolist()]
-        compute = self.compute_s[idx].tolist()
-        has_grid = self.has_grid[idx]
+        at = idx.tolist()
+        vectors = list(self.vectors[idx])  # one gather, split into row views (no per-row indexing)
+        # (pyarrow's tz-aware to_pylist costs ~3 us a row; adding a timedelta to the epoch ~0.3 us, and
+        # the rows of one write share their stamp, so each distinct stamp is made once; datetimes are
+        # immutable, so sharing one is safe)
+        us = self.created_us[idx].tolist()
+        stamps = {u: _EPOCH_UTC + timedelta(microseconds=u) for u in set(us)}
         hexes = self.keys[idx].tobytes().hex()  # all keys in one call (a bytes scalar would lose trailing zeros)
-        meta_len = (self.meta_offsets[idx + 1] - self.meta_offsets[idx]).tolist()  # "{}" (or nothing): no parse
-        out = []
-        for j, i in enumerate(idx.tolist()):
-            grid_row = grids.get(int(self.addr[i])) if grids and has_grid[j] else None
-            grid, codec = None, "raw"
-            if grid_row is not None and grid_row.get("grid") is not None:
-                grid = np.frombuffer(grid_row["grid"], dtype=np.dtype(grid_row["grid_dtype"])).reshape(
-                    grid_row["grid_shape"])
-                codec = grid_row.get("grid_codec") or "raw"
-            out.append(Embedding(
-                request=PackedRequest(self, i, hexes[64 * j:64 * j + 64]),
-                vector=vectors[j], grid=grid, grid_codec=codec,
-                meta={} if meta_len[j] <= 2 else self.meta(i), compute_s=compute[j],
-                created_at=created[j], cached=True))
+        metas = [{} if n <= 2 else self.meta(i)  # "{}" (or nothing): no parse
+                 for i, n in zip(at, (self.meta_offsets[idx + 1] - self.meta_offsets[idx]).tolist())]
+        # positional arguments: the dataclass __init__ (which validates nothing) runs about twice as fast
+        # as with keywords; tests/query/test_lookups.py checks every field against a keyword-built one
+        out = [Embedding(request, vector, None, "raw", meta, compute_s, stamps[u], True)
+               for request, vector, meta, compute_s, u in zip(PackedRequest.many(self, at, hexes), vectors, metas,
+                                                               self.compute_s[idx].tolist(), us)]
+        if grids:
+            for j in np.flatnonzero(self.has_grid[idx]).tolist():
+                grid_row = grids.get(int(self.addr[at[j]]))
+                if grid_row is not None and grid_row.get("grid") is not None:
+                    out[j].grid = np.frombuffer(grid_row["grid"], dtype=np.dtype(grid_row["grid_dtype"])).reshape(
+                        grid_row["grid_shape"])
+                    out[j].grid_codec = grid_row.get("grid_codec") or "raw"
         return out
 
     def embedding(self, i: int, grid_row: Optional[dict] = None) -> Embedding:
@@ -231,11 +267,22 @@ class PackedRequest(StoredRequest):
     """
 
     def __init__(self, rows: "Rows", i: int, key: str):  # noqa: D107 - no super(): nothing to parse yet
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "model", rows.model)
-        object.__setattr__(self, "revision", rows.revision)
-        object.__setattr__(self, "_rows", rows)
-        object.__setattr__(self, "_i", i)
+        object.__setattr__(self, "__dict__", {"key": key, "model": rows.model, "revision": rows.revision,
+                                              "_rows": rows, "_i": i})
+
+    @classmethod
+    def many(cls, rows: "Rows", positions: List[int], hexes: str) -> List["PackedRequest"]:
+        """The requests of ``rows`` at ``positions`` (``hexes``: their keys, 64 hex digits each, joined),
+        as :meth:`__init__` makes them but without a call per row (a batch look-up makes thousands)."""
+        new, set_dict = object.__new__, object.__setattr__
+        model, revision = rows.model, rows.revision
+        out = []
+        for j, i in enumerate(positions):
+            request = new(cls)
+            set_dict(request, "__dict__", {"key": hexes[64 * j:64 * j + 64], "model": model, "revision": revision,
+                                           "_rows": rows, "_i": i})
+            out.append(request)
+        return out
 
     @property
     def canonical(self) -> str:

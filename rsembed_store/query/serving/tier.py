@@ -5,8 +5,8 @@ afterwards, so any number of threads may read it without a lock. It holds:
 
 - :class:`~.rows.Rows`: the rows' columns (keys, vectors, filter columns, the
   compressed request JSON);
-- a key index: the 32-byte keys sorted, with their row positions, so a look-up
-  is one binary search;
+- a key index: the 32-byte keys sorted, with their row positions and their
+  first 8 bytes as integers, so a look-up is one binary search over integers;
 - its rows sorted by window, longitude strip and latitude (:mod:`.order`), so
   the rows a filter keeps lie in a few contiguous runs;
 - for spaces of more than :data:`FLAT_MAX_ROWS` rows, an HNSW graph from FAISS
@@ -37,7 +37,7 @@ import numpy as np
 
 from ...errors import CorruptTierError
 from .order import SpaceOrder
-from .rows import ARRAYS, COLUMNS, Rows, distances
+from .rows import ARRAYS, COLUMNS, Rows, distances, find_keys, key_prefixes
 
 FORMAT = "rsembed-serving/2"  # /2: rows sorted by .order (a /1 tier is rebuilt)
 FLAT_MAX_ROWS = 20_000
@@ -81,6 +81,7 @@ class Tier:
         self.measured = measured or {}
         self.order = np.argsort(rows.keys, kind="stable")
         self.sorted_keys = rows.keys[self.order]
+        self.key_prefixes = key_prefixes(self.sorted_keys)  # what positions() searches (8 bytes a row)
         self.space_order = order  # how the rows are sorted: filters find their rows as runs (filters.select)
 
     @property
@@ -93,7 +94,7 @@ class Tier:
 
     def nbytes(self) -> int:
         """Resident bytes: the rows, the key index and the graph (vectors counted once when shared)."""
-        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes
+        total = (self.rows.nbytes() + self.order.nbytes + self.sorted_keys.nbytes + self.key_prefixes.nbytes
                  + self.space_order.nbytes())
         if self.search_vectors is not self.rows.vectors:
             total += self.search_vectors.nbytes
@@ -106,12 +107,7 @@ class Tier:
 
     def positions(self, keys: np.ndarray) -> np.ndarray:
         """Row positions of 32-byte ``keys`` (``S32`` array), -1 where not held."""
-        if self.n == 0 or len(keys) == 0:
-            return np.full(len(keys), -1, dtype=np.int64)
-        i = np.searchsorted(self.sorted_keys, keys)
-        i = np.clip(i, 0, self.n - 1)
-        found = self.sorted_keys[i] == keys
-        return np.where(found, self.order[i], -1).astype(np.int64)
+        return find_keys(self.sorted_keys, self.key_prefixes, self.order, keys)
 
     def query(self, q: np.ndarray) -> np.ndarray:
         """A query as the graph compares it (unit length for cosine)."""

@@ -39,38 +39,51 @@ class View:
 
     # ------------------------------------------------------------ look-ups
 
-    def find(self, keys: Sequence[str]) -> List[Optional[Tuple[Rows, int]]]:
-        """Where each key's current row lives ((rows, position)), None where not stored."""
+    def _locate(self, keys: Sequence[str]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Each key's current row: its tier position and its delta position (-1 where not there; the
+        delta positions are None when the delta is empty). A key is in at most one of the two."""
         kb = key_bytes(keys)
         pos = self.tier.positions(kb)
         if self.delta.removed is not None:
             held = pos >= 0
             pos[held] = np.where(self.delta.removed[pos[held]], -1, pos[held])
-        tier_rows, delta = self.tier.rows, self.delta
+        if not self.delta.rows.n:
+            return pos, None
+        dpos = self.delta.positions(kb)
+        pos[dpos >= 0] = -1  # written again after the tier's version (read_delta also masks these)
+        return pos, dpos
+
+    def find(self, keys: Sequence[str]) -> List[Optional[Tuple[Rows, int]]]:
+        """Where each key's current row lives ((rows, position)), None where not stored."""
+        pos, dpos = self._locate(keys)
+        tier_rows = self.tier.rows
         out: List[Optional[Tuple[Rows, int]]] = [None if p < 0 else (tier_rows, p) for p in pos.tolist()]
-        if delta.rows.n:
-            for j, key in enumerate(kb):
-                d = delta.position(bytes(key))
-                if d >= 0:
-                    out[j] = (delta.rows, d)
+        if dpos is not None:
+            for j in np.flatnonzero(dpos >= 0).tolist():
+                out[j] = (self.delta.rows, int(dpos[j]))
         return out
 
     def lookup(self, keys: Sequence[str]) -> List[Optional[Embedding]]:
-        places = self.find(keys)
-        out: List[Optional[Embedding]] = [None] * len(places)
-        for rows in (self.tier.rows, self.delta.rows):
-            mine = [j for j, p in enumerate(places) if p is not None and p[0] is rows]
-            if not mine:
+        """The current row of each key as an Embedding (grids read from Lance), None where not stored."""
+        pos, dpos = self._locate(keys)
+        out: List[Optional[Embedding]] = [None] * len(pos)
+        for rows, at in ((self.tier.rows, pos), (self.delta.rows, dpos)):
+            if at is None:
                 continue
-            positions = [places[j][1] for j in mine]
-            addrs = [int(rows.addr[i]) for i in positions if rows.has_grid[i]]
+            mine = np.flatnonzero(at >= 0)
+            if not len(mine):
+                continue
+            positions = at[mine]
+            addrs = rows.addr[positions[rows.has_grid[positions]]].tolist()
             grids = dict(zip(addrs, self._fetch_grids(addrs))) if addrs else None
-            for j, emb in zip(mine, rows.embeddings(positions, grids)):
+            for j, emb in zip(mine.tolist(), rows.embeddings(positions, grids)):
                 out[j] = emb
         return out
 
     def contains(self, keys: Sequence[str]) -> List[bool]:
-        return [p is not None for p in self.find(keys)]
+        pos, dpos = self._locate(keys)
+        held = pos >= 0 if dpos is None else (pos >= 0) | (dpos >= 0)
+        return held.tolist()
 
     # ------------------------------------------------------------ search
 
