@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Dict, Iterator, List, Optional
+import threading
+from collections.abc import Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 
@@ -32,6 +34,52 @@ RESULT_SCHEMA = pa.schema(
         pa.field("request", pa.string()),  # the canonical request JSON (rows carry it parsed)
     ]
 )
+
+
+class LazyRows(Sequence):
+    """A result's rows, made on first read.
+
+    A batch search (:meth:`Store.search_many`) answers thousands of queries at once, and building each
+    hit's row dict (decompressing and parsing its stored request) cost more than the graph search itself;
+    label propagation or clustering reads only keys and distances. So a batch result holds its keys and
+    distances at once and makes the row dicts, all of them, when anything else is first read. Compares
+    equal to the list of those dicts.
+    """
+
+    def __init__(self, keys: List[str], distances: List[float], make: Callable[[], tuple]):
+        self.keys, self.distances = keys, distances
+        self._make = make
+        self._rows: Optional[List[dict]] = None
+        self._canonical: Optional[List[str]] = None
+        self._lock = threading.Lock()
+
+    def _built(self) -> List[dict]:
+        if self._rows is None:
+            with self._lock:  # safe to read from several threads: made once
+                if self._rows is None:
+                    rows, canonical = self._make()
+                    self._canonical, self._rows = canonical, rows
+                    self._make = None
+        return self._rows
+
+    def canonical(self) -> List[str]:
+        self._built()
+        return self._canonical
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        return self._built()[i]
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._built())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, LazyRows)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._built())
 
 
 @dataclass
@@ -67,7 +115,15 @@ class SearchResult:
 
     @property
     def keys(self) -> List[str]:
+        if isinstance(self.rows, LazyRows):
+            return list(self.rows.keys)
         return [r["key"] for r in self.rows]
+
+    @property
+    def distances(self) -> List[float]:
+        if isinstance(self.rows, LazyRows):
+            return list(self.rows.distances)
+        return [r["distance"] for r in self.rows]
 
     def to_dicts(self) -> List[dict]:
         """The rows as JSON-ready dicts (dates as ISO strings)."""
@@ -83,11 +139,12 @@ class SearchResult:
     def to_arrow(self) -> pa.Table:
         """The rows as an Arrow table (``request`` as its canonical JSON string)."""
         cols: Dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
+        canonical = self.rows.canonical() if isinstance(self.rows, LazyRows) else self.canonical
         for i, r in enumerate(self.rows):
             for name in cols:
                 value = r.get(name)
                 if name == "request":
-                    value = self.canonical[i] if i < len(self.canonical) else \
+                    value = canonical[i] if i < len(canonical) else \
                         json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                 cols[name].append(value)
         return pa.table(cols, schema=RESULT_SCHEMA)
@@ -106,4 +163,4 @@ class SearchResult:
         }
 
 
-__all__ = ["RESULT_COLUMNS", "RESULT_SCHEMA", "SearchResult"]
+__all__ = ["LazyRows", "RESULT_COLUMNS", "RESULT_SCHEMA", "SearchResult"]

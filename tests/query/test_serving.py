@@ -374,3 +374,25 @@ def test_a_large_batch_is_spread_over_threads_with_the_same_answers(space):
     Q = X[:600] + 0.02  # more than one chunk of 256: searched on several threads
     many = store.search_many("toy", Q, k=3)
     assert [r.keys for r in many] == [store.search("toy", q, k=3, exclude_self=False).keys for q in Q]
+
+
+def test_batch_results_hold_keys_at_once_and_build_the_same_rows_on_first_read(space):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsembed_store.query.results import LazyRows
+
+    path, reqs, X, *_ = space
+    store = _open(path)
+    Q = X[:40] + 0.01
+    many = store.search_many("toy", Q, k=5)
+    single = [store.search("toy", q, k=5, exclude_self=False) for q in Q]
+    assert all(isinstance(r.rows, LazyRows) for r in many)
+    assert [r.rows._rows for r in many] == [None] * len(many)  # nothing built yet
+    assert [r.keys for r in many] == [s.keys for s in single]
+    np.testing.assert_allclose([r.distances for r in many], [s.distances for s in single], rtol=1e-5, atol=1e-6)
+    with ThreadPoolExecutor(4) as pool:  # first reads from several threads at once: built once, all equal
+        rows = list(pool.map(lambda r: list(r.rows), many))
+    assert rows == [s.rows for s in single]
+    assert all(m.rows == s.rows for m, s in zip(many, single))
+    assert many[3].to_arrow().equals(single[3].to_arrow())
+    assert many[3].to_dict()["results"] == single[3].to_dict()["results"]
