@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import CorruptTierError
+from .hugepages import advise_graph
 from .order import SpaceOrder
 from .rows import ARRAYS, COLUMNS, Rows, distances, find_keys, key_prefixes
 
@@ -83,6 +84,7 @@ class Tier:
         self.sorted_keys = rows.keys[self.order]
         self.key_prefixes = key_prefixes(self.sorted_keys)  # what positions() searches (8 bytes a row)
         self.space_order = order  # how the rows are sorted: filters find their rows as runs (filters.select)
+        advise_graph(index)  # huge pages for the graph walk's random reads (best effort, in a thread)
 
     @property
     def n(self) -> int:
