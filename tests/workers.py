@@ -48,3 +48,24 @@ def steady_writer(uri: str, start: int, count: int, ready, stop, written) -> Non
         ]
         store.put_many(batch)
         written.value += len(batch)
+
+
+def overlapping_writer(uri: str, worker: int, barrier, rounds: int = 3, shared: int = 60, own: int = 20) -> int:
+    """Each round: wait for the others, then put ``shared`` new keys every worker also puts, plus
+    ``own`` of its own, in two put_many calls (so appends of one worker interleave with another's)."""
+    import toy  # noqa: F401  (registers the toy model in this process)
+    from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
+
+    store = Store.open(uri)
+    rng = np.random.default_rng([worker, 3])
+    for r in range(rounds):
+        points = [(30 + i * 0.001, r * 0.01) for i in range(shared)]
+        points += [(60 + worker, r * 0.1 + i * 0.001) for i in range(own)]
+        rng.shuffle(points)
+        batch = [Embedding(request=resolve(Request("toy", PointBuffer(lon, lat, 100), TemporalSpec.year(2020))),
+                           vector=rng.standard_normal(8).astype(np.float32)) for lon, lat in points]
+        barrier.wait()
+        half = len(batch) // 2
+        store.put_many(batch[:half])
+        store.put_many(batch[half:])
+    return 0
