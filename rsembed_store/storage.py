@@ -114,10 +114,10 @@ class Storage:
         self._spaces_read = None  # (catalog version, its spaces)
         # a local store's writers take a lock per space and append new keys (rsembed_store.writes);
         # object stores merge-insert every row. The benchmark and tests turn it off to try that path.
-        self._lock_root = os.path.abspath(uri) if "://" not in uri and writes.fcntl is not None else None
+        local = "://" not in uri and writes.fcntl is not None
+        self._locks = writes.SpaceLocks(os.path.abspath(uri)) if local else None
         self._append_new_keys = True
-        self._key_prefixes: Dict[str, writes.KeyPrefixes] = {}  # used under the space's lock only
-        self._held_locks = threading.local()  # the spaces whose write lock this thread holds
+        self._rows_since_key_check: Dict[str, int] = {}
 
     # ------------------------------------------------------------ opening
 
@@ -455,32 +455,28 @@ class Storage:
         t = self._table(space)
         if self._locks_writes():
             with self._write_lock(space):
-                prefixes = self._key_prefixes.setdefault(space, writes.KeyPrefixes())
-                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update, prefixes)
+                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update,
+                                                  self._locks.prefixes(space))
         else:
             ins, upd = writes.merge(t, table, update, use_index=False)
         if key_index:
-            self._ensure_key_index(space)
+            # the check itself costs a few ms (index statistics), so it runs on the first write
+            # of this process and then once per KEY_INDEX_SLACK_ROWS // 5 rows it inserted
+            done = self._rows_since_key_check.get(space)
+            if done is None or done + ins >= max(1, KEY_INDEX_SLACK_ROWS // 5):
+                self._rows_since_key_check[space] = 0
+                self._ensure_key_index(space)
+            else:
+                self._rows_since_key_check[space] = done + ins
         return ins, upd
 
     def _locks_writes(self) -> bool:
         """Whether writers take a lock per space (a local store) instead of merge-inserting every row."""
-        return self._lock_root is not None and self._append_new_keys
+        return self._locks is not None and self._append_new_keys
 
-    @contextlib.contextmanager
     def _write_lock(self, space: str):
-        """Hold the write lock of ``space`` (rsembed_store.writes) for the block; re-entrant within a
-        thread, and nothing at all on an object store."""
-        held = self._held_locks.__dict__.setdefault("spaces", set())
-        if not self._locks_writes() or space in held:
-            yield
-            return
-        with writes.space_lock(self._lock_root, space):
-            held.add(space)
-            try:
-                yield
-            finally:
-                held.discard(space)
+        """The write lock of ``space`` for a ``with`` block (re-entrant in a thread); none on an object store."""
+        return self._locks.hold(space) if self._locks_writes() else contextlib.nullcontext()
 
     def _ensure_key_index(self, space: str) -> None:
         """Keep the key index useful: build it on a space's first write, and fold new

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -46,6 +47,7 @@ except ImportError:  # not POSIX: no local lock, every write merge-inserts (Stor
     fcntl = None
 
 LOCK_DIR = "_locks"
+RECENT_MAX = 65_536  # prefixes kept apart from the large sorted run before they are merged into it
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -82,6 +84,39 @@ def space_lock(root: str, space: str) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor of the file description releases the lock
 
 
+class SpaceLocks:
+    """The write locks of a local store's spaces as one process takes them (re-entrant within a
+    thread: a writer that holds a space's lock may call another that takes it), and the
+    :class:`KeyPrefixes` of each space, used under its lock only."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._held = threading.local()  # .spaces: the spaces whose lock this thread holds
+        self._prefixes: Dict[str, "KeyPrefixes"] = {}
+        self._mutex = threading.Lock()
+
+    @contextmanager
+    def hold(self, space: str) -> Iterator[None]:
+        held = self._held.__dict__.setdefault("spaces", set())
+        if space in held:
+            yield
+            return
+        with space_lock(self.root, space):
+            held.add(space)
+            try:
+                yield
+            finally:
+                held.discard(space)
+
+    def held(self) -> set:
+        """The spaces whose lock the calling thread holds."""
+        return set(self._held.__dict__.get("spaces", ()))
+
+    def prefixes(self, space: str) -> "KeyPrefixes":
+        with self._mutex:
+            return self._prefixes.setdefault(space, KeyPrefixes())
+
+
 def held_keys(dataset, keys: pa.Array) -> pa.Array:
     """A boolean mask: which of ``keys`` (unique) the Lance ``dataset`` holds at its checked-out version."""
     if not len(keys):
@@ -104,6 +139,7 @@ class KeyPrefixes:
     def __init__(self) -> None:
         self._seen_fragments: set = set()
         self._sorted = np.zeros(0, np.uint64)  # 8 bytes a key
+        self._recent = np.zeros(0, np.uint64)
         self._version = 0
 
     def catch_up(self, dataset) -> None:
@@ -115,27 +151,41 @@ class KeyPrefixes:
         if not fresh:
             return
         keys = dataset.scanner(columns=["key"], fragments=fresh).to_table().column("key").combine_chunks()
-        self._add(keys)
+        self._add(keys.filter(pc.equal(pc.utf8_length(keys), 64)) if len(keys) else keys)
         self._seen_fragments.update(f.fragment_id for f in fresh)
 
+    def note_append(self, dataset, keys: pa.Array) -> None:
+        """After this writer appended ``keys`` under the lock (``dataset`` now at the version of the
+        append): mark the fragments that appeared as read, without reading them. Under the lock
+        only this writer adds keys; any other new fragment is maintenance's rewrite (compaction)
+        of rows of fragments already read."""
+        self._seen_fragments.update(f.fragment_id for f in dataset.get_fragments())
+        self._version = dataset.version
+        self._add(keys.filter(pc.equal(pc.utf8_length(keys), 64)))
+
     def _add(self, keys: pa.Array) -> None:
-        keys = keys.filter(pc.equal(pc.utf8_length(keys), 64)) if len(keys) else keys
         p = _prefixes(keys)
         if not len(p):
             return
         p.sort()
-        if len(self._sorted) < len(p):
-            self._sorted = np.union1d(self._sorted, p) if len(self._sorted) else p
-        else:
-            self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, p), p)
+        # new prefixes go to a small sorted run, merged into the large one now and then, so an
+        # append costs a copy of the small run, not of every key held
+        self._recent = np.insert(self._recent, np.searchsorted(self._recent, p), p)
+        if len(self._recent) > max(RECENT_MAX, len(self._sorted) // 8):
+            self._sorted = np.union1d(self._sorted, self._recent)
+            self._recent = np.zeros(0, np.uint64)
 
     def may_hold(self, keys: pa.Array) -> np.ndarray:
         """Which of ``keys`` may be held (True) and which surely are not (False)."""
         p = _prefixes(keys)
-        if not len(self._sorted):
-            return np.zeros(len(p), bool)
-        i = np.minimum(np.searchsorted(self._sorted, p), len(self._sorted) - 1)
-        return self._sorted[i] == p
+        return _member(self._sorted, p) | _member(self._recent, p)
+
+
+def _member(sorted_values: np.ndarray, p: np.ndarray) -> np.ndarray:
+    if not len(sorted_values):
+        return np.zeros(len(p), bool)
+    i = np.minimum(np.searchsorted(sorted_values, p), len(sorted_values) - 1)
+    return sorted_values[i] == p
 
 
 _HEX = np.zeros(256, np.uint8)  # a byte's value as a hex digit; other bytes fold in as their low 4 bits
@@ -185,7 +235,8 @@ def append_or_merge(dataset, table_handle, rows: pa.Table, update: bool,
     With ``prefixes`` (the space's :class:`KeyPrefixes`, caught up here), only keys whose prefix
     it holds are looked up in Lance; without, every key is."""
     keys = rows.column("key").combine_chunks()
-    if prefixes is not None and len(keys) and pc.all(pc.equal(pc.utf8_length(keys), 64)).as_py():
+    maybe_checked = prefixes is not None and len(keys) and pc.all(pc.equal(pc.utf8_length(keys), 64)).as_py()
+    if maybe_checked:
         prefixes.catch_up(dataset)
         maybe = prefixes.may_hold(keys)
         held = np.zeros(len(keys), bool)
@@ -198,8 +249,10 @@ def append_or_merge(dataset, table_handle, rows: pa.Table, update: bool,
     new = rows.filter(pc.invert(held)) if old.num_rows else rows
     inserted = updated = 0
     if new.num_rows:
-        table_handle.add(new)
+        dataset.insert(new)  # an append: no join; ``dataset`` moves to the version it commits
         inserted += new.num_rows
+        if prefixes is not None and maybe_checked:
+            prefixes.note_append(dataset, new.column("key").combine_chunks())
     if old.num_rows and update:
         # the indexed join is safe here: the lock stands in for the concurrent check it skips.
         # A key deleted since the look-up is inserted again, as an upsert should.

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,7 +45,7 @@ def build(path: str, rows: int, dim: int, seed: int):
     """The store at ``path`` with a space of ``rows`` rows (built when absent) and its data."""
     data = VectorData(rows, dim, 0, seed)
     model = model_id(dim)
-    store = Store.open(path)
+    store = Store.open(path, config={"serving": {"enabled": False}})  # no tier built in the background
     writer = RowWriter(model, dim, store.h3_res)
     store.ensure_space(model, REVISION, dim, metric="cosine", kind="on_the_fly")
     table = store.table(writer.space)
@@ -62,15 +63,15 @@ def build(path: str, rows: int, dim: int, seed: int):
     return store, data, model, writer.space
 
 
-def new_embeddings(data: VectorData, model: str, dim: int, count: int, run: int, seed: int):
-    """``count`` embeddings whose keys the space lacks: a year before the stored ones, a fresh
-    set of places per run (so no run writes a key an earlier run wrote)."""
-    rng = np.random.default_rng([seed, 5, run])
+def new_embeddings(data: VectorData, model: str, dim: int, count: int, year: int, seed: int):
+    """``count`` embeddings whose keys the space lacks: stored places in ``year``, a year no
+    earlier run wrote (before every stored one)."""
+    rng = np.random.default_rng([seed, 5, year])
     picks = rng.choice(data.n_rows, size=min(data.n_rows, count * 2), replace=False)
     out = {}
     for i in picks:
         req = data.request(int(i), model)  # a stored place, in a year before every stored one
-        req = Request(req.model, req.spatial, TemporalSpec.year(2000 - run))
+        req = Request(req.model, req.spatial, TemporalSpec.year(year))
         e = Embedding(request=resolve(req), vector=rng.standard_normal(dim).astype(np.float32))
         out.setdefault(e.key, e)
         if len(out) == count:
@@ -89,9 +90,10 @@ def check(store: Store, space: str, embs) -> int:
     keys = store.to_arrow(space, columns=["key"]).column("key")
     if len(keys) != len(pc.unique(keys)):
         raise RuntimeError("a key is stored twice")
-    found = store.contains_many([e.key for e in embs], space=space)
-    if not all(found):
-        raise RuntimeError(f"{found.count(False)} written rows are missing")
+    written = pa.array([e.key for e in embs], pa.string())
+    found = store.dataset(space).to_table(columns=["key"], filter=pc.field("key").isin(written)).num_rows
+    if found != len(written):
+        raise RuntimeError(f"{len(written) - found} written rows are missing")
     return len(keys)
 
 
@@ -114,14 +116,13 @@ def main(argv=None) -> None:
     try:
         path = os.path.join(root, f"space-{args.rows}-{args.dim}")
         store, data, model, space = build(path, args.rows, args.dim, args.seed)
-        # every run writes a distinct set of new keys: the year counts down from the runs already held
-        first = 1 + len(store.versions(space))
+        # every run writes new keys: stored places in a year no earlier run (of any invocation) used
+        used = set(store.to_arrow(space, columns=["year"], filter="year < 2021").column("year").to_pylist())
+        years = iter(y for y in range(2020, 0, -1) if y not in used)
         results = {p: [] for p in PATHS}
-        run = first
         for r in range(args.runs):
             for p in PATHS:
-                embs = new_embeddings(data, model, args.dim, args.new, run, args.seed)
-                run += 1
+                embs = new_embeddings(data, model, args.dim, args.new, next(years), args.seed)
                 store._append_new_keys = p == "append"
                 secs = time_put(store, space, embs, args.batch)
                 rows = check(store, space, embs)

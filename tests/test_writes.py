@@ -89,7 +89,7 @@ def test_the_lock_is_released_after_an_error(store, monkeypatch):
     assert done.wait(60), "the write lock was not released"
     store.put_many([emb(0, 3)])
     assert len(keys_of(store)) == 3
-    assert not store._held_locks.spaces  # nothing left marked as held by this thread
+    assert not store._locks.held()  # nothing left marked as held by this thread
     assert store.count(space) == 3
 
 
@@ -118,7 +118,7 @@ def test_a_space_name_that_cannot_name_a_file_is_refused(tmp_path):
 def test_object_stores_merge_insert_every_row(store, monkeypatch):
     """With the lock off (as on s3://, gs://, az://) no lock is taken and every row is merge-inserted."""
     store.put_many([emb(0, 0, seed=1)])
-    monkeypatch.setattr(store, "_lock_root", None)
+    monkeypatch.setattr(store, "_locks", None)
     calls = []
     real = writes.merge
     monkeypatch.setattr(writes, "space_lock", lambda *a, **k: pytest.fail("an object store took a local lock"))
@@ -131,9 +131,9 @@ def test_object_stores_merge_insert_every_row(store, monkeypatch):
 def test_uris_with_a_scheme_have_no_local_lock(tmp_path):
     from rsembed_store.storage import Storage
 
-    assert Storage(None, "s3://bucket/prefix", None, 9)._lock_root is None
-    assert Storage(None, "memory://x", None, 9)._lock_root is None
-    assert Storage(None, str(tmp_path), None, 9)._lock_root == str(tmp_path)
+    assert Storage(None, "s3://bucket/prefix", None, 9)._locks is None
+    assert Storage(None, "memory://x", None, 9)._locks is None
+    assert Storage(None, str(tmp_path), None, 9)._locks.root == str(tmp_path)
 
 
 def test_key_prefixes_never_miss_a_held_key(store):
