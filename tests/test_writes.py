@@ -175,3 +175,21 @@ def test_processes_putting_overlapping_new_keys_never_store_one_twice(tmp_path, 
     assert len(keys) == 1 + 3 * 60 + workers * 3 * 20  # every row present
     (counts,) = store.sql("SELECT count(*) AS n, count(DISTINCT key) AS d FROM embeddings").to_pylist()
     assert counts["n"] == counts["d"] == len(keys)
+
+
+def test_held_keys_are_found_after_a_compaction_and_another_writer(store):
+    """Compaction rewrites every fragment and another handle appends meanwhile: the prefix set of
+    this handle still finds every held key, so writing them again replaces them."""
+    space = req(0, 0).space
+    for b in range(4):
+        store.put_many([emb(b, i * 0.01, seed=1) for i in range(10)])  # fragments this handle read
+    other = Store.open(store.uri)
+    other.put_many([emb(9, i * 0.01, seed=1) for i in range(10)])
+    store.dataset(space).optimize.compact_files()
+    other.put_many([emb(8, i * 0.01, seed=1) for i in range(10)])
+    again = [emb(b, i * 0.01, seed=4) for b in (0, 3, 8, 9) for i in range(10)]
+    res = store.put_many(again + [emb(7, 0, seed=4)])
+    assert (res.inserted, res.updated) == (1, 40)
+    keys = keys_of(store)
+    assert len(keys) == len(pc.unique(keys)) == 61
+    assert np.allclose(store.lookup_many([req(8, 0.05).key])[0].vector, emb(8, 0.05, seed=4).vector)
