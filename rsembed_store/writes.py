@@ -32,7 +32,7 @@ import os
 import re
 import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -47,6 +47,7 @@ except ImportError:  # not POSIX: no local lock, every write merge-inserts (Stor
     fcntl = None
 
 LOCK_DIR = "_locks"
+PREFIXES_AFTER = 3  # writes of a space by one process before it keeps the space's key prefixes
 RECENT_MAX = 65_536  # prefixes kept apart from the large sorted run before they are merged into it
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -93,6 +94,7 @@ class SpaceLocks:
         self.root = root
         self._held = threading.local()  # .spaces: the spaces whose lock this thread holds
         self._prefixes: Dict[str, "KeyPrefixes"] = {}
+        self._writes: Dict[str, int] = {}
         self._mutex = threading.Lock()
 
     @contextmanager
@@ -112,9 +114,17 @@ class SpaceLocks:
         """The spaces whose lock the calling thread holds."""
         return set(self._held.__dict__.get("spaces", ()))
 
-    def prefixes(self, space: str) -> "KeyPrefixes":
+    def prefixes(self, space: str) -> Optional["KeyPrefixes"]:
+        """The key prefixes of ``space`` once this process has written it PREFIXES_AFTER times
+        (reading every key once pays off over many writes, not over a few), else None."""
         with self._mutex:
-            return self._prefixes.setdefault(space, KeyPrefixes())
+            kp = self._prefixes.get(space)
+            if kp is None:
+                n = self._writes[space] = self._writes.get(space, 0) + 1
+                if n <= PREFIXES_AFTER:
+                    return None
+                kp = self._prefixes[space] = KeyPrefixes()
+            return kp
 
 
 def held_keys(dataset, keys: pa.Array) -> pa.Array:
@@ -168,17 +178,29 @@ class KeyPrefixes:
         if not len(p):
             return
         p.sort()
-        # new prefixes go to a small sorted run, merged into the large one now and then, so an
-        # append costs a copy of the small run, not of every key held
-        self._recent = np.insert(self._recent, np.searchsorted(self._recent, p), p)
+        if len(p) > RECENT_MAX // 4:  # a large read (the first one): straight into the large run
+            self._sorted = _merged(self._sorted, p)
+            return
+        # a writer's own batch goes to a small sorted run, merged into the large one now and
+        # then, so an append costs a copy of the small run, not of every key held
+        self._recent = _merged(self._recent, p)
         if len(self._recent) > max(RECENT_MAX, len(self._sorted) // 8):
-            self._sorted = np.union1d(self._sorted, self._recent)
+            self._sorted = _merged(self._sorted, self._recent)
             self._recent = np.zeros(0, np.uint64)
 
     def may_hold(self, keys: pa.Array) -> np.ndarray:
         """Which of ``keys`` may be held (True) and which surely are not (False)."""
         p = _prefixes(keys)
         return _member(self._sorted, p) | _member(self._recent, p)
+
+
+def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two sorted runs as one (timsort merges two runs in linear time; repeats are harmless)."""
+    if not len(a):
+        return b
+    out = np.concatenate([a, b])
+    out.sort(kind="stable")
+    return out
 
 
 def _member(sorted_values: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -227,16 +249,23 @@ def merge(table_handle, rows: pa.Table, update: bool, *, use_index: bool) -> Tup
 
 
 def append_or_merge(dataset, table_handle, rows: pa.Table, update: bool,
-                    prefixes: Optional[KeyPrefixes] = None) -> Tuple[int, int]:
+                    prefixes: Optional[KeyPrefixes] = None,
+                    known: Optional[Callable[[pa.Array], Optional[np.ndarray]]] = None) -> Tuple[int, int]:
     """Under the space's lock (:func:`space_lock`): append the ``rows`` whose keys the latest
     version (``dataset``, checked out after the lock was taken) lacks, and merge-insert the rest
     (only when ``update``); ``(inserted, updated)``. ``rows`` have unique keys.
 
-    With ``prefixes`` (the space's :class:`KeyPrefixes`, caught up here), only keys whose prefix
-    it holds are looked up in Lance; without, every key is."""
+    Which keys are held is asked, in turn, of ``known`` (a reader that holds the keys of exactly
+    ``dataset``'s version in memory, such as the serving tier, or None when it cannot tell), of
+    ``prefixes`` (the space's :class:`KeyPrefixes`, caught up here: only keys whose prefix it
+    holds are looked up in Lance), else of Lance for every key."""
     keys = rows.column("key").combine_chunks()
-    maybe_checked = prefixes is not None and len(keys) and pc.all(pc.equal(pc.utf8_length(keys), 64)).as_py()
-    if maybe_checked:
+    answer = known(keys) if known is not None and len(keys) else None
+    maybe_checked = (answer is None and prefixes is not None and len(keys)
+                     and pc.all(pc.equal(pc.utf8_length(keys), 64)).as_py())
+    if answer is not None:
+        held = pa.array(np.asarray(answer, bool))
+    elif maybe_checked:
         prefixes.catch_up(dataset)
         maybe = prefixes.may_hold(keys)
         held = np.zeros(len(keys), bool)

@@ -11,8 +11,11 @@ on each write path in turn (alternating, so a busy machine hurts both alike):
   lacks are appended and the rest merge-inserted (``Storage.write_rows``).
 
 The time includes building the Arrow rows from the embeddings (part of ``put_many``).
-Prints one JSON line per run and a summary (median rows/s of --runs runs per path), and
-checks after every run that no key is stored twice and every new row is there.
+Prints one JSON line per run and a summary (median rows/s of --runs runs per path, by wall
+time and per CPU second of the process, the latter less sensitive to a shared machine), and
+checks after every run that no key is stored twice and every new row is there. The first run
+of the append path includes reading the space's keys once (per process; see
+``rsembed_store.writes.KeyPrefixes``).
 
     python -m scripts.bench_put --rows 1000000 --dim 64 --new 10000 --batch 2000 --runs 3
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -79,11 +83,18 @@ def new_embeddings(data: VectorData, model: str, dim: int, count: int, year: int
     return list(out.values())
 
 
-def time_put(store: Store, space: str, embs, batch: int) -> float:
-    t = time.perf_counter()
+def cpu() -> float:
+    """CPU seconds of this process, every thread (less sensitive than wall time to a busy machine)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def time_put(store: Store, space: str, embs, batch: int) -> tuple:
+    """(wall seconds, CPU seconds) of putting ``embs`` in batches of ``batch``."""
+    t, c = time.perf_counter(), cpu()
     for start in range(0, len(embs), batch):
         store.put_many(embs[start:start + batch])
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu() - c
 
 
 def check(store: Store, space: str, embs) -> int:
@@ -124,13 +135,17 @@ def main(argv=None) -> None:
             for p in PATHS:
                 embs = new_embeddings(data, model, args.dim, args.new, next(years), args.seed)
                 store._append_new_keys = p == "append"
-                secs = time_put(store, space, embs, args.batch)
+                secs, cpu_s = time_put(store, space, embs, args.batch)
                 rows = check(store, space, embs)
                 rate = len(embs) / secs
-                results[p].append(rate)
+                results[p].append((rate, len(embs) / max(cpu_s, 1e-9)))
                 print(json.dumps({"path": p, "run": r, "rows": len(embs), "batch": args.batch,
-                                  "seconds": round(secs, 3), "rows_per_s": round(rate, 1), "space_rows": rows}))
-        summary = {p: round(statistics.median(v), 1) for p, v in results.items()}
+                                  "seconds": round(secs, 3), "cpu_s": round(cpu_s, 3), "rows_per_s": round(rate, 1),
+                                  "space_rows": rows}))
+        summary = {}
+        for p, v in results.items():
+            summary[p] = round(statistics.median(r for r, _ in v), 1)
+            summary[f"{p}_per_cpu_s"] = round(statistics.median(c for _, c in v), 1)
         print(json.dumps({"summary": "median rows/s", "base_rows": args.rows, "dim": args.dim, "new": args.new,
                           "batch": args.batch, "runs": args.runs, **summary,
                           "load_avg": [round(x, 2) for x in os.getloadavg()]}))
