@@ -221,3 +221,27 @@ def test_without_a_tier_or_prefixes_every_key_is_asked_of_lance(store, monkeypat
     store.put_many([emb(0, i * 0.01, seed=2) for i in range(10, 30)])
     assert asked == [20, 20]
     assert len(keys_of(store)) == 30
+
+
+def test_a_killed_holder_leaves_the_lock_free(tmp_path):
+    import workers as w
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=w.hold_space_lock, args=(str(tmp_path), "s", ready))
+    p.start()
+    try:
+        assert ready.wait(60)
+        taken = threading.Event()
+
+        def take():
+            with writes.space_lock(str(tmp_path), "s"):
+                taken.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        assert not taken.wait(0.5)  # held by the other process
+        p.kill()
+        assert taken.wait(30), "the lock of a killed process was not released"
+    finally:
+        p.kill()
+        p.join(10)

@@ -73,3 +73,14 @@ def overlapping_writer(uri: str, worker: int, barrier, rounds: int = 3, shared: 
         store.put_many(batch[:half])
         store.put_many(batch[half:])
     return 0
+
+
+def hold_space_lock(root: str, space: str, ready) -> None:
+    """Take a space's write lock and keep it until killed."""
+    import time
+
+    from rsembed_store.writes import space_lock
+
+    with space_lock(root, space):
+        ready.set()
+        time.sleep(600)
