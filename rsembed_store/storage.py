@@ -9,19 +9,11 @@ cache-first get, search, SQL, ingest and files on top of it.
 Everything else works on values: resolved requests, embeddings, Arrow tables.
 
 Writes are upserts on ``key``, safe with several writer processes (no key is
-ever stored twice). On an object store each is a merge-insert: the key column
-is declared as the table's (unenforced) primary key when the table is created;
-with it, Lance detects concurrent merge-inserts that insert the same new key and
-retries the loser as an update (without it they duplicate). The conflict check
-runs only on the scanning join, so merges are planned with ``use_index(False)``:
-with the key index, lancedb 0.40 takes an indexed join that skips the check and
-concurrent writers duplicate new keys
-(``tests/test_store.py::test_concurrent_writers_never_duplicate_a_key`` fails
-that way). That join reads the whole key column. On a local directory writers
-instead take the space's lock, append the keys it lacks and merge-insert only
-the others (:mod:`rsembed_store.writes`), 5-10x faster for new rows in a large
-space. Reads go through the Lance
-dataset of each table at its latest version (a consistent snapshot).
+ever stored twice): on a local directory under a lock per space, appending the
+keys the space lacks; on an object store as merge-inserts whose scanning join
+Lance checks for concurrent inserts of one key (:mod:`rsembed_store.writes`
+says why each is safe). Reads go through the Lance dataset of each table at its
+latest version (a consistent snapshot).
 
 The same code serves a local directory and an object store (``s3://``,
 ``gs://``, ``az://``): nothing here touches the file system except creating a
@@ -401,16 +393,19 @@ class Storage:
         """Upsert embeddings on their key; validates everything before writing anything.
 
         Embeddings may belong to several spaces; each space is written in one
-        merge-insert. A NaN/inf vector, a wrong dimension or a malformed grid
+        :meth:`write_rows`. A NaN/inf vector, a wrong dimension or a malformed grid
         refuses the whole call with :class:`VectorError` and writes nothing.
         """
         from .registry import model_info
 
-        groups: Dict[str, List[Embedding]] = {}
+        by_model: Dict[tuple, List[Embedding]] = {}  # a space is a (model, revision): named once a group
         for e in embeddings:
             if not isinstance(e, Embedding):
                 raise VectorError(f"put_many takes Embedding objects, got {type(e).__name__}")
-            groups.setdefault(e.space, []).append(e)
+            by_model.setdefault((e.request.model, e.request.revision), []).append(e)
+        groups: Dict[str, List[Embedding]] = {}
+        for items in by_model.values():
+            groups.setdefault(items[0].space, []).extend(items)
         plans = []
         for space, items in groups.items():
             first = items[0]
@@ -446,12 +441,8 @@ class Storage:
         """Upsert rows already in the space's layout (``space.row_schema``, unique keys) on their key;
         ``update=False`` inserts only keys the space lacks. Returns ``(inserted, updated)``.
         ``key_index=False`` leaves the key index as it is (a bulk writer refreshes it once at the end
-        with :meth:`_ensure_key_index`).
-
-        The one write path of every row: put_many and bulk import (``rsembed_store.io``) use it.
-        On a local store it holds the space's write lock and appends the keys the space lacks;
-        on an object store it merge-inserts (:mod:`rsembed_store.writes`).
-        """
+        with :meth:`_ensure_key_index`). The one write path of every row (put_many, bulk import):
+        locked appends on a local store, merge-inserts on an object store (:mod:`.writes`)."""
         t = self._table(space)
         if self._locks_writes():
             with self._write_lock(space):
@@ -461,8 +452,7 @@ class Storage:
         else:
             ins, upd = writes.merge(t, table, update, use_index=False)
         if key_index:
-            # the check itself costs a few ms (index statistics), so it runs on the first write
-            # of this process and then once per KEY_INDEX_SLACK_ROWS // 5 rows it inserted
+            # its statistics cost ms: checked on a process's first write, then per SLACK // 5 rows
             done = self._rows_since_key_check.get(space)
             if done is None or done + ins >= max(1, KEY_INDEX_SLACK_ROWS // 5):
                 self._rows_since_key_check[space] = 0

@@ -8,10 +8,12 @@ of this package can instead take one exclusive lock per space
 (:func:`space_lock`, ``fcntl.flock`` on ``<store>/_locks/<space>.lock``), and
 under it
 
-1. find which of the batch's keys the space holds at its latest version
-   (:func:`held_keys`: a filtered read that the key index answers, scanning only
-   the rows the index does not cover yet),
-2. append the rows whose keys it lacks (``table.add``: no join), and
+1. find which of the batch's keys the space holds at its latest version: from
+   the serving tier when the process already has it in memory (a hook of the
+   facade), else from :class:`KeyPrefixes` (64-bit key prefixes kept per process
+   once it has written the space a few times; only prefix hits are looked up),
+   else from Lance (:func:`held_keys`, a filtered read the key index answers),
+2. append the rows whose keys it lacks (``LanceDataset.insert``: no join), and
 3. merge-insert only the rows whose keys it holds (updates).
 
 No two writers of one space are ever between steps 1 and 3 at once, so a new key
