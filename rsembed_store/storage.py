@@ -446,9 +446,8 @@ class Storage:
         t = self._table(space)
         if self._locks_writes():
             with self._write_lock(space):
-                ds = self.dataset(space)
-                ins, upd = writes.append_or_merge(ds, t, table, update, self._locks.prefixes(space),
-                                                  lambda keys: self._held_in_memory(space, ds.version, keys))
+                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update,
+                                                  self._locks.prefixes(space))
         else:
             ins, upd = writes.merge(t, table, update, use_index=False)
         if key_index:
@@ -468,11 +467,6 @@ class Storage:
     def _write_lock(self, space: str):
         """The write lock of ``space`` for a ``with`` block (re-entrant in a thread); none on an object store."""
         return self._locks.hold(space) if self._locks_writes() else contextlib.nullcontext()
-
-    def _held_in_memory(self, space: str, version: int, keys) -> Optional[Sequence[bool]]:
-        """Which of ``keys`` version ``version`` of ``space`` holds, from a reader that has its keys in
-        memory (the facade's serving tier), or None when none can tell (then writes ask Lance)."""
-        return None
 
     def _ensure_key_index(self, space: str) -> None:
         """Keep the key index useful: build it on a space's first write, and fold new

@@ -61,13 +61,6 @@ class Store(Storage):
     def _view(self, space: str):
         return self.serving.view(space)
 
-    def _held_in_memory(self, space: str, version: int, keys):
-        # only a serving tier already in use: a write never loads or builds one
-        view = self._serving.loaded_view(space) if self._serving is not None else None
-        if view is None or view.version != version:
-            return None
-        return view.contains(keys.to_pylist())
-
     def _space_extras(self, space: str) -> dict:
         return {"serving": self._serving_summary(space)}
 

@@ -177,9 +177,11 @@ def test_processes_putting_overlapping_new_keys_never_store_one_twice(tmp_path, 
     assert counts["n"] == counts["d"] == len(keys)
 
 
-def test_held_keys_are_found_after_a_compaction_and_another_writer(store):
-    """Compaction rewrites every fragment and another handle appends meanwhile: the prefix set of
-    this handle still finds every held key, so writing them again replaces them."""
+@pytest.mark.parametrize("prefixes_after", [1, 1000])
+def test_held_keys_are_found_after_a_compaction_and_another_writer(store, monkeypatch, prefixes_after):
+    """Compaction rewrites every fragment and another handle appends meanwhile: this handle (from its
+    key prefixes, or from Lance) still finds every held key, so writing them again replaces them."""
+    monkeypatch.setattr(writes, "PREFIXES_AFTER", prefixes_after)
     space = req(0, 0).space
     for b in range(4):
         store.put_many([emb(b, i * 0.01, seed=1) for i in range(10)])  # fragments this handle read
@@ -195,32 +197,17 @@ def test_held_keys_are_found_after_a_compaction_and_another_writer(store):
     assert np.allclose(store.lookup_many([req(8, 0.05).key])[0].vector, emb(8, 0.05, seed=4).vector)
 
 
-def test_a_serving_tier_in_memory_says_which_keys_are_held(store, monkeypatch):
-    """Once a read has loaded the tier, writes ask it (not Lance), and it sees another handle's rows."""
-    space = req(0, 0).space
-    store.put_many([emb(0, i * 0.01, seed=1) for i in range(20)])
-    assert store.lookup_many([req(0, 0).key])[0] is not None  # loads the tier
-    Store.open(store.uri).put_many([emb(3, i * 0.01, seed=1) for i in range(10)])  # its delta
-    asked = []
-    real = store._held_in_memory
-    monkeypatch.setattr(store, "_held_in_memory", lambda *a: asked.append(real(*a)) or asked[-1])
-    monkeypatch.setattr(writes, "held_keys", lambda *a: pytest.fail("asked Lance, not the tier"))
-    res = store.put_many([emb(0, i * 0.01, seed=6) for i in range(15, 25)]
-                         + [emb(3, i * 0.01, seed=6) for i in range(5)])
-    assert (res.inserted, res.updated) == (5, 10) and asked and asked[0] is not None
-    keys = keys_of(store)
-    assert len(keys) == len(pc.unique(keys)) == 35
-    assert np.allclose(store.lookup_many([req(3, 0.02).key], space=space)[0].vector, emb(3, 0.02, seed=6).vector)
-
-
-def test_without_a_tier_or_prefixes_every_key_is_asked_of_lance(store, monkeypatch):
+def test_a_process_asks_lance_until_it_keeps_key_prefixes(store, monkeypatch):
     asked = []
     real = writes.held_keys
     monkeypatch.setattr(writes, "held_keys", lambda ds, keys: asked.append(len(keys)) or real(ds, keys))
+    monkeypatch.setattr(writes, "PREFIXES_AFTER", 2)
     store.put_many([emb(0, i * 0.01, seed=1) for i in range(20)])
     store.put_many([emb(0, i * 0.01, seed=2) for i in range(10, 30)])
-    assert asked == [20, 20]
-    assert len(keys_of(store)) == 30
+    assert asked == [20, 20]  # every key, of Lance
+    store.put_many([emb(0, i * 0.01, seed=3) for i in range(25, 40)])  # 5 held, 10 new
+    assert asked == [20, 20, 5]  # only the prefix hits
+    assert len(keys_of(store)) == len(pc.unique(keys_of(store))) == 40
 
 
 def test_a_killed_holder_leaves_the_lock_free(tmp_path):

@@ -93,15 +93,6 @@ class Serving:
 
     # ------------------------------------------------------------ reading
 
-    def loaded_view(self, space: str) -> Optional[View]:
-        """The view of ``space`` at its latest version if its tier is already in memory, else None:
-        loads and builds no tier (writers ask it which keys are held, see Store._held_in_memory)."""
-        with self._lock:
-            st = self._states.get(space)
-        if not self.enabled or st is None or st.tier is None:
-            return None
-        return self.view(space, build=False)
-
     def view(self, space: str, *, build: bool = True) -> Optional[View]:
         """The current view of ``space``, or None when reads of it take the Lance path.
 
