@@ -92,9 +92,10 @@ def space_lock(root: str, space: str) -> Iterator[None]:
 
 
 class SpaceLocks:
-    """The write locks of a local store's spaces as one process takes them (re-entrant within a
-    thread: a writer that holds a space's lock may call another that takes it), and the
-    :class:`KeyPrefixes` of each space, used under its lock only."""
+    """The write locks of a local store's spaces as one store handle takes them (re-entrant within
+    a thread: a writer that holds a space's lock may call another that takes it), and the
+    :class:`KeyPrefixes` of each space, used under its lock only. Two handles of one store do
+    not share this: a thread that writes through one while holding the other's lock waits forever."""
 
     def __init__(self, root: str):
         self.root = root
