@@ -8,16 +8,12 @@ cache-first get, search, SQL, ingest and files on top of it.
 ``Store.open(uri)`` is the one place that touches a URI or storage options.
 Everything else works on values: resolved requests, embeddings, Arrow tables.
 
-Writes are merge-inserts on ``key``. The key column is declared as the table's
-(unenforced) primary key when the table is created; with it, Lance detects
-concurrent merge-inserts that insert the same new key and retries the loser
-as an update, so several writer processes never leave a key twice (without it
-they do). The conflict check runs only on the scanning join, so merges are
-planned with ``use_index(False)``: with the key index, lancedb 0.40 takes an
-indexed join that skips the check and concurrent writers duplicate new keys
-(``tests/test_store.py::test_concurrent_writers_never_duplicate_a_key`` fails
-that way). Reads go through the Lance
-dataset of each table at its latest version (a consistent snapshot).
+Writes are upserts on ``key``, safe with several writer processes (no key is
+ever stored twice): on a local directory under a lock per space, appending the
+keys the space lacks; on an object store as merge-inserts whose scanning join
+Lance checks for concurrent inserts of one key (:mod:`rsembed_store.writes`
+says why each is safe). Reads go through the Lance dataset of each table at its
+latest version (a consistent snapshot).
 
 The same code serves a local directory and an object store (``s3://``,
 ``gs://``, ``az://``): nothing here touches the file system except creating a
@@ -29,6 +25,7 @@ or the cloud SDKs' usual environment variables, and never appear in a message.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -41,6 +38,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import writes
 from .embedding import Embedding
 from .keys import check_keys
 from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
@@ -106,6 +104,12 @@ class Storage:
         self._datasets: Dict[str, object] = {}
         self._spaces: Dict[str, SpaceInfo] = {}
         self._spaces_read = None  # (catalog version, its spaces)
+        # a local store's writers take a lock per space and append new keys (rsembed_store.writes);
+        # object stores merge-insert every row. The benchmark and tests turn it off to try that path.
+        local = "://" not in uri and writes.fcntl is not None
+        self._locks = writes.SpaceLocks(os.path.abspath(uri)) if local else None
+        self._append_new_keys = True
+        self._rows_since_key_check: Dict[str, int] = {}
 
     # ------------------------------------------------------------ opening
 
@@ -389,16 +393,19 @@ class Storage:
         """Upsert embeddings on their key; validates everything before writing anything.
 
         Embeddings may belong to several spaces; each space is written in one
-        merge-insert. A NaN/inf vector, a wrong dimension or a malformed grid
+        :meth:`write_rows`. A NaN/inf vector, a wrong dimension or a malformed grid
         refuses the whole call with :class:`VectorError` and writes nothing.
         """
         from .registry import model_info
 
-        groups: Dict[str, List[Embedding]] = {}
+        by_model: Dict[tuple, List[Embedding]] = {}  # a space is a (model, revision): named once a group
         for e in embeddings:
             if not isinstance(e, Embedding):
                 raise VectorError(f"put_many takes Embedding objects, got {type(e).__name__}")
-            groups.setdefault(e.space, []).append(e)
+            by_model.setdefault((e.request.model, e.request.revision), []).append(e)
+        groups: Dict[str, List[Embedding]] = {}
+        for items in by_model.values():
+            groups.setdefault(items[0].space, []).extend(items)
         plans = []
         for space, items in groups.items():
             first = items[0]
@@ -434,22 +441,32 @@ class Storage:
         """Upsert rows already in the space's layout (``space.row_schema``, unique keys) on their key;
         ``update=False`` inserts only keys the space lacks. Returns ``(inserted, updated)``.
         ``key_index=False`` leaves the key index as it is (a bulk writer refreshes it once at the end
-        with :meth:`_ensure_key_index`).
-
-        The one write path of every row: put_many and bulk import (``rsembed_store.io``) use it.
-        """
+        with :meth:`_ensure_key_index`). The one write path of every row (put_many, bulk import):
+        locked appends on a local store, merge-inserts on an object store (:mod:`.writes`)."""
         t = self._table(space)
-        # use_index(False): the indexed join skips Lance's primary-key conflict check,
-        # and concurrent writers then duplicate new keys (tests/test_store.py proves both)
-        merge = t.merge_insert("key").use_index(False)
-        if update:
-            merge = merge.when_matched_update_all()
-        res = merge.when_not_matched_insert_all().execute(table)
+        if self._locks_writes():
+            with self._write_lock(space):
+                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update,
+                                                  self._locks.prefixes(space))
+        else:
+            ins, upd = writes.merge(t, table, update, use_index=False)
         if key_index:
-            self._ensure_key_index(space)
-        return int(getattr(res, "num_inserted_rows", 0) or 0), int(getattr(res, "num_updated_rows", 0) or 0)
+            # its statistics cost ms: checked on a process's first write, then per SLACK // 5 rows
+            done = self._rows_since_key_check.get(space)
+            if done is None or done + ins >= max(1, KEY_INDEX_SLACK_ROWS // 5):
+                self._rows_since_key_check[space] = 0
+                self._ensure_key_index(space)
+            else:
+                self._rows_since_key_check[space] = done + ins
+        return ins, upd
 
+    def _locks_writes(self) -> bool:
+        """Whether writers take a lock per space (a local store) instead of merge-inserting every row."""
+        return self._locks is not None and self._append_new_keys
 
+    def _write_lock(self, space: str):
+        """The write lock of ``space`` for a ``with`` block (re-entrant in a thread); none on an object store."""
+        return self._locks.hold(space) if self._locks_writes() else contextlib.nullcontext()
 
     def _ensure_key_index(self, space: str) -> None:
         """Keep the key index useful: build it on a space's first write, and fold new
@@ -521,14 +538,6 @@ class Storage:
             if len(found) == len(unique):
                 break
         return [found.get(k) for k in keys]
-
-
-
-
-
-
-
-
 
 
     def contains_many(self, keys: Sequence[str], *, space: str) -> List[bool]:

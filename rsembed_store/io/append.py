@@ -74,7 +74,13 @@ class Appender:
 
     def write(self, rows: pa.Table) -> Tuple[int, int]:
         """Append ``rows`` (unique keys) whose key the import has not written yet; ``(inserted, 0)``."""
-        with self._lock:
+        # on a local store the space's write lock (rsembed_store.writes) is held for the whole
+        # write: no other writer commits meanwhile, so a foreign commit shows as a version that
+        # moved since this import's last write
+        with self._lock, self.store._write_lock(self.space):
+            locked = self.store._locks_writes()
+            if locked and not self.foreign and self.store.latest_version(self.space) != self.version:
+                self._saw_foreign()
             p = prefixes(rows.column("key"))
             again = _held(self.seen, p)
             inserted = 0
@@ -91,15 +97,21 @@ class Appender:
                     inserted += self.store.write_rows(self.space, rows.filter(pa.array(again)), update=False,
                                                       key_index=False)[0]
                     commits += 1
-                version = self.table.version
-                if version != self.version + commits:  # someone else committed in between
-                    self.foreign = True
-                    logger.warning("space %s: another writer committed during the import; the rest is "
-                                   "merge-inserted and repeated keys are removed at the end", self.space)
+                if locked:
+                    version = self.store.latest_version(self.space)
+                else:
+                    version = self.table.version
+                    if version != self.version + commits:  # someone else committed in between
+                        self._saw_foreign()
                 self.version = version
             p.sort()
             self.seen = np.insert(self.seen, np.searchsorted(self.seen, p), p)
             return inserted, 0
+
+    def _saw_foreign(self) -> None:
+        self.foreign = True
+        logger.warning("space %s: another writer committed during the import; the rest is "
+                       "merge-inserted and repeated keys are removed at the end", self.space)
 
     def finish(self) -> int:
         """After the last write: remove keys held twice if another writer was seen; the rows removed."""
