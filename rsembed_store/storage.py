@@ -446,8 +446,8 @@ class Storage:
         t = self._table(space)
         if self._locks_writes():
             with self._write_lock(space):
-                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update,
-                                                  self._locks.prefixes(space))
+                ins, upd = writes.append_or_merge(self.dataset(space), t, table, update, self._locks.prefixes(
+                    space, lambda: self._known_key_prefixes(space)))
         else:
             ins, upd = writes.merge(t, table, update, use_index=False)
         if key_index:
@@ -507,6 +507,11 @@ class Storage:
     def _space_extras(self, space: str) -> dict:
         """More to say about ``space`` in :meth:`stats` (the facade adds its serving tier)."""
         return {}
+
+    def _known_key_prefixes(self, space: str) -> Optional[tuple]:
+        """``(sorted 64-bit key prefixes, fragment ids, version)`` of ``space`` already in memory, for
+        writers (:meth:`writes.SpaceLocks.prefixes`); None here (the facade offers its serving tier's)."""
+        return None
 
     def lookup_many(self, keys: Sequence[str], *, space: Optional[str] = None,
                     version: Union[int, str, None] = None, columns: Optional[List[str]] = None) -> List[Optional[Embedding]]:

@@ -64,6 +64,11 @@ class Store(Storage):
     def _space_extras(self, space: str) -> dict:
         return {"serving": self._serving_summary(space)}
 
+    def _known_key_prefixes(self, space: str):
+        serving = self._serving  # one in memory only: no tier is loaded or built for a write
+        tier = serving.loaded_tier(space) if serving is not None else None
+        return None if tier is None else (tier.key_prefixes, tier.layout.keys(), tier.version)
+
     # ------------------------------------------------------------ faces
 
     def import_table(self, source, *, model: str, revision: str, **kwargs):

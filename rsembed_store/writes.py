@@ -35,7 +35,7 @@ import os
 import re
 import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -121,12 +121,19 @@ class SpaceLocks:
         """The spaces whose lock the calling thread holds."""
         return set(self._held.__dict__.get("spaces", ()))
 
-    def prefixes(self, space: str) -> Optional["KeyPrefixes"]:
+    def prefixes(self, space: str, seed: Optional[Callable[[], Optional[tuple]]] = None) -> Optional["KeyPrefixes"]:
         """The key prefixes of ``space`` once this process has written it PREFIXES_AFTER times
-        (reading every key once pays off over many writes, not over a few), else None."""
+        (reading every key once pays off over many writes, not over a few), else None.
+
+        ``seed()`` may offer them at once, as ``(sorted prefixes, fragment ids, version)`` of keys
+        already in memory (the serving tier's key index): then the first write uses them."""
         with self._mutex:
             kp = self._prefixes.get(space)
             if kp is None:
+                known = seed() if seed is not None else None
+                if known is not None:
+                    kp = self._prefixes[space] = KeyPrefixes.seeded(*known)
+                    return kp
                 n = self._writes[space] = self._writes.get(space, 0) + 1
                 if n <= PREFIXES_AFTER:
                     return None
@@ -158,6 +165,16 @@ class KeyPrefixes:
         self._sorted = np.zeros(0, np.uint64)  # 8 bytes a key
         self._recent = np.zeros(0, np.uint64)
         self._version = 0
+
+    @classmethod
+    def seeded(cls, prefixes: np.ndarray, fragments, version: int) -> "KeyPrefixes":
+        """Prefixes known already: ``prefixes`` (sorted uint64) of every key in ``fragments`` (ids) of
+        ``version``; :meth:`catch_up` reads only the fragments added or rewritten since."""
+        kp = cls()
+        kp._sorted = np.asarray(prefixes, dtype=np.uint64)
+        kp._seen_fragments = set(int(f) for f in fragments)
+        kp._version = int(version)
+        return kp
 
     def catch_up(self, dataset) -> None:
         """Read the keys of the fragments of ``dataset`` (the latest version) not read yet."""

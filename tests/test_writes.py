@@ -232,3 +232,30 @@ def test_a_killed_holder_leaves_the_lock_free(tmp_path):
     finally:
         p.kill()
         p.join(10)
+
+
+def test_a_serving_tier_in_memory_seeds_the_first_writes_key_prefixes(tmp_path):
+    """A process that already holds the space's tier knows its keys: its first write appends without
+    asking Lance about every key, and still never stores a key twice (nor misses an update)."""
+    import numpy as np
+
+    from rsembed_store import Embedding, PointBuffer, Request, Store, TemporalSpec, resolve
+
+    store = Store.open(str(tmp_path / "db"))
+
+    def emb(i, value=0.1):
+        r = resolve(Request("spectral", PointBuffer(10 + i * 1e-3, 45.0, 50), TemporalSpec.year(2020)))
+        return Embedding(request=r, vector=np.full(44, value + i * 1e-4, np.float32))
+
+    store.put_many([emb(i) for i in range(300)])
+    space = emb(0).space
+    assert store.serving.view(space) is not None  # the tier is in memory now
+    assert store._locks._prefixes.get(space) is None
+    res = store.put_many([emb(i, 0.5) for i in range(250, 400)])  # 50 held (updates), 100 new
+    assert (res.inserted, res.updated) == (100, 50)
+    assert store._locks._prefixes.get(space) is not None  # seeded on the first write, not the ninth
+    assert store.count(space) == 400
+    n = store.sql(f'SELECT count(*) AS n, count(DISTINCT key) AS d FROM "{space}"').to_pylist()[0]
+    assert n["n"] == n["d"] == 400
+    got = store.lookup_many([emb(260).key], space=space)[0]
+    assert abs(float(got.vector[0]) - (0.5 + 260e-4)) < 1e-6

@@ -127,6 +127,12 @@ class Serving:
             st.view, st.reason = v, None
             return v
 
+    def loaded_tier(self, space: str) -> Optional[Tier]:
+        """The tier of ``space`` if one is in memory now (none is loaded or built)."""
+        with self._lock:
+            st = self._states.get(space)
+        return st.tier if st is not None else None
+
     def _grid_fetcher(self, space: str):
         def fetch(addresses):
             ds = self.store.dataset(space)
