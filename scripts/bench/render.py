@@ -175,6 +175,8 @@ def serving(sec: dict) -> List[str]:
     out += _table(["figure", "value"], [
         [f"search_many of {b['queries']:,} queries", f"{_num(b['queries_per_s'], 0)} queries/s, recall@10 "
                                                      f"{b['recall_at_10']:.3f}"],
+    ] + ([[f"the same, and every result's row dicts read ({_num(b['rows_built'], 0)} rows)",
+           f"{_num(b['queries_per_s_with_rows'], 0)} queries/s"]] if "queries_per_s_with_rows" in b else []) + [
         ["open to first search answer after a restart (tier loaded from disk)",
          f"{_num(r['median_s'], 2)} s (median of {len(r['runs_s'])})"],
     ] + [[f"{t['threads']} threads mixing get / lookup / search", f"{_num(t['calls_per_s'], 0)} calls/s, "
