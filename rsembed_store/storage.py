@@ -38,7 +38,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import writes
+from . import scalar_indexes, writes
 from .embedding import Embedding
 from .keys import check_keys
 from .errors import StoreError, UnknownModelError, UnknownSpaceError, VectorError
@@ -469,33 +469,13 @@ class Storage:
         return self._locks.hold(space) if self._locks_writes() else contextlib.nullcontext()
 
     def _ensure_key_index(self, space: str) -> None:
-        """Keep the key index useful: build it on a space's first write, and fold new
-        rows into it once they are a large share of the table (look-ups scan the
-        rows an index does not cover, so a stale key index makes every hit slow)."""
-        t = self._table(space)
-        try:
-            t.checkout_latest()
-            idx = next((i for i in t.list_indices() if list(i.columns) == ["key"]), None)
-            if idx is None:
-                _create_scalar(t, "key", "BTREE", replace=False)
-                return
-            stats = t.index_stats(idx.name)
-            unindexed = int(getattr(stats, "num_unindexed_rows", 0) or 0)
-            indexed = int(getattr(stats, "num_indexed_rows", 0) or 0)
-            if unindexed > max(KEY_INDEX_SLACK_ROWS, indexed // 10):
-                self.dataset(space).optimize.optimize_indices(index_names=[idx.name])
-        except Exception as exc:  # best effort: a concurrent writer may be doing the same; maintain() repairs
-            logger.warning("space %s: the key index was not refreshed after a write (%s: %s); look-ups stay "
-                           "correct, and `rsembed-store maintain` refreshes it", space, type(exc).__name__, exc)
+        """Keep the key index useful (:func:`.scalar_indexes.ensure_key_index`)."""
+        scalar_indexes.ensure_key_index(self._table(space), lambda: self.dataset(space), space,
+                                        KEY_INDEX_SLACK_ROWS)
 
     def create_scalar_indexes(self, space: str) -> List[str]:
         """(Re)build the scalar indexes of a space on the columns searches filter by."""
-        t = self.table(space)
-        built = []
-        for column, kind in SCALAR_INDEXES.items():
-            _create_scalar(t, column, kind, replace=True)
-            built.append(column)
-        return built
+        return scalar_indexes.create_all(self.table(space), SCALAR_INDEXES)
 
     # ------------------------------------------------------------ reading
 
@@ -601,13 +581,3 @@ class Storage:
         from .stats import store_stats
 
         return store_stats(self)
-
-
-def _create_scalar(table, column: str, kind: str, *, replace: bool) -> None:
-    """Build a scalar index (BTREE or BITMAP) on one column."""
-    import warnings
-
-    with warnings.catch_warnings():  # create_scalar_index is the stable spelling across lancedb 0.2x-0.4x
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", category=Warning)
-        table.create_scalar_index(column, index_type=kind, replace=replace)

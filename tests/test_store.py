@@ -235,12 +235,12 @@ def test_key_index_follows_bulk_writes(store, monkeypatch):
 
 
 def test_a_failed_key_index_refresh_is_logged_not_silent(store, monkeypatch, caplog):
-    import rsembed_store.storage as store_mod
+    import rsembed_store.scalar_indexes as scalar_indexes
 
     def broken(*args, **kwargs):
         raise RuntimeError("index busy")
 
-    monkeypatch.setattr(store_mod, "_create_scalar", broken)
+    monkeypatch.setattr(scalar_indexes, "create_scalar", broken)
     with caplog.at_level("WARNING", logger="rsembed_store.store"):
         store.put_many([toy_embedding(req(1.0, 1.0))])
     assert store.lookup_many([req(1.0, 1.0).key])[0] is not None  # the write itself stands
