@@ -8,8 +8,9 @@ FAISS allocates its arrays itself, so the tier asks for them after a build or
 a load: ``madvise(MADV_HUGEPAGE)``, then ``MADV_COLLAPSE`` (Linux 6.1+) to
 move what is already resident into huge pages now rather than whenever the
 kernel's background scanner gets there. Measured at 1M x 64 (efSearch 128):
-0.38 -> 0.34 ms a search. Best effort: on another OS, an older kernel or a
-refusal nothing changes, and ``RSEMBED_STORE_HUGEPAGES=0`` turns it off.
+0.38 -> 0.34 ms a search (another job sharing the machine). Best effort: on
+another OS, an older kernel or a refusal nothing changes, and
+``RSEMBED_STORE_HUGEPAGES=0`` turns it off.
 """
 
 from __future__ import annotations
