@@ -225,6 +225,11 @@ def test_search_many_equals_one_search_per_query(space):
         store.search_many("toy", np.ones((2, 3)), k=5)
     with pytest.raises(VectorError, match=r"vectors\[1\]"):
         store.search_many("toy", [[1.0] * 8, [float("nan")] * 8], k=5)
+    # checked in one pass over the batch: the first bad row is named, and why
+    with pytest.raises(VectorError, match=r"vectors\[2\].*float32 range"):
+        store.search_many("toy", [[1.0] * 8, [2.0] * 8, [1e39] * 8, [float("inf")] * 8], k=5)
+    with pytest.raises(VectorError, match=r"vectors\[1\] is all zeros"):
+        store.search_many("toy", [[1.0] * 8, [0.0] * 8], k=5)
 
 
 def test_graph_tier_from_many_threads(space):
@@ -278,6 +283,8 @@ def test_search_batch_over_http(space):
         assert [[r["key"] for r in one] for one in got] == [r.keys for r in store.search_many("toy", X[:4], k=3)]
         bad = http.post("/search/batch", json={"model": "toy", "vectors": [[1.0, 2.0]], "k": 3})
         assert bad.status_code == 422 and "shape (n, 8)" in bad.json()["error"]["message"]
+        huge = http.post("/search/batch", json={"model": "toy", "vectors": [[1.0] * 8, [1e39] * 8], "k": 3})
+        assert huge.status_code == 422 and "vectors[1]" in huge.json()["error"]["message"]
 
 
 def test_a_looked_up_request_parses_on_demand_and_pickles_plainly(space):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rsembed_store.query.serving.filters import Filters
-from rsembed_store.query.serving.order import MAX_GROUPS, SpaceOrder
+from rsembed_store.query.serving.order import MAX_GROUPS, Selection, SpaceOrder
 from rsembed_store.query.serving.rows import key_bytes, top_k
 
 
@@ -104,3 +104,14 @@ def test_a_selection_scans_lists_and_masks_the_same_rows():
         finite = np.isfinite(dist)
         assert np.array_equal(sel.positions(np.flatnonzero(finite)), want)
         np.testing.assert_allclose(dist[finite], vectors[want] @ q, rtol=1e-5, atol=1e-5)
+
+
+def test_a_selection_made_of_positions_scans_them_in_their_order():
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((5_000, 4)).astype(np.float32)
+    q = rng.standard_normal(4).astype(np.float32)
+    for positions in (np.arange(100, 900), np.sort(rng.choice(5_000, 700, replace=False)),
+                      np.r_[np.arange(10, 60), [70], np.arange(2_000, 4_000)], np.empty(0, np.int64)):
+        sel = Selection.of_positions(positions)
+        assert np.array_equal(sel.positions(), positions)
+        np.testing.assert_allclose(sel.products(vectors, q), vectors[positions] @ q, rtol=1e-5, atol=1e-5)

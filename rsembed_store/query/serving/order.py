@@ -173,6 +173,17 @@ class Selection:
         self.offsets = np.cumsum(lengths) - lengths
         self.count = int(lengths.sum())  # rows in the runs, dropped ones included
 
+    @classmethod
+    def of_positions(cls, positions: np.ndarray) -> "Selection":
+        """The runs that ascending tier ``positions`` make (consecutive positions are one run)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return cls(positions, positions)
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        first = np.concatenate([[0], breaks])
+        last = np.concatenate([breaks, [len(positions)]]) - 1
+        return cls(positions[first], positions[last] + 1)
+
     @property
     def kept(self) -> int:
         return self.count - (int(self.drop.sum()) if self.drop is not None else 0)
